@@ -1,0 +1,37 @@
+"""A terminal progress bar on stderr for flows started from the CLI (stdout stays clean for --json)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+@contextmanager
+def progress_bar(description: str, total: int, *, enabled: bool, unit: str = "docs") -> Iterator[callable]:
+    """Yield `advance(n, tokens)`; draws a bar with a tokens/s readout when enabled."""
+    if not enabled:
+        yield lambda n, tokens=0: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(description, total=total, rate="")
+        tokens_seen = 0
+
+        def advance(n: int, tokens: int = 0) -> None:
+            nonlocal tokens_seen
+            tokens_seen += tokens
+            elapsed = progress.tasks[0].elapsed or 0.0
+            rate = f"{tokens_seen / elapsed:,.0f} tok/s" if tokens_seen and elapsed else ""
+            progress.update(task, advance=n, rate=rate)
+
+        yield advance

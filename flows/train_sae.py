@@ -1,0 +1,88 @@
+"""Flow: train a TopK SAE on a corpus's activations and save it with its held-out report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
+import torch
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from saeembed.errors import SaeembedError
+from saeembed.pipeline import TrainData, split_corpus
+from saeembed.reader import DEFAULT_READER, Reader
+from saeembed.store import Store
+from saeembed.train import TrainOptions, collect_activations, sae_config_for, train_topk_sae
+from saeembed_flows.progress import progress_bar
+
+
+@task(name="split-corpus", cache_policy=NO_CACHE)
+def split(db: str | None, corpus: str, heldout_docs: int, seed: int) -> TrainData:
+    with Store.open(db, read_only=True) as store:
+        return split_corpus(store, corpus, heldout_docs=heldout_docs, seed=seed)
+
+
+@task(name="collect-activations", cache_policy=NO_CACHE)
+def collect(reader: Reader, texts: list[str], max_tokens: int, token_budget: int | None, label: str,
+            show_progress: bool) -> torch.Tensor:
+    with progress_bar(f"collect {label}", len(texts), enabled=show_progress) as advance:
+        return collect_activations(reader, texts, max_tokens=max_tokens, token_budget=token_budget, on_batch=advance)
+
+
+@flow(name="train-sae", log_prints=True)
+def train_sae_flow(
+    corpus: str,
+    layer: int,
+    out: str,
+    latents: int = 8192,
+    k: int = 32,
+    db: str | None = None,
+    reader: str = DEFAULT_READER,
+    max_tokens: int = 128,
+    train_tokens: int = 2_000_000,
+    heldout_docs: int = 500,
+    batch_size: int = 4096,
+    epochs: int = 1,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    save_dtype: str = "float16",
+    show_progress: bool = False,
+) -> dict:
+    """Train a TopK SAE (AuxK loss) on CORPUS's activations at LAYER; write it to OUT."""
+    target = Path(out)
+    if target.exists() and any(target.iterdir()):
+        raise SaeembedError(f"--out {target} exists and is not empty: choose a new folder")
+    if save_dtype not in ("float16", "float32", "bfloat16"):
+        raise SaeembedError(f"unknown --save-dtype '{save_dtype}': use float16, bfloat16 or float32")
+    data = split(db, corpus, heldout_docs, seed)
+    loaded = Reader.load(reader, layer=layer, device=device, dtype=dtype)
+    train = collect(loaded, data.train_texts, max_tokens, train_tokens, "train", show_progress)
+    heldout = collect(loaded, data.heldout_texts, max_tokens, None, "held-out", show_progress)
+    options = TrainOptions(d_sae=latents, k=k, batch_size=batch_size, epochs=epochs, seed=seed)
+    steps = train.shape[0] // batch_size * epochs
+    with progress_bar("train", steps, enabled=show_progress, unit="steps") as advance:
+        sae, report = train_topk_sae(train, heldout, options, device=loaded.device,
+                                     on_step=lambda step, total, fvu: advance(1))
+    sae.cfg = sae_config_for(loaded, options, report)
+    sae.to(getattr(torch, save_dtype)).save(target)
+    (target / "training_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    headline = {
+        "out": str(target),
+        "fvu": round(report.fvu, 4),
+        "fvu_without_outliers": round(report.fvu_without_outliers, 4),
+        "mean_l0": round(report.mean_l0, 2),
+        "dead_fraction": round(report.dead_fraction, 4),
+        "train_tokens": report.train_tokens,
+        "heldout_tokens": report.heldout_tokens,
+        "seconds": report.seconds,
+    }
+    create_markdown_artifact(
+        key="train-sae-report",
+        markdown="\n".join(f"- **{name}**: {value}" for name, value in headline.items()),
+        description=f"TopK SAE on {corpus}, layer {layer}",
+    )
+    return headline

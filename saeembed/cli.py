@@ -1,0 +1,314 @@
+"""`saeembed …`: long jobs run as Prefect flows; look-ups answer straight from the library.
+
+Rows go to stdout (a table, or one JSON document with --json); logs and progress go to stderr.
+Heavy imports (torch, Prefect) happen inside the commands that need them, so look-ups start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from saeembed.errors import SaeembedError
+
+app = typer.Typer(
+    help="Embed text corpora with a sparse autoencoder over an LLM's activations; analyse them in DuckDB.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+docs_app = typer.Typer(help="Look at documents.", no_args_is_help=True)
+concepts_app = typer.Typer(help="Look at concepts (SAE latents).", no_args_is_help=True)
+corpora_app = typer.Typer(help="Corpora in the database and the offline corpora bundled with packages.",
+                          no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
+app.add_typer(concepts_app, name="concepts")
+app.add_typer(corpora_app, name="corpora")
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="DuckDB file (default: $SAEEMBED_DB or ./saeembed.duckdb).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 (auto: bf16, fp16 on old GPUs)")]
+
+
+def main() -> None:
+    """Console entry point: a SaeembedError becomes one line on stderr and exit code 2."""
+    try:
+        app()
+    except SaeembedError as error:
+        stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _db(db: Path | None) -> str:
+    from saeembed.store import default_db_path
+
+    return str(db if db is not None else default_db_path())
+
+
+def _run_flow(flow_name: str, **parameters: Any) -> dict:
+    """Run one of saeembed's Prefect flows in this process and return its result.
+
+    A SaeembedError raised inside the flow reaches the user as one line (see `main`), without
+    Prefect's traceback of it.
+    """
+    import importlib
+
+    module = importlib.import_module(f"saeembed_flows.{flow_name}")
+    flow = getattr(module, f"{flow_name}_flow")
+    logging.getLogger("prefect").addFilter(_HideUserErrors())
+    return flow(**parameters)
+
+
+class _HideUserErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SaeembedError):
+            return False
+        return "SaeembedError" not in record.getMessage()
+
+
+def _emit(payload: Any, as_json: bool, render: Any) -> None:
+    if as_json:
+        print(json.dumps(payload, default=str, ensure_ascii=False))
+    else:
+        render()
+
+
+def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(column)) for column in columns))
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+def _summary(title: str, values: dict) -> None:
+    stdout.print(_table([{"field": k, "value": v} for k, v in values.items()], ["field", "value"], title))
+
+
+# -- long jobs (Prefect flows) -----------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help=".parquet, .csv, .jsonl file or a folder of .txt files")],
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (created if new).")],
+    text_col: Annotated[str, typer.Option("--text-col", help="Column holding the text.")] = "text",
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="Column holding your ids (default: 'id' when present).")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add documents to a corpus; other columns become metadata (SQL: meta->>'column')."""
+    if not path.exists():
+        raise SaeembedError(f"no such file or directory: {path}")
+    report = _run_flow("ingest", path=str(path), corpus=corpus, text_col=text_col, id_col=id_col, db=_db(db))
+    _emit(report, as_json, lambda: _summary(f"ingest → {corpus}", report))
+    if report["skipped_empty"]:
+        examples = ", ".join(report["empty_examples"])
+        stderr.print(f"skipped {report['skipped_empty']} rows with an empty text (e.g. {examples})")
+
+
+@app.command()
+def embed(
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus to embed.")],
+    sae: Annotated[str, typer.Option("--sae", help="'default' or an SAE checkpoint folder/file.")] = "default",
+    reader: Annotated[
+        str | None, typer.Option("--reader", help="Reader LLM: hub id, folder or .gguf (default: the SAE's).")
+    ] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Layer to read (default: the SAE's).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Documents per forward pass.")] = 32,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens read per document.")] = 512,
+    chat_template: Annotated[
+        bool, typer.Option("--chat-template/--no-chat-template", help="Read each document as an assistant turn.")
+    ] = True,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Embed the corpus's not-yet-embedded documents (a rerun resumes where a killed one stopped)."""
+    summary = _run_flow(
+        "embed",
+        corpus=corpus,
+        sae=sae,
+        db=_db(db),
+        reader=reader,
+        layer=layer,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        chat_template=chat_template,
+        device=device,
+        dtype=dtype,
+        show_progress=not as_json,
+    )
+    _emit(summary, as_json, lambda: _summary(f"embed {corpus}", summary))
+
+
+@app.command("train-sae")
+def train_sae(
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus whose activations train the SAE.")],
+    layer: Annotated[int, typer.Option("--layer", help="Reader layer whose output the SAE reads.")],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the SAE (cfg.json + sae.safetensors).")],
+    latents: Annotated[int, typer.Option("--latents", help="Number of latents.")] = 8192,
+    k: Annotated[int, typer.Option("--k", help="Active latents per token (TopK).")] = 32,
+    reader: Annotated[str, typer.Option("--reader", help="Reader LLM.")] = "smollm2-135m-instruct",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens read per document.")] = 128,
+    train_tokens: Annotated[int, typer.Option("--train-tokens", help="Training tokens to collect.")] = 2_000_000,
+    heldout_docs: Annotated[int, typer.Option("--heldout-docs", help="Documents held out for the report.")] = 500,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tokens per optimisation step.")] = 4096,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training tokens.")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a TopK SAE with the AuxK loss; report held-out FVU, L0 and dead latents."""
+    report = _run_flow(
+        "train_sae",
+        corpus=corpus,
+        layer=layer,
+        out=str(out),
+        latents=latents,
+        k=k,
+        db=_db(db),
+        reader=reader,
+        max_tokens=max_tokens,
+        train_tokens=train_tokens,
+        heldout_docs=heldout_docs,
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        show_progress=not as_json,
+    )
+    _emit(report, as_json, lambda: _summary("train-sae", report))
+
+
+@app.command()
+def demo(
+    db: DbOption = None,
+    n_docs: Annotated[int, typer.Option("--n-docs", help="News articles in the demo corpus.")] = 3000,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest a bundled AG News sample and embed it with the default reader and SAE."""
+    result = _run_flow("demo", db=_db(db), n_docs=n_docs, show_progress=not as_json)
+    _emit(result, as_json, lambda: _print_demo(result))
+
+
+def _print_demo(result: dict) -> None:
+    _summary("saeembed demo", {k: v for k, v in result.items() if k != "example_sql"})
+    stdout.print("\nTry it in DuckDB:", style="bold")
+    stdout.print(f"  duckdb {result['db']}\n", highlight=False)
+    stdout.print(result["example_sql"], highlight=False, soft_wrap=True)
+
+
+# -- look-ups (library only, no Prefect) ---------------------------------------------------------
+
+
+@docs_app.command("show")
+def docs_show(
+    doc_id: Annotated[int, typer.Argument(help="doc_id from the documents table.")],
+    top: Annotated[int, typer.Option("--top", help="Concepts to show.")] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A document with its strongest concepts and the token where each fired («marked»)."""
+    from saeembed.lookup import show_document
+    from saeembed.store import Store
+
+    with Store.open(_db(db), read_only=True) as store:
+        view = show_document(store, doc_id, top=top)
+    payload = {**view._asdict(), "concepts": view.concepts.to_dicts()}
+
+    def render() -> None:
+        stdout.print(f"[bold]doc {view.doc_id}[/] ({view.external_id}) in {view.corpus}, run {view.run_id}: "
+                     f"{view.n_tokens} tokens{' (truncated)' if view.truncated else ''}")
+        if view.meta:
+            stdout.print(f"meta: {view.meta}", highlight=False)
+        stdout.print(view.text, highlight=False, markup=False)
+        stdout.print(_table(view.concepts.to_dicts(),
+                            ["feature_id", "max_act", "n_active_tokens", "freq", "context"]))
+
+    _emit(payload, as_json, render)
+
+
+@concepts_app.command("top")
+def concepts_top(
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus (its latest embedding run).")],
+    top: Annotated[int, typer.Option("--top", help="Concepts to list.")] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The corpus's most frequent concepts, with the tokens where they peak."""
+    from saeembed.lookup import top_concepts
+    from saeembed.store import Store
+
+    with Store.open(_db(db), read_only=True) as store:
+        frame = top_concepts(store, corpus, top=top)
+    rows = frame.to_dicts()
+    _emit(rows, as_json, lambda: stdout.print(
+        _table(rows, ["feature_id", "n_docs", "freq", "mean_max_act", "top_tokens"], f"top concepts in {corpus}")))
+
+
+@corpora_app.command("list")
+def corpora_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Corpora in the database with document and embedding counts."""
+    from saeembed.store import Store
+
+    with Store.open(_db(db), read_only=True) as store:
+        rows = store.query(
+            """
+            SELECT c.name AS corpus, count(d.doc_id) AS documents, c.source, c.created_at
+            FROM corpora c LEFT JOIN documents d USING (corpus_id)
+            GROUP BY ALL ORDER BY c.name
+            """
+        ).to_dicts()
+    _emit(rows, as_json, lambda: stdout.print(_table(rows, ["corpus", "documents", "source", "created_at"])))
+
+
+@corpora_app.command("export")
+def corpora_export(
+    name: Annotated[str, typer.Argument(help="'demo' (AG News sample) or 'sae-training' (the default SAE's mix).")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    n_docs: Annotated[int | None, typer.Option("--n-docs", help="Rows to keep (default: all / 3000 for demo).")] = None,
+) -> None:
+    """Write a bundled offline corpus to Parquet, ready for `saeembed ingest`."""
+    from saeembed.corpora import demo_corpus, training_texts
+
+    if out.suffix != ".parquet":
+        raise SaeembedError(f"--out must end in .parquet, got {out}")
+    if name == "demo":
+        frame = demo_corpus(n=n_docs or 3000)
+    elif name == "sae-training":
+        frame = training_texts(max_texts=n_docs, exclude=demo_corpus()["text"].to_list())
+    else:
+        raise SaeembedError(f"unknown bundled corpus '{name}': choose demo or sae-training")
+    frame.write_parquet(out)
+    stderr.print(f"wrote {frame.height} rows to {out}")
+
+
+if __name__ == "__main__":
+    main()

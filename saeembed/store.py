@@ -1,0 +1,336 @@
+"""The DuckDB store: schema, writes and reads of corpora, documents, SAEs and concept vectors.
+
+Every write that must not be half-done runs in one transaction, so a killed process leaves the
+database as it was before that batch. The SQL users may read lives in sql/ (see `read_sql`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from saeembed.errors import SaeembedError
+
+DEFAULT_DB = "saeembed.duckdb"
+
+
+def default_db_path() -> Path:
+    """`$SAEEMBED_DB` if set, else ./saeembed.duckdb."""
+    return Path(os.environ.get("SAEEMBED_DB") or DEFAULT_DB)
+
+
+def read_sql(name: str) -> str:
+    """The text of sql/NAME.sql, as installed with the package."""
+    try:
+        return resources.files("saeembed.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SaeembedError(f"no SQL file named {name}.sql in saeembed's sql/ folder") from None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings that change an embedding's vectors: equal settings resume the same run."""
+
+    corpus_id: int
+    sae_id: int
+    reader_model: str
+    layer: int
+    max_tokens: int
+    chat_template: bool
+    dtype: str
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(self.__dict__, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()
+
+
+class IngestCounts(NamedTuple):
+    inserted: int
+    """Rows added to `documents`."""
+    already_present: int
+    """Rows whose content hash was already in the corpus (re-ingest is idempotent)."""
+
+
+class RunInfo(NamedTuple):
+    run_id: int
+    """Key of the run in `embed_runs`."""
+    corpus: str
+    """Name of the embedded corpus."""
+    sae_id: int
+    """Key of the SAE in `saes`."""
+    reader_model: str
+    """Reader the SAE read (HF id)."""
+    layer: int
+    """Decoder layer whose output the SAE encodes."""
+    status: str
+    """'running' or 'complete'."""
+
+
+class Store:
+    """An open saeembed database. Use `Store.open(path)`; close it or use it as a context manager."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+        self.con = con
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, read_only: bool = False) -> Store:
+        """Open (and, unless read_only, create or migrate) the database at `path`."""
+        path = Path(path) if path is not None else default_db_path()
+        if read_only and not path.exists():
+            raise SaeembedError(f"no database at {path}: run `saeembed ingest` (or `saeembed demo`) first")
+        if not path.parent.exists():
+            raise SaeembedError(f"cannot create database {path}: folder {path.parent} does not exist")
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as error:
+            if "lock" in str(error).lower():
+                raise SaeembedError(
+                    f"database busy: {path} is open for writing in another process; "
+                    "wait for it to finish or use another --db"
+                ) from None
+            raise SaeembedError(f"cannot open database {path}: {error}") from None
+        store = cls(con, path)
+        if not read_only:
+            con.execute(read_sql("schema"))
+            con.execute(read_sql("views"))
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def query(self, sql: str, params: dict[str, Any] | list[Any] | None = None) -> pl.DataFrame:
+        """Run one SQL statement and return its rows as a polars DataFrame."""
+        return self.con.execute(sql, params or {}).pl()
+
+    # -- corpora and documents ---------------------------------------------------------------
+
+    def corpus_names(self) -> list[str]:
+        return [row[0] for row in self.con.execute("SELECT name FROM corpora ORDER BY name").fetchall()]
+
+    def corpus_id(self, name: str) -> int:
+        """Key of corpus `name`; a clear error listing the known corpora if there is none."""
+        row = self.con.execute("SELECT corpus_id FROM corpora WHERE name = ?", [name]).fetchone()
+        if row is None:
+            known = ", ".join(self.corpus_names()) or "none yet"
+            raise SaeembedError(f"no corpus named '{name}' in {self.path} (corpora: {known})")
+        return row[0]
+
+    def add_documents(self, corpus: str, rows: pl.DataFrame, *, source: str | None = None) -> IngestCounts:
+        """Add rows (external_id, text, meta, content_hash) to corpus `corpus`, creating it if needed.
+
+        Rows whose content_hash the corpus already holds are skipped, so re-ingest is idempotent.
+        All of it happens in one transaction: an interrupted ingest adds nothing.
+        """
+        table = rows.select("external_id", "text", "meta", "content_hash").to_arrow()
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO corpora (name, source) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                [corpus, source],
+            )
+            corpus_id = self.corpus_id(corpus)
+            self.con.register("incoming_rows", table)
+            try:
+                before = self._count("documents WHERE corpus_id = ?", [corpus_id])
+                self.con.execute(
+                    """
+                    INSERT INTO documents (corpus_id, external_id, text, meta, content_hash)
+                    SELECT ?, r.external_id, r.text, r.meta::JSON, r.content_hash
+                    FROM incoming_rows r
+                    WHERE NOT EXISTS (SELECT 1 FROM documents d
+                                      WHERE d.corpus_id = ? AND d.content_hash = r.content_hash)
+                    ORDER BY r.content_hash
+                    """,
+                    [corpus_id, corpus_id],
+                )
+                inserted = self._count("documents WHERE corpus_id = ?", [corpus_id]) - before
+            finally:
+                self.con.unregister("incoming_rows")
+        return IngestCounts(inserted=inserted, already_present=table.num_rows - inserted)
+
+    def _count(self, where: str, params: list[Any]) -> int:
+        return self.con.execute(f"SELECT count(*) FROM {where}", params).fetchone()[0]
+
+    # -- SAEs and runs -------------------------------------------------------------------------
+
+    def register_sae(self, *, name: str, fingerprint: str, path: str | None, config: dict[str, Any]) -> int:
+        """Key of the SAE with this fingerprint, adding it on first use."""
+        row = self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]).fetchone()
+        if row is not None:
+            return row[0]
+        self.con.execute(
+            """
+            INSERT INTO saes (name, fingerprint, path, format, reader_model, layer, hook, arch, d_in, d_sae, k, meta)
+            VALUES ($name, $fingerprint, $path, $format, $reader_model, $layer, $hook, $arch, $d_in, $d_sae, $k,
+                    $meta::JSON)
+            """,
+            {
+                "name": name,
+                "fingerprint": fingerprint,
+                "path": path,
+                "format": config["source_format"],
+                "reader_model": config.get("reader_model"),
+                "layer": config.get("layer"),
+                "hook": config.get("hook"),
+                "arch": config["arch"],
+                "d_in": config["d_in"],
+                "d_sae": config["d_sae"],
+                "k": config.get("k"),
+                "meta": json.dumps(config.get("meta") or {}),
+            },
+        )
+        return self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]).fetchone()[0]
+
+    def open_run(self, settings: RunSettings, config: dict[str, Any]) -> int:
+        """The run for these settings: the existing one (to resume) or a new one."""
+        row = self.con.execute(
+            "SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]
+        ).fetchone()
+        if row is not None:
+            self.con.execute(
+                "UPDATE embed_runs SET status = 'running', updated_at = current_timestamp, config = ?::JSON "
+                "WHERE run_id = ?",
+                [json.dumps(config), row[0]],
+            )
+            return row[0]
+        self.con.execute(
+            """
+            INSERT INTO embed_runs (corpus_id, sae_id, reader_model, layer, max_tokens, chat_template, dtype,
+                                    settings_key, status, config)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?::JSON)
+            """,
+            [
+                settings.corpus_id,
+                settings.sae_id,
+                settings.reader_model,
+                settings.layer,
+                settings.max_tokens,
+                settings.chat_template,
+                settings.dtype,
+                settings.key,
+                json.dumps(config),
+            ],
+        )
+        return self.con.execute(
+            "SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]
+        ).fetchone()[0]
+
+    def pending_documents(self, run_id: int, *, limit: int | None = None) -> pl.DataFrame:
+        """Documents of the run's corpus not yet embedded by it (doc_id, text), in doc_id order."""
+        return self.query(
+            """
+            SELECT d.doc_id, d.text
+            FROM documents d
+            JOIN embed_runs r ON r.corpus_id = d.corpus_id AND r.run_id = $run_id
+            ANTI JOIN embedded_documents e ON e.run_id = $run_id AND e.doc_id = d.doc_id
+            ORDER BY d.doc_id
+            LIMIT $limit
+            """,
+            {"run_id": run_id, "limit": limit if limit is not None else 2**62},
+        )
+
+    def count_pending(self, run_id: int) -> int:
+        return self.con.execute(
+            """
+            SELECT count(*) FROM documents d
+            JOIN embed_runs r ON r.corpus_id = d.corpus_id AND r.run_id = $run_id
+            ANTI JOIN embedded_documents e ON e.run_id = $run_id AND e.doc_id = d.doc_id
+            """,
+            {"run_id": run_id},
+        ).fetchone()[0]
+
+    def write_batch(self, run_id: int, documents: pa.Table, features: pa.Table) -> None:
+        """Store one batch atomically.
+
+        documents: doc_id, n_tokens, n_tokens_total, truncated, n_features.
+        features:  doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos.
+        """
+        with self.transaction():
+            self.con.register("batch_documents", documents)
+            self.con.register("batch_features", features)
+            try:
+                self.con.execute(
+                    "INSERT INTO doc_features SELECT ?, doc_id, feature_id, max_act, mean_act, n_active_tokens, "
+                    "argmax_pos FROM batch_features",
+                    [run_id],
+                )
+                self.con.execute(
+                    "INSERT INTO embedded_documents SELECT ?, doc_id, n_tokens, n_tokens_total, truncated, "
+                    "n_features FROM batch_documents",
+                    [run_id],
+                )
+            finally:
+                self.con.unregister("batch_documents")
+                self.con.unregister("batch_features")
+
+    def finish_run(self, run_id: int, config: dict[str, Any]) -> str:
+        """Mark the run complete when no document is left, record the invocation's config; return status."""
+        status = "complete" if self.count_pending(run_id) == 0 else "running"
+        self.con.execute(
+            "UPDATE embed_runs SET status = ?, updated_at = current_timestamp, config = ?::JSON WHERE run_id = ?",
+            [status, json.dumps(config), run_id],
+        )
+        return status
+
+    def latest_run(self, corpus: str, *, sae_id: int | None = None) -> RunInfo:
+        """The most recently updated embedding run of `corpus` (optionally by one SAE)."""
+        corpus_id = self.corpus_id(corpus)
+        row = self.con.execute(
+            """
+            SELECT run_id, sae_id, reader_model, layer, status FROM embed_runs
+            WHERE corpus_id = $corpus_id AND ($sae_id IS NULL OR sae_id = $sae_id)
+            ORDER BY updated_at DESC, run_id DESC LIMIT 1
+            """,
+            {"corpus_id": corpus_id, "sae_id": sae_id},
+        ).fetchone()
+        if row is None:
+            raise SaeembedError(f"corpus '{corpus}' has not been embedded yet: run `saeembed embed --corpus {corpus}`")
+        return RunInfo(row[0], corpus, row[1], row[2], row[3], row[4])
+
+    def run_for_document(self, doc_id: int) -> RunInfo:
+        """The latest run that embedded document `doc_id`."""
+        row = self.con.execute(
+            """
+            SELECT r.run_id, c.name, r.sae_id, r.reader_model, r.layer, r.status
+            FROM embedded_documents e JOIN embed_runs r USING (run_id) JOIN corpora c USING (corpus_id)
+            WHERE e.doc_id = ? ORDER BY r.updated_at DESC, r.run_id DESC LIMIT 1
+            """,
+            [doc_id],
+        ).fetchone()
+        if row is None:
+            exists = self._count("documents WHERE doc_id = ?", [doc_id]) > 0
+            problem = "has not been embedded yet" if exists else "does not exist"
+            raise SaeembedError(f"document {doc_id} {problem} in {self.path}")
+        return RunInfo(*row)
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.con)
+
+
+class _Transaction:
+    """BEGIN … COMMIT, rolled back when the block raises (including KeyboardInterrupt)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")

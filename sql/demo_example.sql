@@ -1,0 +1,12 @@
+-- Which concepts separate sports news from business news in the demo corpus?
+-- (shown by `saeembed demo`; run it in `duckdb saeembed.duckdb`)
+SELECT f.feature_id,
+       round(avg(CASE WHEN d.meta->>'topic' = 'Sports'   THEN 1 ELSE 0 END), 3) AS share_sports,
+       round(avg(CASE WHEN d.meta->>'topic' = 'Business' THEN 1 ELSE 0 END), 3) AS share_business,
+       count(*) AS n_docs
+FROM doc_features f
+JOIN documents d USING (doc_id)
+GROUP BY f.feature_id
+HAVING count(*) >= 20
+ORDER BY share_sports DESC
+LIMIT 10;

@@ -1,0 +1,93 @@
+-- saeembed's DuckDB schema. Every statement is idempotent: opening a database applies this file.
+-- Layout choices and the measurements behind them are in README.md ("Storage layout").
+
+CREATE SEQUENCE IF NOT EXISTS corpus_id_seq START 1;
+CREATE SEQUENCE IF NOT EXISTS doc_id_seq START 1;
+CREATE SEQUENCE IF NOT EXISTS sae_id_seq START 1;
+CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
+
+-- A named collection of documents (one ingest target).
+CREATE TABLE IF NOT EXISTS corpora (
+    corpus_id  INTEGER PRIMARY KEY DEFAULT nextval('corpus_id_seq'),
+    name       VARCHAR NOT NULL UNIQUE,
+    source     VARCHAR,                 -- path of the first ingest
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    meta       JSON
+);
+
+-- One row per ingested text. content_hash covers text, external_id and meta, so re-ingesting the
+-- same rows adds nothing. meta holds every source column other than the text and id columns.
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id       BIGINT PRIMARY KEY DEFAULT nextval('doc_id_seq'),
+    corpus_id    INTEGER NOT NULL,
+    external_id  VARCHAR,
+    text         VARCHAR NOT NULL,
+    meta         JSON,
+    content_hash VARCHAR NOT NULL,
+    ingested_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    UNIQUE (corpus_id, content_hash)
+);
+
+-- Every SAE that has embedded something. fingerprint hashes the config and weights, so the same
+-- checkpoint registers once wherever it lives on disk.
+CREATE TABLE IF NOT EXISTS saes (
+    sae_id        INTEGER PRIMARY KEY DEFAULT nextval('sae_id_seq'),
+    name          VARCHAR NOT NULL,
+    fingerprint   VARCHAR NOT NULL UNIQUE,
+    path          VARCHAR,
+    format        VARCHAR NOT NULL,
+    reader_model  VARCHAR,
+    layer         INTEGER,
+    hook          VARCHAR,
+    arch          VARCHAR NOT NULL,
+    d_in          INTEGER NOT NULL,
+    d_sae         INTEGER NOT NULL,
+    k             INTEGER,
+    registered_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    meta          JSON
+);
+
+-- One embedding of one corpus by one SAE under settings that change the vectors (settings_key).
+-- Rerunning `embed` with the same settings resumes this run instead of starting another.
+CREATE TABLE IF NOT EXISTS embed_runs (
+    run_id        INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'),
+    corpus_id     INTEGER NOT NULL,
+    sae_id        INTEGER NOT NULL,
+    reader_model  VARCHAR NOT NULL,
+    layer         INTEGER NOT NULL,
+    max_tokens    INTEGER NOT NULL,
+    chat_template BOOLEAN NOT NULL,
+    dtype         VARCHAR NOT NULL,
+    settings_key  VARCHAR NOT NULL UNIQUE,
+    status        VARCHAR NOT NULL,     -- 'running' until every document of the corpus is embedded, then 'complete'
+    created_at    TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    updated_at    TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    config        JSON                  -- everything else: device, batch size, timings of the last invocation
+);
+
+-- One row per embedded document, written in the same transaction as its doc_features rows:
+-- its presence is what marks the document done, so a killed run resumes exactly where it stopped.
+CREATE TABLE IF NOT EXISTS embedded_documents (
+    run_id         INTEGER NOT NULL,
+    doc_id         BIGINT NOT NULL,
+    n_tokens       INTEGER NOT NULL,    -- document tokens the reader saw (template tokens excluded)
+    n_tokens_total INTEGER NOT NULL,    -- document tokens before truncation at max_tokens
+    truncated      BOOLEAN NOT NULL,
+    n_features     INTEGER NOT NULL,    -- concepts present (max_act > 0)
+    PRIMARY KEY (run_id, doc_id)
+);
+
+-- The sparse concept vectors, in long format: one row per (document, concept present).
+-- max_act:         max over the document's tokens (the paper's pooling; present = max_act > 0)
+-- mean_act:        sum over the document's tokens / n_tokens (zeros included)
+-- n_active_tokens: tokens where the concept fired
+-- argmax_pos:      0-based index, among the document's own tokens, of the token with max_act
+CREATE TABLE IF NOT EXISTS doc_features (
+    run_id          INTEGER NOT NULL,
+    doc_id          BIGINT NOT NULL,
+    feature_id      INTEGER NOT NULL,
+    max_act         FLOAT NOT NULL,
+    mean_act        FLOAT NOT NULL,
+    n_active_tokens INTEGER NOT NULL,
+    argmax_pos      INTEGER NOT NULL
+);

@@ -1,0 +1,19 @@
+-- Views for the questions people ask most; safe to query from any DuckDB client.
+
+-- Each embedding run with its corpus and SAE names.
+CREATE OR REPLACE VIEW runs AS
+SELECT r.run_id, c.name AS corpus, s.name AS sae, r.reader_model, r.layer, r.max_tokens,
+       r.chat_template, r.dtype, r.status, r.created_at, r.updated_at,
+       (SELECT count(*) FROM embedded_documents e WHERE e.run_id = r.run_id) AS n_docs
+FROM embed_runs r
+JOIN corpora c USING (corpus_id)
+JOIN saes s USING (sae_id);
+
+-- Share of a run's documents in which each concept is present.
+CREATE OR REPLACE VIEW concept_frequency AS
+WITH totals AS (SELECT run_id, count(*) AS n_docs FROM embedded_documents GROUP BY run_id)
+SELECT f.run_id, f.feature_id, count(*) AS n_docs, count(*) / any_value(t.n_docs) AS freq,
+       avg(f.max_act) AS mean_max_act, max(f.max_act) AS max_act
+FROM doc_features f
+JOIN totals t USING (run_id)
+GROUP BY f.run_id, f.feature_id;
