@@ -8,11 +8,11 @@ from pathlib import Path
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-
-from saeembed.corpora import demo_corpus
-from saeembed.store import Store, read_sql
 from saeembed_flows.embed import embed_flow
 from saeembed_flows.ingest import ingest_flow
+
+from saeembed.corpora import demo_corpus
+from saeembed.store import Store, first_row, read_sql
 
 DEMO_CORPUS = "demo"
 
@@ -31,8 +31,8 @@ def demo_flow(db: str | None = None, n_docs: int = 3000, show_progress: bool = F
         ingested = ingest_flow(path=write_demo_corpus(folder, n_docs), corpus=DEMO_CORPUS, db=db)
     embedded = embed_flow(corpus=DEMO_CORPUS, db=db, show_progress=show_progress)
     with Store.open(db, read_only=True) as store:
-        documents = store.con.execute("SELECT count(*) FROM documents").fetchone()[0]
-        concept_rows = store.con.execute("SELECT count(*) FROM doc_features").fetchone()[0]
+        documents = first_row(store.con.execute("SELECT count(*) FROM documents"))[0]
+        concept_rows = first_row(store.con.execute("SELECT count(*) FROM doc_features"))[0]
     return {
         "db": str(store.path),
         "corpus": DEMO_CORPUS,

@@ -6,18 +6,27 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from saeembed_flows.progress import progress_bar
 
 from saeembed.embed import EmbedOptions, EmbedStats
 from saeembed.pipeline import DEFAULT_CHUNK, EmbedJob
 from saeembed.store import Store
-from saeembed_flows.progress import progress_bar
 
 
 @task(name="open-embed-job", cache_policy=NO_CACHE)
-def open_job(store: Store, corpus: str, sae: str, reader: str | None, layer: int | None, device: str,
-             dtype: str, options: EmbedOptions) -> EmbedJob:
-    return EmbedJob.open(store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype,
-                         options=options)
+def open_job(
+    store: Store,
+    corpus: str,
+    sae: str,
+    reader: str | None,
+    layer: int | None,
+    device: str,
+    dtype: str,
+    options: EmbedOptions,
+) -> EmbedJob:
+    return EmbedJob.open(
+        store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype, options=options
+    )
 
 
 # A chunk that fails (e.g. a GPU hiccup) is retried; batches already stored are not redone.

@@ -10,13 +10,13 @@ import torch
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from saeembed_flows.progress import progress_bar
 
 from saeembed.errors import SaeembedError
 from saeembed.pipeline import TrainData, split_corpus
 from saeembed.reader import DEFAULT_READER, Reader
 from saeembed.store import Store
 from saeembed.train import TrainOptions, collect_activations, sae_config_for, train_topk_sae
-from saeembed_flows.progress import progress_bar
 
 
 @task(name="split-corpus", cache_policy=NO_CACHE)
@@ -26,8 +26,14 @@ def split(db: str | None, corpus: str, heldout_docs: int, seed: int) -> TrainDat
 
 
 @task(name="collect-activations", cache_policy=NO_CACHE)
-def collect(reader: Reader, texts: list[str], max_tokens: int, token_budget: int | None, label: str,
-            show_progress: bool) -> torch.Tensor:
+def collect(
+    reader: Reader,
+    texts: list[str],
+    max_tokens: int,
+    token_budget: int | None,
+    label: str,
+    show_progress: bool,
+) -> torch.Tensor:
     with progress_bar(f"collect {label}", len(texts), enabled=show_progress) as advance:
         return collect_activations(reader, texts, max_tokens=max_tokens, token_budget=token_budget, on_batch=advance)
 
@@ -65,8 +71,9 @@ def train_sae_flow(
     options = TrainOptions(d_sae=latents, k=k, batch_size=batch_size, epochs=epochs, seed=seed)
     steps = train.shape[0] // batch_size * epochs
     with progress_bar("train", steps, enabled=show_progress, unit="steps") as advance:
-        sae, report = train_topk_sae(train, heldout, options, device=loaded.device,
-                                     on_step=lambda step, total, fvu: advance(1))
+        sae, report = train_topk_sae(
+            train, heldout, options, device=loaded.device, on_step=lambda step, total, fvu: advance(1)
+        )
     sae.cfg = sae_config_for(loaded, options, report)
     sae.to(getattr(torch, save_dtype)).save(target)
     (target / "training_report.json").write_text(json.dumps(report.to_dict(), indent=2))

@@ -26,8 +26,9 @@ app = typer.Typer(
 )
 docs_app = typer.Typer(help="Look at documents.", no_args_is_help=True)
 concepts_app = typer.Typer(help="Look at concepts (SAE latents).", no_args_is_help=True)
-corpora_app = typer.Typer(help="Corpora in the database and the offline corpora bundled with packages.",
-                          no_args_is_help=True)
+corpora_app = typer.Typer(
+    help="Corpora in the database and the offline corpora bundled with packages.", no_args_is_help=True
+)
 app.add_typer(docs_app, name="docs")
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(corpora_app, name="corpora")
@@ -140,7 +141,8 @@ def embed(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Documents per forward pass.")] = 32,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens read per document.")] = 512,
     chat_template: Annotated[
-        bool, typer.Option("--chat-template/--no-chat-template", help="Read each document as an assistant turn.")
+        bool,
+        typer.Option("--chat-template/--no-chat-template", help="Read each document as an assistant turn."),
     ] = True,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -244,13 +246,14 @@ def docs_show(
     payload = {**view._asdict(), "concepts": view.concepts.to_dicts()}
 
     def render() -> None:
-        stdout.print(f"[bold]doc {view.doc_id}[/] ({view.external_id}) in {view.corpus}, run {view.run_id}: "
-                     f"{view.n_tokens} tokens{' (truncated)' if view.truncated else ''}")
+        stdout.print(
+            f"[bold]doc {view.doc_id}[/] ({view.external_id}) in {view.corpus}, run {view.run_id}: "
+            f"{view.n_tokens} tokens{' (truncated)' if view.truncated else ''}"
+        )
         if view.meta:
             stdout.print(f"meta: {view.meta}", highlight=False)
         stdout.print(view.text, highlight=False, markup=False)
-        stdout.print(_table(view.concepts.to_dicts(),
-                            ["feature_id", "max_act", "n_active_tokens", "freq", "context"]))
+        stdout.print(_table(view.concepts.to_dicts(), ["feature_id", "max_act", "n_active_tokens", "freq", "context"]))
 
     _emit(payload, as_json, render)
 
@@ -269,8 +272,17 @@ def concepts_top(
     with Store.open(_db(db), read_only=True) as store:
         frame = top_concepts(store, corpus, top=top)
     rows = frame.to_dicts()
-    _emit(rows, as_json, lambda: stdout.print(
-        _table(rows, ["feature_id", "n_docs", "freq", "mean_max_act", "top_tokens"], f"top concepts in {corpus}")))
+    _emit(
+        rows,
+        as_json,
+        lambda: stdout.print(
+            _table(
+                rows,
+                ["feature_id", "n_docs", "freq", "mean_max_act", "top_tokens"],
+                f"top concepts in {corpus}",
+            )
+        ),
+    )
 
 
 @corpora_app.command("list")
@@ -303,7 +315,7 @@ def corpora_export(
     if name == "demo":
         frame = demo_corpus(n=n_docs or 3000)
     elif name == "sae-training":
-        frame = training_texts(max_texts=n_docs, exclude=demo_corpus()["text"].to_list())
+        frame = training_texts(max_texts=n_docs)
     else:
         raise SaeembedError(f"unknown bundled corpus '{name}': choose demo or sae-training")
     frame.write_parquet(out)

@@ -101,14 +101,7 @@ def embed_batch(
     max_tokens: int,
 ) -> EmbeddedBatch:
     """Embed one batch of tokenized documents into pooled concept rows."""
-    residuals = reader.residuals(token_ids, prefix)
-    lengths = torch.tensor([len(ids) for ids in token_ids])
-    # Keep only the documents' own positions: template/BOS tokens are never pooled.
-    positions = torch.arange(residuals.shape[1]) - len(prefix)
-    own = (positions >= 0) & (positions[None, :] < lengths[:, None])
-    tokens = residuals[own.to(residuals.device)]
-    token_doc = own.nonzero(as_tuple=True)[0]
-    token_pos = positions.expand_as(own)[own]
+    tokens = reader.document_residuals(token_ids, prefix)
     chunk = max(1, MAX_CODE_CELLS // sae.cfg.d_sae)
     autocast = (
         torch.autocast("cpu", dtype=reader.dtype)
@@ -117,13 +110,14 @@ def embed_batch(
     )
     pooled_parts = []
     with torch.inference_mode(), autocast:
-        for start in range(0, tokens.shape[0], chunk):
-            codes = sae.encode(tokens[start : start + chunk]).float().cpu()
+        for start in range(0, tokens.residuals.shape[0], chunk):
+            part = slice(start, start + chunk)
+            codes = sae.encode(tokens.residuals[part]).float().cpu()
             # A document's tokens may straddle two chunks: pool per chunk, then merge below.
-            pooled_parts.append(pool_codes(codes, token_doc[start : start + chunk], token_pos[start : start + chunk]))
+            pooled_parts.append(pool_codes(codes, tokens.doc_index[part], tokens.position[part]))
     pooled = pooled_parts[0] if len(pooled_parts) == 1 else _merge_pooled(pooled_parts, sae.cfg.d_sae)
     ids = np.asarray(doc_ids, dtype=np.int64)
-    n_tokens = lengths.numpy()
+    n_tokens = tokens.lengths.numpy()
     features = pa.table(
         {
             "doc_id": ids[pooled.doc_index],
@@ -188,8 +182,6 @@ class EmbedStats:
 
     def __add__(self, other: EmbedStats) -> EmbedStats:
         return EmbedStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
-
-
 
 
 def embed_pending(

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import polars as pl
 
 from saeembed.reader import load_tokenizer
-from saeembed.store import Store, read_sql
+from saeembed.store import Store, first_row, read_sql
 
 CONTEXT_TOKENS = 6
 
@@ -56,14 +56,16 @@ class DocumentView(NamedTuple):
 def show_document(store: Store, doc_id: int, *, top: int = 20) -> DocumentView:
     """A document with its strongest concepts and where each fired."""
     run = store.run_for_document(doc_id)
-    doc = store.con.execute(
-        """
+    doc = first_row(
+        store.con.execute(
+            """
         SELECT d.external_id, d.text, d.meta, e.n_tokens, e.truncated
         FROM documents d JOIN embedded_documents e ON e.doc_id = d.doc_id AND e.run_id = ?
         WHERE d.doc_id = ?
         """,
-        [run.run_id, doc_id],
-    ).fetchone()
+            [run.run_id, doc_id],
+        )
+    )
     concepts = store.query(read_sql("doc_concepts"), {"run_id": run.run_id, "doc_id": doc_id, "limit": top})
     tokenizer = load_tokenizer(run.reader_model)
     marked = [mark_token(tokenizer, doc[1], pos) for pos in concepts["argmax_pos"].to_list()]

@@ -18,7 +18,7 @@ from saeembed.errors import SaeembedError
 from saeembed.reader import DEFAULT_READER, Device, DType, Reader
 from saeembed.sae import SparseAutoencoder, check_compatible, load_sae
 from saeembed.sources import read_source
-from saeembed.store import RunSettings, Store
+from saeembed.store import RunSettings, Store, first_row
 
 DEFAULT_SAE_DIR = Path(__file__).parent / "data" / "default_sae"
 
@@ -40,7 +40,9 @@ class IngestReport(NamedTuple):
     """Ids (or row numbers) of some skipped empty rows."""
 
 
-def ingest(store: Store, path: str | Path, *, corpus: str, text_col: str = "text", id_col: str | None = None) -> IngestReport:
+def ingest(
+    store: Store, path: str | Path, *, corpus: str, text_col: str = "text", id_col: str | None = None
+) -> IngestReport:
     """Read a .parquet/.csv/.jsonl file or a folder of .txt files into corpus `corpus`."""
     if not corpus or not corpus.strip():
         raise SaeembedError("--corpus must be a non-empty name")
@@ -68,12 +70,12 @@ class ResolvedSae(NamedTuple):
     """Hash of its files: the same checkpoint registers once."""
 
 
-def resolve_sae(spec: str = "default", *, layer: int | None = None, reader_model: str | None = None) -> ResolvedSae:
+def resolve_sae(spec: str = "default") -> ResolvedSae:
     """Load SAE `spec`: 'default' (shipped with saeembed) or a checkpoint path in any supported layout."""
     path = DEFAULT_SAE_DIR if spec == "default" else Path(spec).expanduser()
     if not path.exists():
         raise SaeembedError(f"SAE not found: {spec} (give 'default' or a checkpoint folder or file)")
-    sae = load_sae(path, layer=layer, reader_model=reader_model)
+    sae = load_sae(path)
     return ResolvedSae(sae, spec, path.resolve(), _fingerprint(path))
 
 
@@ -116,20 +118,23 @@ class EmbedJob:
     ) -> EmbedJob:
         """Check inputs, load reader and SAE, and open (or resume) the run for these settings."""
         corpus_id = store.corpus_id(corpus)
-        resolved = resolve_sae(sae, layer=layer)
+        resolved = resolve_sae(sae)
         sae_layer = layer if layer is not None else resolved.sae.cfg.layer
         if sae_layer is None:
             raise SaeembedError(f"SAE {sae} does not say which layer it reads: pass --layer")
+        if resolved.sae.cfg.layer is not None and resolved.sae.cfg.layer != sae_layer:
+            raise SaeembedError(f"SAE {sae} reads layer {resolved.sae.cfg.layer}, but --layer {layer} was given")
         reader_name = reader or resolved.sae.cfg.reader_model or DEFAULT_READER
         loaded_reader = Reader.load(reader_name, layer=sae_layer, device=device, dtype=dtype)
         check_compatible(
-            resolved.sae, reader_model=loaded_reader.model_id, hidden_size=loaded_reader.hidden_size, layer=sae_layer
+            resolved.sae,
+            reader_model=loaded_reader.model_id,
+            hidden_size=loaded_reader.hidden_size,
+            layer=sae_layer,
         )
         module = resolved.sae.to(loaded_reader.device)
-        if loaded_reader.device.type == "cuda":
-            module = module.to(loaded_reader.dtype)
-        else:
-            module = module.float()  # bf16 on CPU runs through autocast, as for the reader
+        # On GPU the SAE takes the reader's dtype; on CPU it stays fp32 and bf16 runs through autocast.
+        module = module.to(loaded_reader.dtype) if loaded_reader.device.type == "cuda" else module.float()
         sae_id = store.register_sae(
             name=resolved.name,
             fingerprint=resolved.fingerprint,
@@ -150,15 +155,17 @@ class EmbedJob:
 
     def embed_chunk(self, limit: int, on_batch: Callable[[int, int], None] | None = None) -> EmbedStats:
         """Embed up to `limit` pending documents (each length-sorted batch in its own transaction)."""
-        return embed_pending(self.store, self.run_id, self.reader, self.sae, self.options, limit=limit, on_batch=on_batch)
+        return embed_pending(
+            self.store, self.run_id, self.reader, self.sae, self.options, limit=limit, on_batch=on_batch
+        )
 
     def finish(self, stats: EmbedStats) -> EmbedSummary:
         """Record the invocation on the run and summarise it."""
         config = {"device": str(self.reader.device), **asdict(self.options), "last_invocation": asdict(stats)}
         status = self.store.finish_run(self.run_id, config)
-        mean_concepts = self.store.con.execute(
-            "SELECT avg(n_features) FROM embedded_documents WHERE run_id = ?", [self.run_id]
-        ).fetchone()[0]
+        mean_concepts = first_row(
+            self.store.con.execute("SELECT avg(n_features) FROM embedded_documents WHERE run_id = ?", [self.run_id])
+        )[0]
         return EmbedSummary(
             run_id=self.run_id,
             status=status,

@@ -7,6 +7,8 @@ offline; where that wheel is not installed it falls back to the hub id.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import importlib.util
 import os
@@ -20,6 +22,7 @@ from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from saeembed.errors import SaeembedError
 
@@ -201,6 +204,7 @@ class Reader:
         setattr(owner, attribute, nn.ModuleList(getattr(owner, attribute)[: layer + 1]))
         model.config.num_hidden_layers = layer + 1
         self._captured: Tensor | None = None
+        self._prefix_caches: dict[tuple[int, ...], DynamicCache] = {}
         getattr(owner, attribute)[layer].register_forward_hook(self._capture)
         # On CPU, weights stay fp32 and bf16 runs through autocast (faster than bf16 weights there);
         # on GPU the weights themselves are cast.
@@ -238,9 +242,7 @@ class Reader:
             if not getattr(self.tokenizer, "chat_template", None):
                 raise SaeembedError(f"reader {self.model_id} has no chat template: use --no-chat-template")
             marker = "\x00SAEEMBED_DOCUMENT\x00"
-            rendered = self.tokenizer.apply_chat_template(
-                [{"role": "assistant", "content": marker}], tokenize=False
-            )
+            rendered = self.tokenizer.apply_chat_template([{"role": "assistant", "content": marker}], tokenize=False)
             prefix = rendered[: rendered.index(marker)]
             return self.tokenizer(prefix, add_special_tokens=False).input_ids
         bos = self.tokenizer.bos_token_id
@@ -253,31 +255,79 @@ class Reader:
         encoded = self.tokenizer(list(texts), add_special_tokens=False).input_ids
         return TokenizedDocuments([ids[:max_tokens] for ids in encoded], [len(ids) for ids in encoded])
 
-    def residuals(self, documents: Sequence[Sequence[int]], prefix: Sequence[int]) -> Tensor:
-        """Layer output for prefix + each document, right-padded: [batch, len(prefix) + longest, hidden_size]."""
-        width = len(prefix) + max(len(ids) for ids in documents)
-        input_ids = torch.full((len(documents), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(documents), width), dtype=torch.long)
-        for row, ids in enumerate(documents):
-            sequence = [*prefix, *ids]
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            attention_mask[row, : len(sequence)] = 1
+    def _forward(self, input_ids: Tensor, attention_mask: Tensor, cache: DynamicCache | None) -> Tensor:
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32 and self.device.type == "cpu"
             else nullcontext()
         )
-        with torch.inference_mode(), autocast:
-            try:
-                self.model(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention_mask.to(self.device),
-                    use_cache=False,
-                )
-            except _StopForward:
-                pass
+        with torch.inference_mode(), autocast, contextlib.suppress(_StopForward):
+            self.model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                past_key_values=cache,
+                use_cache=cache is not None,
+            )
         captured, self._captured = self._captured, None
         return captured
+
+    def _prefix_cache(self, prefix: Sequence[int], batch: int) -> DynamicCache | None:
+        """Keys and values of the shared prefix, computed once and repeated for a batch.
+
+        Every document starts with the same template tokens (25 for SmolLM2's chat template, about as
+        many as a short news article has), so running them once instead of per document saves that
+        share of the forward pass.
+        """
+        if not prefix:
+            return None
+        key = tuple(prefix)
+        if key not in self._prefix_caches:
+            cache = DynamicCache(config=self.model.config)
+            ids = torch.tensor([list(prefix)])
+            self._forward(ids, torch.ones_like(ids), cache)
+            self._prefix_caches[key] = cache
+        cache = copy.deepcopy(self._prefix_caches[key])
+        cache.batch_repeat_interleave(batch)
+        return cache
+
+    def residuals(self, documents: Sequence[Sequence[int]], prefix: Sequence[int]) -> Tensor:
+        """Layer output at each document's own positions, after `prefix`, right-padded:
+        [batch, longest document, hidden_size]."""
+        width = max(len(ids) for ids in documents)
+        input_ids = torch.full((len(documents), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(documents), len(prefix) + width), dtype=torch.long)
+        attention_mask[:, : len(prefix)] = 1
+        for row, ids in enumerate(documents):
+            input_ids[row, : len(ids)] = torch.tensor(list(ids))
+            attention_mask[row, len(prefix) : len(prefix) + len(ids)] = 1
+        cache = self._prefix_cache(prefix, len(documents))
+        if cache is None:
+            attention_mask = attention_mask[:, len(prefix) :]
+        return self._forward(input_ids, attention_mask, cache)
+
+    def document_residuals(self, documents: Sequence[Sequence[int]], prefix: Sequence[int]) -> DocumentTokens:
+        """The documents' own tokens' residuals, concatenated, with where each token comes from."""
+        residuals = self.residuals(documents, prefix)
+        lengths = torch.tensor([len(ids) for ids in documents])
+        positions = torch.arange(residuals.shape[1])
+        own = positions[None, :] < lengths[:, None]
+        return DocumentTokens(
+            residuals=residuals[own.to(residuals.device)],
+            doc_index=own.nonzero(as_tuple=True)[0],
+            position=positions.expand_as(own)[own],
+            lengths=lengths,
+        )
+
+
+class DocumentTokens(NamedTuple):
+    residuals: Tensor
+    """[tokens, hidden_size]: every document's own tokens, document after document."""
+    doc_index: Tensor
+    """[tokens]: the document (index in the batch) each token belongs to."""
+    position: Tensor
+    """[tokens]: the token's index among its document's own tokens."""
+    lengths: Tensor
+    """[documents]: tokens per document."""
 
 
 def length_batches(lengths: Sequence[int], *, batch_size: int, max_batch_tokens: int) -> Iterator[list[int]]:

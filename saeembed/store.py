@@ -28,6 +28,13 @@ def default_db_path() -> Path:
     return Path(os.environ.get("SAEEMBED_DB") or DEFAULT_DB)
 
 
+def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
+    """The first row of an executed statement. The result is read to the end: DuckDB 2 refuses to
+    register a table on a connection with an unfinished result."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
 def read_sql(name: str) -> str:
     """The text of sql/NAME.sql, as installed with the package."""
     try:
@@ -117,7 +124,7 @@ class Store:
 
     def query(self, sql: str, params: dict[str, Any] | list[Any] | None = None) -> pl.DataFrame:
         """Run one SQL statement and return its rows as a polars DataFrame."""
-        return self.con.execute(sql, params or {}).pl()
+        return pl.from_arrow(self.con.sql(sql, params=params or None).to_arrow_table())
 
     # -- corpora and documents ---------------------------------------------------------------
 
@@ -126,7 +133,7 @@ class Store:
 
     def corpus_id(self, name: str) -> int:
         """Key of corpus `name`; a clear error listing the known corpora if there is none."""
-        row = self.con.execute("SELECT corpus_id FROM corpora WHERE name = ?", [name]).fetchone()
+        row = first_row(self.con.execute("SELECT corpus_id FROM corpora WHERE name = ?", [name]))
         if row is None:
             known = ", ".join(self.corpus_names()) or "none yet"
             raise SaeembedError(f"no corpus named '{name}' in {self.path} (corpora: {known})")
@@ -165,13 +172,13 @@ class Store:
         return IngestCounts(inserted=inserted, already_present=table.num_rows - inserted)
 
     def _count(self, where: str, params: list[Any]) -> int:
-        return self.con.execute(f"SELECT count(*) FROM {where}", params).fetchone()[0]
+        return first_row(self.con.execute(f"SELECT count(*) FROM {where}", params))[0]
 
     # -- SAEs and runs -------------------------------------------------------------------------
 
     def register_sae(self, *, name: str, fingerprint: str, path: str | None, config: dict[str, Any]) -> int:
         """Key of the SAE with this fingerprint, adding it on first use."""
-        row = self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]).fetchone()
+        row = first_row(self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]))
         if row is not None:
             return row[0]
         self.con.execute(
@@ -195,13 +202,11 @@ class Store:
                 "meta": json.dumps(config.get("meta") or {}),
             },
         )
-        return self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]).fetchone()[0]
+        return first_row(self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]))[0]
 
     def open_run(self, settings: RunSettings, config: dict[str, Any]) -> int:
         """The run for these settings: the existing one (to resume) or a new one."""
-        row = self.con.execute(
-            "SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]
-        ).fetchone()
+        row = first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))
         if row is not None:
             self.con.execute(
                 "UPDATE embed_runs SET status = 'running', updated_at = current_timestamp, config = ?::JSON "
@@ -227,9 +232,7 @@ class Store:
                 json.dumps(config),
             ],
         )
-        return self.con.execute(
-            "SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]
-        ).fetchone()[0]
+        return first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))[0]
 
     def pending_documents(self, run_id: int, *, limit: int | None = None) -> pl.DataFrame:
         """Documents of the run's corpus not yet embedded by it (doc_id, text), in doc_id order."""
@@ -246,14 +249,16 @@ class Store:
         )
 
     def count_pending(self, run_id: int) -> int:
-        return self.con.execute(
-            """
+        return first_row(
+            self.con.execute(
+                """
             SELECT count(*) FROM documents d
             JOIN embed_runs r ON r.corpus_id = d.corpus_id AND r.run_id = $run_id
             ANTI JOIN embedded_documents e ON e.run_id = $run_id AND e.doc_id = d.doc_id
             """,
-            {"run_id": run_id},
-        ).fetchone()[0]
+                {"run_id": run_id},
+            )
+        )[0]
 
     def write_batch(self, run_id: int, documents: pa.Table, features: pa.Table) -> None:
         """Store one batch atomically.
@@ -291,28 +296,32 @@ class Store:
     def latest_run(self, corpus: str, *, sae_id: int | None = None) -> RunInfo:
         """The most recently updated embedding run of `corpus` (optionally by one SAE)."""
         corpus_id = self.corpus_id(corpus)
-        row = self.con.execute(
-            """
+        row = first_row(
+            self.con.execute(
+                """
             SELECT run_id, sae_id, reader_model, layer, status FROM embed_runs
             WHERE corpus_id = $corpus_id AND ($sae_id IS NULL OR sae_id = $sae_id)
             ORDER BY updated_at DESC, run_id DESC LIMIT 1
             """,
-            {"corpus_id": corpus_id, "sae_id": sae_id},
-        ).fetchone()
+                {"corpus_id": corpus_id, "sae_id": sae_id},
+            )
+        )
         if row is None:
             raise SaeembedError(f"corpus '{corpus}' has not been embedded yet: run `saeembed embed --corpus {corpus}`")
         return RunInfo(row[0], corpus, row[1], row[2], row[3], row[4])
 
     def run_for_document(self, doc_id: int) -> RunInfo:
         """The latest run that embedded document `doc_id`."""
-        row = self.con.execute(
-            """
+        row = first_row(
+            self.con.execute(
+                """
             SELECT r.run_id, c.name, r.sae_id, r.reader_model, r.layer, r.status
             FROM embedded_documents e JOIN embed_runs r USING (run_id) JOIN corpora c USING (corpus_id)
             WHERE e.doc_id = ? ORDER BY r.updated_at DESC, r.run_id DESC LIMIT 1
             """,
-            [doc_id],
-        ).fetchone()
+                [doc_id],
+            )
+        )
         if row is None:
             exists = self._count("documents WHERE doc_id = ?", [doc_id]) > 0
             problem = "has not been embedded yet" if exists else "does not exist"

@@ -22,6 +22,8 @@ from saeembed.errors import SaeembedError
 from saeembed.reader import Reader, length_batches
 from saeembed.sae import SaeConfig, SparseAutoencoder
 
+COLLECT_CHUNK = 2048
+
 
 def collect_activations(
     reader: Reader,
@@ -38,22 +40,23 @@ def collect_activations(
 
     Stops once `token_budget` tokens are collected. `on_batch(documents, tokens)` reports progress.
     """
-    tokenized = reader.tokenize(texts, max_tokens)
     prefix = reader.prefix_ids(chat_template)
     parts: list[Tensor] = []
     collected = 0
-    for batch in length_batches(
-        [len(ids) for ids in tokenized.ids], batch_size=batch_size, max_batch_tokens=batch_size * max_tokens
-    ):
-        ids = [tokenized.ids[i] for i in batch]
-        residuals = reader.residuals(ids, prefix)
-        lengths = torch.tensor([len(x) for x in ids])
-        positions = torch.arange(residuals.shape[1]) - len(prefix)
-        own = (positions >= 0) & (positions[None, :] < lengths[:, None])
-        parts.append(residuals[own.to(residuals.device)].to("cpu", torch.bfloat16))
-        collected += int(lengths.sum())
-        if on_batch is not None:
-            on_batch(len(batch), int(lengths.sum()))
+    # Length-sort within chunks of the (already shuffled) texts, not across all of them: a token budget
+    # must sample documents of every length, not fill up on the shortest ones.
+    for chunk_start in range(0, len(texts), COLLECT_CHUNK):
+        tokenized = reader.tokenize(texts[chunk_start : chunk_start + COLLECT_CHUNK], max_tokens)
+        for batch in length_batches(
+            [len(ids) for ids in tokenized.ids],
+            batch_size=batch_size,
+            max_batch_tokens=batch_size * max_tokens,
+        ):
+            tokens = reader.document_residuals([tokenized.ids[i] for i in batch], prefix)
+            parts.append(tokens.residuals.to("cpu", torch.bfloat16))
+            collected += tokens.residuals.shape[0]
+            if on_batch is not None:
+                on_batch(len(batch), tokens.residuals.shape[0])
         if token_budget is not None and collected >= token_budget:
             break
     if not parts:
@@ -150,6 +153,7 @@ def train_topk_sae(
             with autocast:
                 out = coder(x, dead_mask=dead_mask)
             loss = out.fvu + options.auxk_alpha * out.auxk_loss
+
             loss.backward()
             coder.remove_gradient_parallel_to_decoder_directions()
             optimizer.step()
@@ -160,7 +164,7 @@ def train_topk_sae(
             tokens_since_fired[fired] = 0
             step += 1
             if on_step is not None:
-                on_step(step, total_steps, float(out.fvu))
+                on_step(step, total_steps, out.fvu.item())
     coder.set_decoder_norm_to_unit_norm()
     sae = SparseAutoencoder.from_sparsify(coder)
     report = evaluate_sae(sae, heldout)

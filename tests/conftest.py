@@ -35,7 +35,8 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
     from prefect.testing.utilities import prefect_test_harness
 
     results = tmp_path_factory.mktemp("prefect-results")
-    with prefect_test_harness(server_startup_timeout=120), temporary_settings(
-        {PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}),
     ):
         yield

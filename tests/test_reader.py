@@ -26,7 +26,7 @@ def test_default_reader_resolves_to_packaged_gguf():
 def test_unknown_local_reader_is_a_clear_error(tmp_path):
     with pytest.raises(SaeembedError, match="reader file not found"):
         resolve_reader(str(tmp_path / "missing.gguf"))
-    with pytest.raises(SaeembedError, match="has no config.json"):
+    with pytest.raises(SaeembedError, match=r"has no config.json"):
         resolve_reader(str(tmp_path))
 
 
@@ -58,10 +58,27 @@ def test_batched_residuals_match_one_by_one(reader):
     tokenized = reader.tokenize(TEXTS, max_tokens=64)
     prefix = reader.prefix_ids(chat_template=True)
     batched = reader.residuals(tokenized.ids, prefix)
-    assert batched.shape == (4, len(prefix) + max(len(ids) for ids in tokenized.ids), 576)
+    assert batched.shape == (4, max(len(ids) for ids in tokenized.ids), 576)
     for row, ids in enumerate(tokenized.ids):
         alone = reader.residuals([ids], prefix)
-        torch.testing.assert_close(batched[row, : len(prefix) + len(ids)], alone[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batched[row, : len(ids)], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_cached_prefix_gives_the_same_activations_as_reading_it_with_the_document(reader):
+    ids = reader.tokenize(TEXTS[:1], max_tokens=64).ids[0]
+    prefix = reader.prefix_ids(chat_template=True)
+    whole = torch.tensor([prefix + ids])
+    uncached = reader._forward(whole, torch.ones_like(whole), None)[0, len(prefix) :]
+    torch.testing.assert_close(reader.residuals([ids], prefix)[0], uncached, atol=1e-4, rtol=1e-4)
+
+
+def test_document_residuals_keep_only_each_documents_own_tokens(reader):
+    tokenized = reader.tokenize(TEXTS, max_tokens=64)
+    tokens = reader.document_residuals(tokenized.ids, reader.prefix_ids(chat_template=False))
+    lengths = [len(ids) for ids in tokenized.ids]
+    assert tokens.residuals.shape == (sum(lengths), 576)
+    assert tokens.doc_index.tolist() == [d for d, n in enumerate(lengths) for _ in range(n)]
+    assert tokens.position.tolist() == [p for n in lengths for p in range(n)]
 
 
 def test_length_batches_sort_and_respect_limits():

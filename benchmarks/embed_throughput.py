@@ -1,0 +1,70 @@
+"""Embedding throughput: raw reader forward vs the full pipeline, on the same documents, in one run.
+
+    python benchmarks/embed_throughput.py [--docs 600] [--device auto] [--dtype auto]
+
+raw forward: the truncated reader alone (same length-sorted batches, same dtype), tokenisation excluded.
+pipeline:    `saeembed.pipeline.embed` on a fresh DuckDB file — reader, SAE encode, pooling and the
+             transactional DuckDB writes (ingest excluded).
+Target (issue 2): pipeline ≥ 0.85 × raw forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from saeembed.corpora import demo_corpus
+from saeembed.embed import EmbedOptions
+from saeembed.pipeline import embed, ingest, resolve_sae
+from saeembed.reader import Reader, length_batches
+from saeembed.store import Store
+
+
+def raw_forward(reader: Reader, texts: list[str], options: EmbedOptions) -> tuple[int, float]:
+    tokenized = reader.tokenize(texts, options.max_tokens)
+    prefix = reader.prefix_ids(options.chat_template)
+    started = time.perf_counter()
+    for batch in length_batches(
+        [len(ids) + len(prefix) for ids in tokenized.ids],
+        batch_size=options.batch_size,
+        max_batch_tokens=options.max_batch_tokens,
+    ):
+        reader.residuals([tokenized.ids[i] for i in batch], prefix)
+    return sum(len(ids) for ids in tokenized.ids), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=600)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    corpus = demo_corpus(n=args.docs, seed=1)
+    options = EmbedOptions(batch_size=args.batch_size)
+    sae = resolve_sae("default").sae
+    reader = Reader.load(layer=sae.cfg.layer, device=args.device, dtype=args.dtype)
+    texts = corpus["text"].to_list()
+    raw_forward(reader, texts[:64], options)  # warm-up
+    tokens, raw_seconds = raw_forward(reader, texts, options)
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "docs.parquet"
+        corpus.write_parquet(source)
+        with Store.open(Path(folder) / "bench.duckdb") as store:
+            ingest(store, source, corpus="bench")
+            summary = embed(store, "bench", device=args.device, dtype=args.dtype, options=options)
+    raw_rate = tokens / raw_seconds
+    print(f"documents            {args.docs}")
+    print(f"tokens               {tokens}  (pipeline read {summary.tokens})")
+    print(f"device / dtype       {reader.device} / {reader.dtype_name}")
+    print(f"raw forward          {raw_rate:,.0f} tok/s")
+    print(f"pipeline             {summary.tokens_per_second:,.0f} tok/s")
+    print(f"pipeline / raw       {summary.tokens_per_second / raw_rate:.2f}  (target ≥ 0.85)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The DuckDB store on real database files: schema, idempotent document inserts, transactional batches."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from saeembed.errors import SaeembedError
+from saeembed.store import RunSettings, Store, read_sql
+
+
+def rows(*texts: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "external_id": [f"id{i}" for i in range(len(texts))],
+            "text": list(texts),
+            "meta": [f'{{"topic": "x", "n": {i}}}' for i in range(len(texts))],
+            "content_hash": [f"hash-{t}" for t in texts],
+        }
+    )
+
+
+def test_schema_creates_the_documented_tables(db_path):
+    with Store.open(db_path) as store:
+        tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    assert {"corpora", "documents", "saes", "embed_runs", "embedded_documents", "doc_features"} <= tables
+    assert {"runs", "concept_frequency"} <= tables
+
+
+def test_add_documents_is_idempotent_and_meta_is_queryable(db_path):
+    with Store.open(db_path) as store:
+        first = store.add_documents("news", rows("a", "b", "c"))
+        again = store.add_documents("news", rows("a", "b", "c", "d"))
+        assert (first.inserted, first.already_present) == (3, 0)
+        assert (again.inserted, again.already_present) == (1, 3)
+        found = store.query("SELECT external_id FROM documents WHERE (meta->>'n')::INT = 2")
+        assert found["external_id"].to_list() == ["id2"]
+        assert store.corpus_names() == ["news"]
+
+
+def test_unknown_corpus_names_the_known_ones(db_path):
+    with Store.open(db_path) as store:
+        store.add_documents("news", rows("a"))
+        with pytest.raises(SaeembedError, match=r"no corpus named 'nope' .*\(corpora: news\)"):
+            store.corpus_id("nope")
+
+
+def test_read_only_open_of_a_missing_database_is_a_clear_error(tmp_path):
+    with pytest.raises(SaeembedError, match="no database at"):
+        Store.open(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_second_writer_gets_database_busy(db_path):
+    # DuckDB allows one read-write process; a second one must fail with a message, not a traceback.
+    import subprocess
+    import sys
+
+    with Store.open(db_path):
+        script = (
+            "from saeembed.store import Store\n"
+            "from saeembed.errors import SaeembedError\n"
+            f"try:\n    Store.open({str(db_path)!r})\nexcept SaeembedError as e:\n    print(e)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "database busy" in out.stdout
+
+
+def _open_run(store: Store) -> int:
+    store.add_documents("news", rows("a", "b", "c"))
+    sae_id = store.register_sae(
+        name="tiny",
+        fingerprint="f" * 40,
+        path=None,
+        config={"source_format": "saeembed", "arch": "topk", "d_in": 4, "d_sae": 8, "k": 2},
+    )
+    settings = RunSettings(store.corpus_id("news"), sae_id, "reader", 3, 512, True, "float32")
+    return store.open_run(settings, {})
+
+
+def _batch(doc_ids: list[int]) -> tuple[pa.Table, pa.Table]:
+    documents = pa.table(
+        {
+            "doc_id": doc_ids,
+            "n_tokens": [4] * len(doc_ids),
+            "n_tokens_total": [4] * len(doc_ids),
+            "truncated": [False] * len(doc_ids),
+            "n_features": [1] * len(doc_ids),
+        }
+    )
+    features = pa.table(
+        {
+            "doc_id": doc_ids,
+            "feature_id": [7] * len(doc_ids),
+            "max_act": [1.5] * len(doc_ids),
+            "mean_act": [0.5] * len(doc_ids),
+            "n_active_tokens": [2] * len(doc_ids),
+            "argmax_pos": [1] * len(doc_ids),
+        }
+    )
+    return documents, features
+
+
+def test_runs_resume_with_the_same_settings_and_track_pending(db_path):
+    with Store.open(db_path) as store:
+        run_id = _open_run(store)
+        assert _open_run(store) == run_id  # same settings: the same run, resumed
+        pending = store.pending_documents(run_id)["doc_id"].to_list()
+        assert len(pending) == 3
+        store.write_batch(run_id, *_batch(pending[:2]))
+        assert store.pending_documents(run_id)["doc_id"].to_list() == pending[2:]
+        assert store.finish_run(run_id, {}) == "running"
+        store.write_batch(run_id, *_batch(pending[2:]))
+        assert store.finish_run(run_id, {}) == "complete"
+        frequency = store.query("SELECT feature_id, n_docs, freq FROM concept_frequency").to_dicts()
+        assert frequency == [{"feature_id": 7, "n_docs": 3, "freq": 1.0}]
+
+
+def test_a_failed_batch_leaves_nothing_behind(db_path):
+    with Store.open(db_path) as store:
+        run_id = _open_run(store)
+        pending = store.pending_documents(run_id)["doc_id"].to_list()
+        documents, features = _batch(pending)
+        broken = features.drop(["argmax_pos"])  # the second statement of the batch fails
+        with pytest.raises(duckdb.Error):
+            store.write_batch(run_id, documents, broken)
+        assert store.query("SELECT count(*) AS n FROM doc_features")["n"][0] == 0
+        assert store.query("SELECT count(*) AS n FROM embedded_documents")["n"][0] == 0
+
+
+def test_sql_files_are_installed():
+    assert "CREATE TABLE IF NOT EXISTS doc_features" in read_sql("schema")
+    with pytest.raises(SaeembedError, match=r"no SQL file named nope.sql"):
+        read_sql("nope")
