@@ -6,20 +6,29 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from saeembed.pipeline import IngestReport, ingest
+from saeembed.pipeline import store_source
+from saeembed.sources import SourceRows, read_source
 from saeembed.store import Store
 
 
-@task(name="read-and-store", cache_policy=NO_CACHE)
-def read_and_store(db: str | None, path: str, corpus: str, text_col: str, id_col: str | None) -> IngestReport:
+@task(name="read-source", cache_policy=NO_CACHE)
+def read(path: str, text_col: str, id_col: str | None) -> SourceRows:
+    return read_source(path, text_col=text_col, id_col=id_col)
+
+
+@task(name="store-documents", cache_policy=NO_CACHE)
+def store_documents(db: str | None, source: SourceRows, corpus: str, path: str) -> dict:
     with Store.open(db) as store:
-        return ingest(store, path, corpus=corpus, text_col=text_col, id_col=id_col)
+        return store_source(store, source, corpus=corpus, path=path)._asdict()
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(
     path: str, corpus: str, text_col: str = "text", id_col: str | None = None, db: str | None = None
 ) -> dict:
-    """Ingest PATH into corpus CORPUS; re-ingesting the same rows adds nothing."""
-    report = read_and_store(db, path, corpus, text_col, id_col)
-    return report._asdict()
+    """Ingest PATH into corpus CORPUS; re-ingesting the same rows adds nothing.
+
+    The source is read (and checked) before the database is opened: bad input writes nothing.
+    """
+    source = read(path, text_col, id_col)
+    return store_documents(db, source, corpus, path)

@@ -15,8 +15,15 @@ from saeembed_flows.progress import progress_bar
 from saeembed.errors import SaeembedError
 from saeembed.pipeline import TrainData, split_corpus
 from saeembed.reader import DEFAULT_READER, Reader
-from saeembed.store import Store
-from saeembed.train import TrainOptions, collect_activations, sae_config_for, train_topk_sae
+from saeembed.store import Store, default_db_path
+from saeembed.train import (
+    TrainOptions,
+    activation_cache_path,
+    collect_activations,
+    load_or_collect,
+    sae_config_for,
+    train_topk_sae,
+)
 
 
 @task(name="split-corpus", cache_policy=NO_CACHE)
@@ -27,15 +34,20 @@ def split(db: str | None, corpus: str, heldout_docs: int, seed: int) -> TrainDat
 
 @task(name="collect-activations", cache_policy=NO_CACHE)
 def collect(
-    reader: Reader,
-    texts: list[str],
-    max_tokens: int,
-    token_budget: int | None,
-    label: str,
-    show_progress: bool,
+    reader: Reader, texts: list[str], max_tokens: int, token_budget: int | None, cache_key: dict, show_progress: bool
 ) -> torch.Tensor:
-    with progress_bar(f"collect {label}", len(texts), enabled=show_progress) as advance:
-        return collect_activations(reader, texts, max_tokens=max_tokens, token_budget=token_budget, on_batch=advance)
+    label = cache_key["part"]
+
+    def run() -> torch.Tensor:
+        with progress_bar(f"collect {label}", len(texts), enabled=show_progress) as advance:
+            return collect_activations(
+                reader, texts, max_tokens=max_tokens, token_budget=token_budget, on_batch=advance
+            )
+
+    path = activation_cache_path(**cache_key)
+    if path.exists():
+        print(f"{label} activations: reusing {path}")
+    return load_or_collect(path, run)
 
 
 @flow(name="train-sae", log_prints=True)
@@ -52,6 +64,7 @@ def train_sae_flow(
     heldout_docs: int = 500,
     batch_size: int = 4096,
     epochs: int = 1,
+    lr: float | None = None,
     seed: int = 0,
     device: str = "auto",
     dtype: str = "auto",
@@ -66,9 +79,22 @@ def train_sae_flow(
         raise SaeembedError(f"unknown --save-dtype '{save_dtype}': use float16, bfloat16 or float32")
     data = split(db, corpus, heldout_docs, seed)
     loaded = Reader.load(reader, layer=layer, device=device, dtype=dtype)
-    train = collect(loaded, data.train_texts, max_tokens, train_tokens, "train", show_progress)
-    heldout = collect(loaded, data.heldout_texts, max_tokens, None, "held-out", show_progress)
-    options = TrainOptions(d_sae=latents, k=k, batch_size=batch_size, epochs=epochs, seed=seed)
+    # Activations depend on these settings only: a rerun with the same ones reuses them.
+    cache_key = {
+        "db": str(Path(db or default_db_path()).resolve()),
+        "corpus": corpus,
+        "documents": data.documents,
+        "reader": loaded.model_id,
+        "layer": layer,
+        "dtype": loaded.dtype_name,
+        "max_tokens": max_tokens,
+        "train_tokens": train_tokens,
+        "heldout_docs": heldout_docs,
+        "seed": seed,
+    }
+    train = collect(loaded, data.train_texts, max_tokens, train_tokens, {**cache_key, "part": "train"}, show_progress)
+    heldout = collect(loaded, data.heldout_texts, max_tokens, None, {**cache_key, "part": "held-out"}, show_progress)
+    options = TrainOptions(d_sae=latents, k=k, batch_size=batch_size, epochs=epochs, lr=lr, seed=seed)
     steps = train.shape[0] // batch_size * epochs
     with progress_bar("train", steps, enabled=show_progress, unit="steps") as advance:
         sae, report = train_topk_sae(

@@ -50,6 +50,9 @@ def main() -> None:
         app()
     except SaeembedError as error:
         stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # Prefect keeps the failed run's exception; dropping its frames frees what they held (open
+        # DuckDB handles) before the interpreter exits.
+        error.__traceback__ = None
         sys.exit(2)
 
 
@@ -69,11 +72,17 @@ def _run_flow(flow_name: str, **parameters: Any) -> dict:
 
     module = importlib.import_module(f"saeembed_flows.{flow_name}")
     flow = getattr(module, f"{flow_name}_flow")
-    logging.getLogger("prefect").addFilter(_HideUserErrors())
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()  # Prefect adds its handlers lazily; make them exist to filter the console one
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_HideUserErrors())
     return flow(**parameters)
 
 
 class _HideUserErrors(logging.Filter):
+    """Drop Prefect's log records about a SaeembedError: the CLI prints it as one line instead."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], SaeembedError):
             return False
@@ -180,6 +189,7 @@ def train_sae(
     heldout_docs: Annotated[int, typer.Option("--heldout-docs", help="Documents held out for the report.")] = 500,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tokens per optimisation step.")] = 4096,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training tokens.")] = 1,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default: 2e-4/sqrt(latents/2^14)).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -201,6 +211,7 @@ def train_sae(
         heldout_docs=heldout_docs,
         batch_size=batch_size,
         epochs=epochs,
+        lr=lr,
         seed=seed,
         device=device,
         dtype=dtype,

@@ -17,7 +17,7 @@ from saeembed.embed import EmbedOptions, EmbedStats, embed_pending
 from saeembed.errors import SaeembedError
 from saeembed.reader import DEFAULT_READER, Device, DType, Reader
 from saeembed.sae import SparseAutoencoder, check_compatible, load_sae
-from saeembed.sources import read_source
+from saeembed.sources import SourceRows, read_source
 from saeembed.store import RunSettings, Store, first_row
 
 DEFAULT_SAE_DIR = Path(__file__).parent / "data" / "default_sae"
@@ -44,9 +44,13 @@ def ingest(
     store: Store, path: str | Path, *, corpus: str, text_col: str = "text", id_col: str | None = None
 ) -> IngestReport:
     """Read a .parquet/.csv/.jsonl file or a folder of .txt files into corpus `corpus`."""
+    return store_source(store, read_source(path, text_col=text_col, id_col=id_col), corpus=corpus, path=path)
+
+
+def store_source(store: Store, source: SourceRows, *, corpus: str, path: str | Path) -> IngestReport:
+    """Add rows read by `read_source` to corpus `corpus` (one transaction; known rows are skipped)."""
     if not corpus or not corpus.strip():
         raise SaeembedError("--corpus must be a non-empty name")
-    source = read_source(path, text_col=text_col, id_col=id_col)
     counts = store.add_documents(corpus, source.rows, source=str(Path(path).resolve()))
     return IngestReport(
         corpus=corpus,
@@ -234,6 +238,8 @@ class TrainData(NamedTuple):
     """Documents whose activations train the SAE."""
     heldout_texts: list[str]
     """Documents kept apart for the report."""
+    documents: int
+    """Documents in the corpus when it was split."""
 
 
 def split_corpus(store: Store, corpus: str, *, heldout_docs: int, seed: int = 0) -> TrainData:
@@ -248,4 +254,4 @@ def split_corpus(store: Store, corpus: str, *, heldout_docs: int, seed: int = 0)
         raise SaeembedError(
             f"corpus '{corpus}' has {len(texts)} documents: too few to hold out {heldout_docs} and train on the rest"
         )
-    return TrainData(texts[heldout_docs:], texts[:heldout_docs])
+    return TrainData(texts[heldout_docs:], texts[:heldout_docs], len(texts))

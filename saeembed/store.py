@@ -145,7 +145,7 @@ class Store:
         Rows whose content_hash the corpus already holds are skipped, so re-ingest is idempotent.
         All of it happens in one transaction: an interrupted ingest adds nothing.
         """
-        table = rows.select("external_id", "text", "meta", "content_hash").to_arrow()
+        table = rows.select("external_id", "text", "meta", "content_hash").with_row_index("source_order").to_arrow()
         with self.transaction():
             self.con.execute(
                 "INSERT INTO corpora (name, source) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
@@ -162,7 +162,7 @@ class Store:
                     FROM incoming_rows r
                     WHERE NOT EXISTS (SELECT 1 FROM documents d
                                       WHERE d.corpus_id = ? AND d.content_hash = r.content_hash)
-                    ORDER BY r.content_hash
+                    ORDER BY r.source_order
                     """,
                     [corpus_id, corpus_id],
                 )

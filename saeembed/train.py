@@ -8,18 +8,21 @@ own trainer would run if it could be handed pre-collected activations, and evalu
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from saeembed.errors import SaeembedError
-from saeembed.reader import Reader, length_batches
+from saeembed.reader import Reader, cache_dir, length_batches
 from saeembed.sae import SaeConfig, SparseAutoencoder
 
 COLLECT_CHUNK = 2048
@@ -63,6 +66,25 @@ def collect_activations(
         raise SaeembedError("no activations collected: the corpus has no documents")
     activations = torch.cat(parts)
     return activations[:token_budget] if token_budget is not None else activations
+
+
+def activation_cache_path(**settings: object) -> Path:
+    """Where activations collected under these settings are kept, so a rerun (after a crash, or to
+    train again with other options) skips the collection, which is most of the time on a CPU."""
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_dir() / "activations" / f"{key}.pt"
+
+
+def load_or_collect(path: Path, collect: Callable[[], Tensor]) -> Tensor:
+    """The tensor saved at `path`, or `collect()` saved there (atomically) first."""
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    activations = collect()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(activations, partial)
+    partial.rename(path)
+    return activations
 
 
 @dataclass(frozen=True)
