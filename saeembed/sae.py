@@ -1,133 +1,207 @@
-"""Sparse autoencoders: TopK, ReLU and JumpReLU behind one `encode`, the project's own checkpoint
-format, and loaders for the published layouts (SAELens, EleutherAI sparsify, Goodfire, Gemma Scope).
+"""Sparse autoencoders over an LLM's residual stream: one module for TopK, ReLU and JumpReLU SAEs, the
+project's own checkpoint format, and loaders for the published layouts (SAELens, EleutherAI sparsify,
+Goodfire, Gemma Scope).
 
-Why not SAELens' own loader: it needs transformer-lens (and its pins) for what is, on disk, a
-safetensors file and a JSON config, so we read that layout directly. sparsify checkpoints are loaded
-with sparsify itself (a dependency we already have for training).
+Why not SAELens' own loader: it needs transformer-lens (and its pins) for what is, on disk, a JSON
+config and a safetensors file, so that layout is read directly. sparsify checkpoints are read with
+sparsify itself, a dependency we already have for training.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from saeembed.errors import SaeembedError
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from sparsify import SparseCoder
+
 Arch = Literal["topk", "relu", "jumprelu"]
 Normalization = Literal["none", "constant_norm_rescale", "layer_norm"]
+Device = str | torch.device
+
+FORMAT = "saeembed"
+FORMAT_VERSION = 1
+"""Version of the own format's cfg.json; a newer file is refused rather than misread."""
+CONFIG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
 
 
 @dataclass
 class SaeConfig:
     arch: Arch
     """topk keeps the k largest pre-activations (Gao et al. 2024); relu and jumprelu threshold them."""
+
     d_in: int
     """Width of the residual stream it reads."""
+
     d_sae: int
     """Number of latents."""
+
     k: int | None = None
     """Active latents per token (topk only)."""
+
     apply_b_dec_to_input: bool = True
-    """Subtract b_dec before encoding (SAELens, sparsify) or not (Goodfire, Gemma Scope)."""
+    """Subtract b_dec before encoding (SAELens default, sparsify) or not (Goodfire, Gemma Scope)."""
+
     normalize_activations: Normalization = "none"
-    """Input normalisation before encoding (SAELens options)."""
+    """Per-token input normalisation before encoding (SAELens options)."""
+
     rescale_acts_by_decoder_norm: bool = False
     """SAELens topk option: scale pre-activations by each latent's decoder norm before the top-k."""
+
     reader_model: str | None = None
     """Hub id of the LLM whose activations it was trained on, when known."""
+
     layer: int | None = None
-    """Decoder layer whose output it reads (resid_post of layer L = output of model.layers[L])."""
+    """Decoder layer whose output it reads: resid_post of layer L = output of HF `model.model.layers[L]`."""
+
     hook: str = "resid_post"
-    """Which activation it reads; only the residual stream after a layer is supported."""
-    source_format: str = "saeembed"
-    """The checkpoint layout it was loaded from."""
+    """Which activation it reads; only the residual stream after a decoder layer is supported."""
+
+    source_format: str = FORMAT
+    """The layout the weights were first loaded from (kept when re-saved in the own format)."""
+
     meta: dict[str, Any] = field(default_factory=dict)
-    """Anything else worth keeping (e.g. the training report)."""
+    """Anything else worth keeping (e.g. the training report, the original hook name)."""
 
     def __post_init__(self) -> None:
-        if self.arch not in ("topk", "relu", "jumprelu"):
+        if self.arch not in get_args(Arch):
             raise SaeembedError(f"unsupported SAE architecture '{self.arch}' (supported: topk, relu, jumprelu)")
-        if self.d_in < 1 or self.d_sae < 1:
-            raise SaeembedError(f"SAE sizes must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
-        if self.arch == "topk" and (self.k is None or not 0 < self.k <= self.d_sae):
-            raise SaeembedError(f"a topk SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k}")
-        if self.normalize_activations not in ("none", "constant_norm_rescale", "layer_norm"):
-            raise SaeembedError(f"unsupported activation normalisation '{self.normalize_activations}'")
+        if not (_is_positive_int(self.d_in) and _is_positive_int(self.d_sae)):
+            raise SaeembedError(f"SAE sizes must be positive integers, got d_in={self.d_in!r}, d_sae={self.d_sae!r}")
+        if self.arch == "topk":
+            if not (_is_positive_int(self.k) and self.k <= self.d_sae):
+                raise SaeembedError(f"a topk SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k!r}")
+        elif self.k is not None:
+            raise SaeembedError(f"k is only used by topk SAEs, but a {self.arch} SAE got k={self.k!r}")
+        if self.rescale_acts_by_decoder_norm and self.arch != "topk":
+            raise SaeembedError(f"rescale_acts_by_decoder_norm is a topk option, not valid for a {self.arch} SAE")
+        if self.normalize_activations not in get_args(Normalization):
+            raise SaeembedError(
+                f"unsupported activation normalisation '{self.normalize_activations}' "
+                "(supported: none, constant_norm_rescale, layer_norm)"
+            )
+        if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
+            raise SaeembedError(f"SAE layer must be a non-negative integer, got {self.layer!r}")
+        if self.hook != "resid_post":
+            raise SaeembedError(f"unsupported SAE hook '{self.hook}': only resid_post (a layer's output) is supported")
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class SparseAutoencoder(nn.Module):
-    """W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in], threshold [d_sae] (jumprelu)."""
+    """W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in], threshold [d_sae] (jumprelu).
 
-    def __init__(self, cfg: SaeConfig, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    Inference only: parameters do not require grad (training happens in sparsify, see train.py).
+    """
+
+    def __init__(self, cfg: SaeConfig, *, dtype: torch.dtype = torch.float32, device: Device = "cpu"):
         super().__init__()
         self.cfg = cfg
-        kwargs = {"dtype": dtype, "device": device}
-        self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae, **kwargs))
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kwargs))
-        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, **kwargs))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kwargs))
-        self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, **kwargs)) if cfg.arch == "jumprelu" else None
 
-    @classmethod
-    def from_tensors(cls, cfg: SaeConfig, tensors: dict[str, Tensor | np.ndarray]) -> SparseAutoencoder:
-        """Build from named tensors in this module's orientation, checking every shape."""
-        expected = {
+        def zeros(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.zeros(shape, dtype=dtype, device=device), requires_grad=False)
+
+        self.W_enc = zeros(cfg.d_in, cfg.d_sae)
+        self.b_enc = zeros(cfg.d_sae)
+        self.W_dec = zeros(cfg.d_sae, cfg.d_in)
+        self.b_dec = zeros(cfg.d_in)
+        self.register_parameter("threshold", zeros(cfg.d_sae) if cfg.arch == "jumprelu" else None)
+
+    @staticmethod
+    def tensor_shapes(cfg: SaeConfig) -> dict[str, tuple[int, ...]]:
+        """The tensors an SAE of this config holds, in this module's orientation."""
+        shapes = {
             "W_enc": (cfg.d_in, cfg.d_sae),
             "b_enc": (cfg.d_sae,),
             "W_dec": (cfg.d_sae, cfg.d_in),
             "b_dec": (cfg.d_in,),
         }
         if cfg.arch == "jumprelu":
-            expected["threshold"] = (cfg.d_sae,)
-        values = {
-            name: torch.as_tensor(np.asarray(t) if isinstance(t, np.ndarray) else t) for name, t in tensors.items()
-        }
-        for name, shape in expected.items():
-            if name not in values:
-                raise SaeembedError(f"SAE checkpoint is missing tensor '{name}'")
-            if tuple(values[name].shape) != shape:
-                raise SaeembedError(f"SAE tensor '{name}' has shape {tuple(values[name].shape)}, expected {shape}")
-        sae = cls(cfg, dtype=values["W_enc"].dtype if values["W_enc"].is_floating_point() else torch.float32)
-        with torch.no_grad():
-            for name in expected:
-                getattr(sae, name).copy_(values[name])
+            shapes["threshold"] = (cfg.d_sae,)
+        return shapes
+
+    @classmethod
+    def from_tensors(
+        cls, cfg: SaeConfig, tensors: Mapping[str, Tensor], *, dtype: torch.dtype | None = None
+    ) -> SparseAutoencoder:
+        """Build from named tensors in this module's orientation, checking names and shapes.
+
+        `dtype` defaults to W_enc's. The parameters share memory with `tensors` where no cast is needed.
+        """
+        shapes = cls.tensor_shapes(cfg)
+        unexpected = sorted(set(tensors) - set(shapes))
+        if unexpected:
+            raise SaeembedError(
+                f"unexpected tensor(s) {', '.join(map(repr, unexpected))} for a {cfg.arch} SAE "
+                f"(expected {', '.join(shapes)})"
+            )
+        for name, shape in shapes.items():
+            if name not in tensors:
+                raise SaeembedError(f"missing tensor '{name}' for a {cfg.arch} SAE")
+            tensor = tensors[name]
+            if tuple(tensor.shape) != shape:
+                raise SaeembedError(
+                    f"tensor '{name}' has shape {tuple(tensor.shape)}, expected {shape} "
+                    f"(d_in={cfg.d_in}, d_sae={cfg.d_sae})"
+                )
+            if not tensor.is_floating_point():
+                raise SaeembedError(f"tensor '{name}' has dtype {tensor.dtype}, expected a floating-point dtype")
+        dtype = dtype or tensors["W_enc"].dtype
+        # Built on the meta device, so nothing is allocated twice for multi-GB checkpoints.
+        sae = cls(cfg, dtype=dtype, device="meta")
+        for name in shapes:
+            setattr(sae, name, nn.Parameter(tensors[name].to(dtype), requires_grad=False))
         return sae
 
     @classmethod
-    def from_sparsify(cls, coder: nn.Module, **cfg_fields: Any) -> SparseAutoencoder:
-        """Convert an EleutherAI sparsify `SparseCoder` (encoder.weight is [d_sae, d_in])."""
+    def from_sparsify(
+        cls, coder: SparseCoder, *, dtype: torch.dtype | None = None, **cfg_fields: Any
+    ) -> SparseAutoencoder:
+        """Convert an EleutherAI sparsify `SparseCoder`; `cfg_fields` fill in reader_model, layer, meta.
+
+        sparsify's encode (sparse_coder.py) is relu((x − b_dec) @ encoder.weight.T + encoder.bias) then
+        top-k, which is this module's topk with apply_b_dec_to_input: encoder.weight is [d_sae, d_in],
+        so W_enc is its transpose, and W_dec [d_sae, d_in] is already in this module's orientation.
+        """
         if coder.cfg.activation != "topk":
             raise SaeembedError(f"sparsify activation '{coder.cfg.activation}' is not supported (only topk)")
-        if coder.W_skip is not None or coder.cfg.transcode:
+        if coder.cfg.transcode or coder.W_skip is not None:
             raise SaeembedError("sparsify transcoders and skip connections are not supported (autoencoders only)")
         cfg = SaeConfig(
             arch="topk",
             d_in=coder.d_in,
             d_sae=coder.num_latents,
             k=coder.cfg.k,
+            apply_b_dec_to_input=True,
             source_format="sparsify",
             **cfg_fields,
         )
-        return cls.from_tensors(
-            cfg,
-            {
-                "W_enc": coder.encoder.weight.detach().T,
-                "b_enc": coder.encoder.bias.detach(),
-                "W_dec": coder.W_dec.detach(),
-                "b_dec": coder.b_dec.detach(),
-            },
-        )
+        tensors = {
+            "W_enc": coder.encoder.weight.detach().T,
+            "b_enc": coder.encoder.bias.detach(),
+            "W_dec": coder.W_dec.detach(),
+            "b_dec": coder.b_dec.detach(),
+        }
+        return cls.from_tensors(cfg, tensors, dtype=dtype)
 
     @property
     def device(self) -> torch.device:
@@ -138,13 +212,16 @@ class SparseAutoencoder(nn.Module):
         return self.W_enc.dtype
 
     def pre_activations(self, x: Tensor) -> Tensor:
-        """h = (normalise(x) − b_dec) @ W_enc + b_enc, in the SAE's dtype."""
+        """h = (normalise(x) − b_dec) @ W_enc + b_enc in the SAE's dtype (SAELens `process_sae_in` order)."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise SaeembedError(f"activations have width {x.shape[-1]}, but the SAE reads width {self.cfg.d_in}")
         x = x.to(self.dtype)
         if self.cfg.normalize_activations == "constant_norm_rescale":
-            x = x * (self.cfg.d_in**0.5) / x.norm(dim=-1, keepdim=True)
+            x = x * (self.cfg.d_in**0.5 / x.norm(dim=-1, keepdim=True))
         elif self.cfg.normalize_activations == "layer_norm":
-            mean = x.mean(dim=-1, keepdim=True)
-            x = (x - mean) / (x.std(dim=-1, keepdim=True) + 1e-5)
+            # SAELens' run_time_activation_ln_in: torch's default (unbiased) std, eps added to it.
+            x = x - x.mean(dim=-1, keepdim=True)
+            x = x / (x.std(dim=-1, keepdim=True) + 1e-5)
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc
@@ -158,120 +235,264 @@ class SparseAutoencoder(nn.Module):
             return torch.relu(h) * (h > self.threshold)
         if self.cfg.rescale_acts_by_decoder_norm:
             h = h * self.W_dec.norm(dim=-1)
-        values, indices = h.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(h).scatter_(-1, indices, torch.relu(values))
+        top = h.topk(self.cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(h).scatter_(-1, top.indices, torch.relu(top.values))
 
     def decode(self, codes: Tensor) -> Tensor:
-        return codes.to(self.dtype) @ self.W_dec + self.b_dec
+        """Reconstruction codes @ W_dec + b_dec.
+
+        With rescale_acts_by_decoder_norm the codes are first divided by the decoder norms, undoing
+        encode's scaling (SAELens TopKSAE.decode). With input normalisation the result stays in the
+        normalised space: SAELens undoes it with per-call state from the last encode, not kept here.
+        """
+        codes = codes.to(self.dtype)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            codes = codes / self.W_dec.norm(dim=-1)
+        return codes @ self.W_dec + self.b_dec
 
     def save(self, directory: str | Path) -> None:
-        """The project's format: cfg.json (with "format": "saeembed") + sae.safetensors, dtype kept."""
+        """The own format: cfg.json (the config plus "format" and "format_version") + sae.safetensors.
+
+        Tensors keep their dtype (the shipped default SAE is float16).
+        """
         directory = Path(directory)
+        try:
+            config = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self.cfg)}, indent=2)
+        except TypeError as error:
+            raise SaeembedError(f"SAE config cannot be saved as JSON: {error}") from None
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: p.detach().contiguous().cpu() for name, p in self.named_parameters()}
-        save_file(tensors, directory / "sae.safetensors")
-        config = {"format": "saeembed", "format_version": FORMAT_VERSION, **asdict(self.cfg)}
-        (directory / "cfg.json").write_text(json.dumps(config, indent=2))
+        tensors = {name: parameter.detach().contiguous().cpu() for name, parameter in self.named_parameters()}
+        save_file(tensors, directory / WEIGHTS_FILE)
+        (directory / CONFIG_FILE).write_text(config + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    def load(cls, directory: str | Path, device: Device = "cpu", dtype: torch.dtype | None = None) -> SparseAutoencoder:
+        """Load the own format written by `save`; `dtype` defaults to the stored one."""
         directory = Path(directory)
-        config = _read_json(directory / "cfg.json")
-        config.pop("format", None)
-        config.pop("format_version", None)
-        cfg = SaeConfig(**config)
-        return cls.from_tensors(cfg, load_file(directory / "sae.safetensors")).to(device)
+        with _naming_the_checkpoint(directory):
+            return _load_own(directory, device=device, dtype=dtype).to(device)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+# --- reading files ------------------------------------------------------------------------------
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def _naming_the_checkpoint(path: Path) -> Iterator[None]:
+    """Prefix a loader's errors with the checkpoint path, so each says where and what in one line."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SaeembedError(f"SAE config not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise SaeembedError(f"SAE config {path} is not valid JSON: {error}") from None
+        yield
+    except SaeembedError as error:
+        raise SaeembedError(f"cannot load SAE {path}: {error}") from None
 
 
-def _layer_from_hook(hook_name: str | None) -> int | None:
-    """`blocks.12.hook_resid_post` → 12; resid_pre of layer L is resid_post of L − 1."""
-    if not hook_name:
-        return None
+@contextlib.contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Turn the errors of reading an unreadable or corrupt file into one-line user errors."""
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise SaeembedError(f"cannot read {file.name}: {_one_line(error)}") from None
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    with _reading(file):
+        config = json.loads(file.read_text())
+    if not isinstance(config, dict):
+        raise SaeembedError(f"{file.name} holds a JSON {type(config).__name__}, expected an object")
+    return config
+
+
+def _require(config: Mapping[str, Any], key: str, file: str) -> Any:
+    if key not in config:
+        raise SaeembedError(f"{file} has no '{key}'")
+    return config[key]
+
+
+# --- layouts ------------------------------------------------------------------------------------
+
+
+def _load_own(directory: Path, *, device: Device, dtype: torch.dtype | None) -> SparseAutoencoder:
+    config = _read_json(directory / CONFIG_FILE)
+    if config.pop("format", None) != FORMAT:
+        raise SaeembedError(f'{CONFIG_FILE} is not in the saeembed format (no "format": "saeembed")')
+    version = config.pop("format_version", None)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise SaeembedError(
+            f"format_version {version!r} is not readable by this saeembed (reads up to {FORMAT_VERSION})"
+        )
+    try:
+        cfg = SaeConfig(**config)
+    except TypeError as error:  # unknown or missing fields
+        raise SaeembedError(f"{CONFIG_FILE} does not describe an SAE: {error}") from None
+    with _reading(directory / WEIGHTS_FILE):
+        tensors = load_file(directory / WEIGHTS_FILE, device=str(device))
+    return SparseAutoencoder.from_tensors(cfg, tensors, dtype=dtype)
+
+
+SAELENS_ARCHITECTURES: dict[str, Arch] = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+
+
+def _layer_from_saelens_hook(hook_name: str) -> int:
+    """`blocks.12.hook_resid_post` → 12, and `blocks.12.hook_resid_pre` → 11.
+
+    resid_pre of block L is the same tensor as resid_post of block L − 1 (TransformerLens), i.e. the
+    output of HF `model.model.layers[L-1]`; resid_pre of block 0 is the embeddings, read by no layer.
+    """
     match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook_name)
     if match is None:
-        raise SaeembedError(f"unsupported SAE hook '{hook_name}': only residual-stream SAEs are supported")
-    layer = int(match.group(1))
-    return layer if match.group(2) == "post" else layer - 1
+        raise SaeembedError(
+            f"unsupported SAE hook '{hook_name}': only residual-stream SAEs (hook_resid_*) are supported"
+        )
+    layer, position = int(match.group(1)), match.group(2)
+    if position == "post":
+        return layer
+    if layer == 0:
+        raise SaeembedError(f"hook '{hook_name}' reads the token embeddings, not a decoder layer's output")
+    return layer - 1
 
 
-def load_saelens(directory: Path) -> SparseAutoencoder:
-    """SAELens: cfg.json + sae_weights.safetensors (v6 and pre-v6 configs)."""
-    config = _read_json(directory / "cfg.json")
+def _torch_dtype(name: str) -> torch.dtype:
+    """SAELens writes "float32" or "torch.float32"."""
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise SaeembedError(f"unknown SAE dtype '{name}'")
+    return dtype
+
+
+def _load_saelens(directory: Path, *, device: Device, dtype: torch.dtype | None) -> SparseAutoencoder:
+    """SAELens: cfg.json + sae_weights.safetensors, v6 or older configs (tensors already [d_in, d_sae])."""
+    config = _read_json(directory / CONFIG_FILE)
     metadata = config.get("metadata") or {}
-    architecture = config.get("architecture")
-    if architecture is None:  # pre-v6: the activation function names the architecture
-        architecture = "topk" if config.get("activation_fn_str") == "topk" else "standard"
-    arch = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(architecture)
+    # Configs older than v6 keep these at the top level, with the activation function naming topk
+    # (`handle_pre_6_0_config` in SAELens' loading/pretrained_sae_loaders.py).
+    architecture = config.get("architecture") or "standard"
+    activation = config.get("activation_fn_str") or config.get("activation_fn") or "relu"
+    if architecture == "standard" and activation == "topk":
+        architecture = "topk"
+    elif architecture == "standard" and activation != "relu":
+        raise SaeembedError(f"SAELens activation '{activation}' is not supported (relu or topk)")
+    arch = SAELENS_ARCHITECTURES.get(architecture)
     if arch is None:
         raise SaeembedError(f"SAELens architecture '{architecture}' is not supported (standard, topk, jumprelu)")
-    k = config.get("k") or (config.get("activation_fn_kwargs") or {}).get("k")
+    k = (config.get("k") or (config.get("activation_fn_kwargs") or {}).get("k")) if arch == "topk" else None
+
+    meta: dict[str, Any] = {}
     normalize = config.get("normalize_activations", "none")
-    if normalize is True or normalize in ("expected_average_only_in", None, False):
-        # expected_average_only_in does nothing at encode time (its scale is folded into the weights).
+    if normalize is True:  # pre-v6 bool: True meant expected_average_only_in
+        normalize = "expected_average_only_in"
+    elif normalize in (False, None):
         normalize = "none"
+    if normalize == "expected_average_only_in":
+        # Nothing happens at encode time: SAELens' trainer folds the scale into the weights when it
+        # saves (and writes "none"), and load_from_disk applies nothing. Kept so a caller can tell.
+        meta["normalize_activations"] = normalize
+        normalize = "none"
+
     hook_name = metadata.get("hook_name") or config.get("hook_name") or config.get("hook_point")
+    layer = None
+    if hook_name:
+        layer = _layer_from_saelens_hook(hook_name)
+        meta["hook_name"] = hook_name
+    # Non-empty kwargs mean the SAE read a TransformerLens model loaded with them; SAELens only warns.
+    model_kwargs = metadata.get("model_from_pretrained_kwargs") or config.get("model_from_pretrained_kwargs")
+    if model_kwargs:
+        meta["model_from_pretrained_kwargs"] = model_kwargs
+
     cfg = SaeConfig(
         arch=arch,
-        d_in=config["d_in"],
-        d_sae=config["d_sae"],
+        d_in=_require(config, "d_in", CONFIG_FILE),
+        d_sae=_require(config, "d_sae", CONFIG_FILE),
         k=k,
-        apply_b_dec_to_input=config.get("apply_b_dec_to_input", True),
+        apply_b_dec_to_input=bool(config.get("apply_b_dec_to_input", True)),
         normalize_activations=normalize,
         rescale_acts_by_decoder_norm=bool(config.get("rescale_acts_by_decoder_norm", False)),
         reader_model=metadata.get("model_name") or config.get("model_name"),
-        layer=_layer_from_hook(hook_name),
+        layer=layer,
         source_format="saelens",
+        meta=meta,
     )
-    tensors = load_file(directory / "sae_weights.safetensors")
-    return SparseAutoencoder.from_tensors(cfg, tensors)
+    weights = directory / "sae_weights.safetensors"
+    with _reading(weights):
+        tensors = load_file(weights, device=str(device))
+    # An all-ones scaling_factor is a leftover SAELens drops; any other value is a finetuning scale
+    # applied to the codes (`read_sae_components_from_disk`), which this module does not model.
+    scaling = tensors.pop("scaling_factor", None)
+    if scaling is not None and not torch.allclose(scaling, torch.ones_like(scaling)):
+        raise SaeembedError("finetuning scaling factors (a 'scaling_factor' tensor not all ones) are not supported")
+    # SAELens casts every tensor to the config's dtype when loading.
+    return SparseAutoencoder.from_tensors(cfg, tensors, dtype=dtype or _torch_dtype(config.get("dtype", "float32")))
 
 
-def load_sparsify(directory: Path) -> SparseAutoencoder:
-    """EleutherAI sparsify: <run>/<hookpoint>/cfg.json + sae.safetensors, loaded by sparsify itself."""
+def _load_sparsify(directory: Path, *, device: Device, dtype: torch.dtype | None) -> SparseAutoencoder:
+    """EleutherAI sparsify: <run>/<hookpoint>/cfg.json + sae.safetensors, read by sparsify itself."""
+    config = _read_json(directory / CONFIG_FILE)
+    _require(config, "d_in", CONFIG_FILE)
+    # sparsify drops config keys it no longer knows, so a mid-2024 `signed` SAE (no ReLU, top-k by |pre|,
+    # commit 9698592) would load as an unsigned one.
+    if config.get("signed"):
+        raise SaeembedError("sparsify 'signed' SAEs (no ReLU, top-k by magnitude) are not supported")
+    # Hookpoints are module names under the HF base model: `layers.6` (Llama, NeoX) or `h.6` (GPT-2).
+    # Their output is resid_post of layer 6 for trainers since 00bbb22 (2024-07-16); older trainers read
+    # hidden_states[6], i.e. resid_pre, and cfg.json does not record which.
+    hookpoint = directory.name
+    if re.fullmatch(r"(?:.*\.)?(?:layers|h)\.\d+\..+", hookpoint):
+        raise SaeembedError(f"sparsify hookpoint '{hookpoint}' is a submodule, not the residual stream after a layer")
+    match = re.fullmatch(r"(?:.*\.)?(?:layers|h)\.(\d+)", hookpoint)
+    run_config = directory.parent / "config.json"
+    reader_model = _read_json(run_config).get("model") if run_config.is_file() else None
+
     with contextlib.redirect_stdout(sys.stderr):  # sparsify prints a notice about Triton on import
         from sparsify import SparseCoder
-    try:
-        coder = SparseCoder.load_from_disk(directory, device="cpu")
-    except TypeError as error:
-        raise SaeembedError(f"cannot read sparsify checkpoint {directory}: {error}") from None
-    # Hookpoints are named like `layers.6`: the output of decoder layer 6 for trainers after 2024-07-16;
-    # older trainers read hidden_states[6], i.e. resid_pre (the cfg does not record which).
-    match = re.fullmatch(r"(?:.*\.)?layers\.(\d+)", directory.name)
-    run_config = directory.parent / "config.json"
-    reader_model = json.loads(run_config.read_text()).get("model") if run_config.exists() else None
+    with _reading(directory / WEIGHTS_FILE):
+        coder = SparseCoder.load_from_disk(directory, device=device)
     return SparseAutoencoder.from_sparsify(
-        coder, reader_model=reader_model, layer=int(match.group(1)) if match else None
+        coder,
+        dtype=dtype,
+        reader_model=reader_model,
+        layer=int(match.group(1)) if match else None,
+        meta={"hookpoint": hookpoint},
     )
 
 
-GOODFIRE_NAME = re.compile(r"(Llama-3\.\d+-\d+B-Instruct)-SAE-l(\d+)")
+GOODFIRE_FILE = re.compile(r"(Llama-3\.\d+-\d+B-Instruct)(?:-SAE-l|__model\.layers\.)(\d+)\.pth?")
+"""Goodfire's released names (`Llama-3.1-8B-Instruct-SAE-l19.pth`, `Llama-3.3-70B-Instruct-SAE-l50.pt`,
+first published as `Llama-3.3-70B-Instruct__model.layers.50.pt`): the reader and the layer whose output
+(HF `model.model.layers[L]`) the SAE reads."""
+
+GOODFIRE_TENSORS = {
+    "W_enc": "encoder_linear.weight",
+    "b_enc": "encoder_linear.bias",
+    "W_dec": "decoder_linear.weight",
+    "b_dec": "decoder_linear.bias",
+}
 
 
-def load_goodfire(file: Path) -> SparseAutoencoder:
-    """Goodfire: a pickled state dict with encoder_linear / decoder_linear (decoder weight is [d_in, d_sae])."""
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    try:
-        encoder_weight = state["encoder_linear.weight"]
-        tensors = {
-            "W_enc": encoder_weight.T,
-            "b_enc": state["encoder_linear.bias"],
-            "W_dec": state["decoder_linear.weight"].T,
-            "b_dec": state["decoder_linear.bias"],
-        }
-    except KeyError as missing:
-        raise SaeembedError(f"{file} is not a Goodfire SAE: tensor {missing} is missing") from None
-    # Sizes come from the tensors: interp-embed's converter hard-codes d_in=4096, wrong for the 70B SAE.
+def _load_goodfire(file: Path, *, device: Device, dtype: torch.dtype | None) -> SparseAutoencoder:
+    """Goodfire: a pickled state dict of two nn.Linear layers; relu(x @ enc.weight.T + enc.bias)."""
+    with _reading(file):
+        try:
+            state = torch.load(file, map_location=device, weights_only=True)
+        except pickle.UnpicklingError:  # torch's own message suggests weights_only=False: not for us
+            raise SaeembedError(
+                f"cannot read {file.name}: not a PyTorch checkpoint of plain tensors (torch.load with "
+                "weights_only=True refused it)"
+            ) from None
+    if not isinstance(state, Mapping):
+        raise SaeembedError(f"expected a state dict of tensors, found a {type(state).__name__}")
+    missing = [key for key in GOODFIRE_TENSORS.values() if not isinstance(state.get(key), Tensor)]
+    if missing:
+        raise SaeembedError(f"not a Goodfire SAE: tensor(s) {', '.join(map(repr, missing))} missing")
+    encoder_weight = state["encoder_linear.weight"]
+    if encoder_weight.ndim != 2:
+        raise SaeembedError(f"encoder_linear.weight has shape {tuple(encoder_weight.shape)}, expected [d_sae, d_in]")
+    # Sizes come from the tensors: interp_embed's converter hard-codes d_in=4096, wrong for the 70B SAE.
     d_sae, d_in = encoder_weight.shape
-    match = GOODFIRE_NAME.search(file.name)
+    match = GOODFIRE_FILE.fullmatch(file.name)
     cfg = SaeConfig(
         arch="relu",
         d_in=d_in,
@@ -281,67 +502,110 @@ def load_goodfire(file: Path) -> SparseAutoencoder:
         layer=int(match.group(2)) if match else None,
         source_format="goodfire",
     )
-    return SparseAutoencoder.from_tensors(cfg, tensors)
+    # Both nn.Linear weights are [out, in]: the encoder's is [d_sae, d_in], the decoder's [d_in, d_sae].
+    tensors = {ours: state[theirs] for ours, theirs in GOODFIRE_TENSORS.items()}
+    tensors["W_enc"] = tensors["W_enc"].T
+    tensors["W_dec"] = tensors["W_dec"].T
+    return SparseAutoencoder.from_tensors(cfg, tensors, dtype=dtype)
 
 
-def load_gemma_scope(file: Path) -> SparseAutoencoder:
-    """Gemma Scope: params.npz with W_enc [d, M], W_dec [M, d], b_enc, b_dec, threshold (JumpReLU)."""
-    with np.load(file) as archive:
-        tensors = {re.sub(r"^w_", "W_", name): archive[name].astype(np.float32) for name in archive.files}
-    if "W_enc" not in tensors:
-        raise SaeembedError(f"{file} is not a Gemma Scope SAE: tensor 'W_enc' is missing")
-    d_in, d_sae = tensors["W_enc"].shape
-    match = re.search(r"layer_(\d+)", str(file))
+GEMMA_SCOPE_REPO = re.compile(r"gemma-scope-(2b|9b|27b)-(pt|it)-([a-z]+)")
+"""google/gemma-scope-{2b,9b,27b}-pt-{res,mlp,att}, 9b-it-res: the reader and what the SAEs read."""
+
+
+def _load_gemma_scope(file: Path, *, device: Device, dtype: torch.dtype | None) -> SparseAutoencoder:
+    """Gemma Scope: params.npz with W_enc [d, M], W_dec [M, d], b_enc, b_dec, threshold (JumpReLU).
+
+    f = (h > threshold) · relu(h) with h = x @ W_enc + b_enc: b_dec is not subtracted and there is no
+    input normalisation (SAELens' gemma_2 config: apply_b_dec_to_input False, normalize None).
+    """
+    if "embedding" in file.parts:
+        raise SaeembedError("Gemma Scope embedding SAEs read the token embeddings, not a decoder layer's output")
+    repo = GEMMA_SCOPE_REPO.search(str(file))
+    if repo is not None and repo.group(3) != "res":
+        raise SaeembedError(f"'{repo.group(0)}' SAEs do not read the residual stream (only -res SAEs are supported)")
+    with _reading(file):
+        archive = np.load(file)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise SaeembedError(f"{file.name} holds a single array, expected an .npz archive of named arrays")
+        with archive:
+            # SAELens' gemma_2_sae_huggingface_loader also accepts w_enc / w_dec spellings.
+            arrays = {re.sub(r"^w_", "W_", name): archive[name] for name in archive.files}
+    if "W_enc" not in arrays or arrays["W_enc"].ndim != 2:
+        raise SaeembedError("not a Gemma Scope SAE: no 2-D tensor 'W_enc'")
+    d_in, d_sae = arrays["W_enc"].shape
+    layer = next((int(part[6:]) for part in file.parts if re.fullmatch(r"layer_\d+", part)), None)
     cfg = SaeConfig(
         arch="jumprelu",
         d_in=d_in,
         d_sae=d_sae,
         apply_b_dec_to_input=False,
-        layer=int(match.group(1)) if match else None,
+        reader_model=f"google/gemma-2-{repo.group(1)}{'-it' if repo.group(2) == 'it' else ''}" if repo else None,
+        layer=layer,
         source_format="gemma_scope",
     )
-    return SparseAutoencoder.from_tensors(cfg, tensors)
+    tensors = {name: torch.from_numpy(array).to(device) for name, array in arrays.items()}
+    # SAELens casts Gemma Scope weights to float32; the released files are float32 too.
+    return SparseAutoencoder.from_tensors(cfg, tensors, dtype=dtype or torch.float32)
 
 
-def detect_format(path: Path) -> tuple[str, Path]:
-    """(layout name, the file or folder to read) for an SAE checkpoint path."""
+Loader = Callable[..., SparseAutoencoder]
+
+LOADERS: dict[str, Loader] = {
+    "saeembed": _load_own,
+    "saelens": _load_saelens,
+    "sparsify": _load_sparsify,
+    "goodfire": _load_goodfire,
+    "gemma_scope": _load_gemma_scope,
+}
+
+
+class Checkpoint(NamedTuple):
+    layout: str
+    """Which layout it is in: a key of LOADERS."""
+
+    path: Path
+    """The file or folder that layout's loader reads."""
+
+
+def _detect_layout(path: Path) -> Checkpoint:
     if not path.exists():
         raise SaeembedError(f"SAE not found: {path}")
     if path.is_file():
+        if path.name in (CONFIG_FILE, WEIGHTS_FILE, "sae_weights.safetensors"):
+            return _detect_layout(path.parent)
         if path.suffix in (".pth", ".pt"):
-            return "goodfire", path
-        if path.name.endswith(".npz"):
-            return "gemma_scope", path
-        raise SaeembedError(f"unknown SAE file type: {path} (expected a folder, .pth/.pt or params.npz)")
-    if (path / "cfg.json").exists():
-        config = _read_json(path / "cfg.json")
-        if config.get("format") == "saeembed":
-            return "saeembed", path
-        if (path / "sae_weights.safetensors").exists():
-            return "saelens", path
-        if (path / "sae.safetensors").exists():
-            return "sparsify", path
-        raise SaeembedError(f"SAE folder {path} has cfg.json but no sae_weights.safetensors or sae.safetensors")
-    if (path / "params.npz").exists():
-        return "gemma_scope", path / "params.npz"
-    checkpoints = sorted(p for p in path.iterdir() if p.suffix in (".pth", ".pt"))
-    if len(checkpoints) == 1:
-        return "goodfire", checkpoints[0]
-    hookpoints = sorted(p.name for p in path.iterdir() if (p / "sae.safetensors").exists())
+            return Checkpoint("goodfire", path)
+        if path.suffix == ".npz":
+            return Checkpoint("gemma_scope", path)
+        raise SaeembedError(f"unknown SAE file type: {path} (expected a folder, a .pth/.pt file or params.npz)")
+    if (path / CONFIG_FILE).is_file():
+        with _naming_the_checkpoint(path):
+            config = _read_json(path / CONFIG_FILE)
+        if config.get("format") == FORMAT:
+            return Checkpoint("saeembed", path)
+        if (path / "sae_weights.safetensors").is_file():
+            return Checkpoint("saelens", path)
+        if (path / WEIGHTS_FILE).is_file():
+            return Checkpoint("sparsify", path)
+        raise SaeembedError(f"SAE folder {path} has {CONFIG_FILE} but no sae_weights.safetensors or {WEIGHTS_FILE}")
+    if (path / "params.npz").is_file():
+        return Checkpoint("gemma_scope", path / "params.npz")
+    # Checked before the .pt files: a sparsify run root also holds state.pt and optimizer_*.pt.
+    hookpoints = sorted(sub.name for sub in path.iterdir() if (sub / CONFIG_FILE).is_file())
     if hookpoints:
         raise SaeembedError(
-            f"{path} is a sparsify run with several SAEs: pass one hookpoint folder ({', '.join(hookpoints)})"
+            f"{path} is a folder of SAEs (a sparsify run or an SAE release): pass one of its folders "
+            f"({', '.join(hookpoints)})"
         )
-    raise SaeembedError(f"no SAE checkpoint recognised in {path} (saeembed, SAELens, sparsify, Goodfire, Gemma Scope)")
-
-
-LOADERS = {
-    "saeembed": SparseAutoencoder.load,
-    "saelens": load_saelens,
-    "sparsify": load_sparsify,
-    "goodfire": load_goodfire,
-    "gemma_scope": load_gemma_scope,
-}
+    pickles = sorted(child.name for child in path.iterdir() if child.suffix in (".pth", ".pt"))
+    if len(pickles) == 1:
+        return Checkpoint("goodfire", path / pickles[0])
+    if pickles:
+        raise SaeembedError(f"{path} holds several .pth/.pt files: pass one of them ({', '.join(pickles)})")
+    raise SaeembedError(
+        f"no SAE checkpoint recognised in {path} (saeembed, SAELens, sparsify, Goodfire .pth or Gemma Scope params.npz)"
+    )
 
 
 def load_sae(
@@ -349,32 +613,38 @@ def load_sae(
     *,
     layer: int | None = None,
     reader_model: str | None = None,
-    device: str | torch.device = "cpu",
+    device: Device = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> SparseAutoencoder:
-    """Load an SAE in any supported layout; `layer` and `reader_model` override what the checkpoint says."""
-    layout, target = detect_format(Path(path).expanduser())
-    sae = LOADERS[layout](target)
-    if layer is not None:
-        sae.cfg.layer = layer
-    if reader_model is not None:
-        sae.cfg.reader_model = reader_model
+    """Load an SAE in any supported layout, detected from the files.
+
+    `layer` and `reader_model`, when given, replace what the checkpoint says (or fill in what it
+    does not); `dtype` defaults to the layout's own (the file's, or SAELens' cfg dtype, or float32).
+    """
+    checkpoint = _detect_layout(Path(path).expanduser())
+    with _naming_the_checkpoint(checkpoint.path):
+        sae = LOADERS[checkpoint.layout](checkpoint.path, device=device, dtype=dtype)
+        overrides = {"layer": layer, "reader_model": reader_model}
+        sae.cfg = replace(sae.cfg, **{name: value for name, value in overrides.items() if value is not None})
     return sae.to(device)
 
 
 def _model_name(model_id: str) -> str:
+    """`HuggingFaceTB/SmolLM2-135M-Instruct` → `smollm2-135m-instruct`."""
     return model_id.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 def check_compatible(sae: SparseAutoencoder, *, reader_model: str, hidden_size: int, layer: int | None) -> None:
-    """Refuse an SAE trained for another reader, layer or width, naming the mismatch."""
+    """Refuse an SAE made for another width, reader or layer, naming the mismatch.
+
+    Readers are compared by the last part of their id, case-insensitively: `smollm2-135m-instruct`
+    matches `HuggingFaceTB/SmolLM2-135M-Instruct`.
+    """
     if sae.cfg.d_in != hidden_size:
         raise SaeembedError(
             f"SAE input width {sae.cfg.d_in} does not match the reader's hidden size {hidden_size} ({reader_model})"
         )
     if sae.cfg.reader_model and _model_name(sae.cfg.reader_model) != _model_name(reader_model):
-        raise SaeembedError(
-            f"SAE was trained on {sae.cfg.reader_model}, not on the reader in use ({reader_model}); "
-            "pass --reader to match it"
-        )
+        raise SaeembedError(f"SAE was trained on {sae.cfg.reader_model}, not on the reader in use ({reader_model})")
     if sae.cfg.layer is not None and layer is not None and sae.cfg.layer != layer:
         raise SaeembedError(f"SAE reads layer {sae.cfg.layer}, but layer {layer} was asked for")

@@ -88,9 +88,7 @@ def test_embedding_matches_a_direct_computation(tmp_path, corpus_db, reader):
     assert stored["feature_id"].to_list() == present
     expected_max = codes.max(0).values[present]
     torch.testing.assert_close(torch.tensor(stored["max_act"].to_list()), expected_max, atol=2e-3, rtol=1e-3)
-    torch.testing.assert_close(
-        torch.tensor(stored["mean_act"].to_list()), codes.mean(0)[present], atol=2e-3, rtol=1e-3
-    )
+    torch.testing.assert_close(torch.tensor(stored["mean_act"].to_list()), codes.mean(0)[present], atol=2e-3, rtol=1e-3)
     assert stored["n_active_tokens"].to_list() == (codes > 0).sum(0)[present].tolist()
     assert stored["argmax_pos"].to_list() == codes.argmax(0)[present].tolist()
 
@@ -110,9 +108,7 @@ def test_a_run_killed_mid_way_resumes_with_each_document_exactly_once(tmp_path, 
             embed(store, "news", sae=sae_dir, device="cpu", options=options, on_batch=crash_after_two_batches)
         assert store.query("SELECT count(*) AS n FROM embedded_documents")["n"][0] == 4
         summary = embed(store, "news", sae=sae_dir, device="cpu", options=options)
-        per_doc = store.query(
-            "SELECT doc_id, count(*) AS n FROM embedded_documents GROUP BY doc_id"
-        )
+        per_doc = store.query("SELECT doc_id, count(*) AS n FROM embedded_documents GROUP BY doc_id")
         duplicates = store.query(
             "SELECT count(*) AS n FROM (SELECT doc_id, feature_id FROM doc_features GROUP BY ALL HAVING count(*) > 1)"
         )
@@ -129,8 +125,10 @@ def test_mismatched_or_missing_inputs_fail_before_writing(tmp_path, corpus_db):
         (dict(corpus="nope", sae=str(small_sae(tmp_path / "ok"))), r"no corpus named 'nope'"),
         (dict(corpus="news", sae=str(tmp_path / "missing")), "SAE not found"),
         (dict(corpus="news", sae=str(small_sae(tmp_path / "wide", d_in=100))), "input width 100 does not match"),
-        (dict(corpus="news", sae=str(small_sae(tmp_path / "gpt", reader="gpt2")), reader="smollm2-135m-instruct"),
-         "SAE was trained on gpt2"),
+        (
+            dict(corpus="news", sae=str(small_sae(tmp_path / "gpt", reader="gpt2")), reader="smollm2-135m-instruct"),
+            "SAE was trained on gpt2",
+        ),
         (dict(corpus="news", sae=str(small_sae(tmp_path / "l5", layer=5)), layer=3), "reads layer 5, but --layer 3"),
     ]
     with Store.open(corpus_db) as store:

@@ -1,0 +1,86 @@
+"""The `saeembed` command: look-ups answer from the library; bad input gives one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from saeembed.cli import app
+from saeembed.embed import EmbedOptions
+from saeembed.pipeline import embed, ingest
+from saeembed.store import Store
+from tests.test_embed import TEXTS, small_sae
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def embedded_db(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    source = folder / "docs.parquet"
+    pl.DataFrame({"id": [f"n{i}" for i in range(len(TEXTS))], "text": TEXTS}).write_parquet(source)
+    db = folder / "cli.duckdb"
+    with Store.open(db) as store:
+        ingest(store, source, corpus="news")
+        embed(store, "news", sae=str(small_sae(folder / "sae")), device="cpu", options=EmbedOptions(max_tokens=32))
+    return db
+
+
+def saeembed(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "saeembed.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_docs_show_marks_where_each_concept_fired(embedded_db):
+    result = runner.invoke(app, ["docs", "show", "1", "--db", str(embedded_db), "--json", "--top", "5"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert (view["doc_id"], view["external_id"], view["corpus"]) == (1, "n0", "news")
+    assert len(view["concepts"]) == 5
+    strongest = view["concepts"][0]
+    assert strongest["max_act"] == max(c["max_act"] for c in view["concepts"])
+    assert "«" in strongest["context"] and strongest["token"] in view["text"]
+
+
+def test_concepts_top_lists_the_most_frequent_concepts(embedded_db):
+    result = runner.invoke(app, ["concepts", "top", "--corpus", "news", "--db", str(embedded_db), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 20
+    assert [r["n_docs"] for r in rows] == sorted((r["n_docs"] for r in rows), reverse=True)
+    assert all(0 < r["freq"] <= 1 and r["top_tokens"] for r in rows)
+    with Store.open(embedded_db, read_only=True) as store:
+        most = store.query("SELECT max(n) AS n FROM (SELECT count(*) AS n FROM doc_features GROUP BY feature_id)")
+    assert rows[0]["n_docs"] == most["n"][0]
+
+
+def test_lookups_of_missing_things_are_one_line_errors(embedded_db, tmp_path):
+    for args, message in (
+        (["docs", "show", "999", "--db", str(embedded_db)], "document 999 does not exist"),
+        (["concepts", "top", "--corpus", "nope", "--db", str(embedded_db)], "no corpus named 'nope'"),
+        (["corpora", "list", "--db", str(tmp_path / "none.duckdb")], "no database at"),
+        (
+            ["ingest", str(tmp_path / "missing.csv"), "--corpus", "x", "--db", str(tmp_path / "new.duckdb")],
+            "no such file or directory",
+        ),
+    ):
+        result = saeembed(*args)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "new.duckdb").exists()
+
+
+def test_flow_errors_reach_the_user_as_one_line(tmp_path):
+    """Through a real flow run (ephemeral Prefect server, ≈10 s): an unknown column writes nothing."""
+    source = tmp_path / "docs.csv"
+    pl.DataFrame({"body": ["a"]}).write_csv(source)
+    result = saeembed("ingest", str(source), "--corpus", "x", "--db", str(tmp_path / "db.duckdb"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == ["error: column 'text' not found in docs.csv; columns are: body"]
+    assert not (tmp_path / "db.duckdb").exists()

@@ -1,0 +1,89 @@
+"""The Prefect flows, run for real against a temporary Prefect API, writing a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from saeembed.store import Store
+from tests.conftest import TEST_LAYER
+from tests.test_embed import TEXTS, small_sae
+
+
+@pytest.fixture()
+def source(tmp_path):
+    path = tmp_path / "docs.csv"
+    pl.DataFrame(
+        {"id": range(len(TEXTS)), "text": TEXTS, "topic": ["sports", "business"] * (len(TEXTS) // 2)}
+    ).write_csv(path)
+    return path
+
+
+def test_ingest_and_embed_flows_fill_the_database(prefect_harness, tmp_path, source):
+    from saeembed_flows.embed import embed_flow
+    from saeembed_flows.ingest import ingest_flow
+
+    db = str(tmp_path / "flows.duckdb")
+    ingested = ingest_flow(path=str(source), corpus="news", db=db)
+    again = ingest_flow(path=str(source), corpus="news", db=db)
+    assert (ingested["inserted"], again["inserted"], again["already_present"]) == (len(TEXTS), 0, len(TEXTS))
+
+    sae_dir = small_sae(tmp_path / "sae")
+    summary = embed_flow(corpus="news", sae=str(sae_dir), db=db, device="cpu", max_tokens=32, chunk_size=3)
+    assert summary["status"] == "complete"
+    assert summary["documents"] == len(TEXTS)
+    assert summary["layer"] == TEST_LAYER
+    rerun = embed_flow(corpus="news", sae=str(sae_dir), db=db, device="cpu", max_tokens=32)
+    assert rerun["documents"] == 0  # nothing left to embed
+
+    with Store.open(db, read_only=True) as store:
+        per_doc = store.query(
+            "SELECT d.meta->>'topic' AS topic, count(DISTINCT f.doc_id) AS docs, min(e.n_features) AS fewest "
+            "FROM doc_features f JOIN documents d USING (doc_id) JOIN embedded_documents e USING (run_id, doc_id) "
+            "GROUP BY topic ORDER BY topic"
+        )
+    assert per_doc.to_dicts() == [
+        {"topic": "business", "docs": 4, "fewest": per_doc["fewest"][0]},
+        {"topic": "sports", "docs": 4, "fewest": per_doc["fewest"][1]},
+    ]
+    assert per_doc["fewest"].min() >= 8
+
+
+def test_train_sae_flow_writes_a_loadable_sae_with_its_report(prefect_harness, tmp_path):
+    from saeembed_flows.ingest import ingest_flow
+    from saeembed_flows.train_sae import train_sae_flow
+
+    from saeembed.corpora import demo_corpus
+    from saeembed.pipeline import resolve_sae
+
+    db = str(tmp_path / "train.duckdb")
+    source = tmp_path / "train.parquet"
+    demo_corpus(n=120, seed=5).write_parquet(source)
+    ingest_flow(path=str(source), corpus="train", db=db)
+    out = tmp_path / "sae"
+    report = train_sae_flow(
+        corpus="train",
+        layer=TEST_LAYER,
+        out=str(out),
+        latents=128,
+        k=8,
+        db=db,
+        max_tokens=32,
+        train_tokens=2048,
+        heldout_docs=20,
+        batch_size=256,
+        epochs=2,
+        device="cpu",
+    )
+    assert report["train_tokens"] == 2048
+    assert report["mean_l0"] == 8.0
+    assert json.loads((out / "training_report.json").read_text())["steps"] == 16
+    sae = resolve_sae(str(out)).sae
+    assert (sae.cfg.layer, sae.cfg.reader_model, sae.cfg.d_sae) == (
+        TEST_LAYER,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        128,
+    )
+    assert sae.cfg.meta["training_report"]["fvu"] == pytest.approx(report["fvu"], abs=1e-4)
