@@ -189,7 +189,9 @@ def train_sae(
     heldout_docs: Annotated[int, typer.Option("--heldout-docs", help="Documents held out for the report.")] = 500,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tokens per optimisation step.")] = 4096,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training tokens.")] = 1,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default: 2e-4/sqrt(latents/2^14)).")] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Adam learning rate (default: 2e-4/sqrt(latents/2^14)).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
