@@ -129,7 +129,10 @@ def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
     """Load model and tokenizer. A GGUF is de-quantised once (≈20 s) and kept as safetensors in the
     cache (≈0.2 s to load afterwards)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    # Loading takes a second from the cache; transformers' per-tensor bars would only clutter stderr.
+    transformers_logging.disable_progress_bar()
     location, gguf_kwargs = source.location, {}
     if source.gguf_file is not None:
         converted = _converted_gguf_dir(source)
