@@ -107,7 +107,8 @@ def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Ta
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}"
+        # Whole units for rates and durations, three significant digits for scores; ints (ids) stay as they are.
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return "" if value is None else str(value)
 
 

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from saeembed.reader import Reader, length_batches
-from saeembed.sae import SparseAutoencoder
+from saeembed.sae import SparseAutoencoder, SparseCodes
 from saeembed.store import Store
 
-# Dense SAE codes are built for at most this many (token × latent) cells at a time (≈256 MB in fp32).
+# SAE pre-activations are built for at most this many (token × latent) cells at a time (≈256 MB in fp32).
 MAX_CODE_CELLS = 64 * 2**20
 
 
@@ -52,15 +52,13 @@ class PooledCodes(NamedTuple):
     """0-based index of the first token reaching max_act, among the document's own tokens."""
 
 
-def pool_codes(codes: Tensor, token_doc: Tensor, token_pos: Tensor) -> PooledCodes:
-    """Pool token-level codes [tokens, d_sae] into per-document statistics, touching only non-zeros.
+def pool_codes(codes: SparseCodes, token_doc: Tensor, token_pos: Tensor, d_sae: int) -> PooledCodes:
+    """Pool token-level codes into per-document statistics, from the non-zeros only.
 
     Works for any SAE (TopK has k non-zeros per token, ReLU/JumpReLU a variable number), so the cost
     follows the number of active (token, latent) pairs rather than tokens × d_sae.
     """
-    d_sae = codes.shape[1]
-    token, feature = codes.nonzero(as_tuple=True)
-    values = codes[token, feature].float()
+    token, feature, values = codes.row.cpu(), codes.latent.cpu(), codes.value.cpu()
     keys = token_doc[token] * d_sae + feature
     groups, group_of = torch.unique(keys, return_inverse=True)
     n_groups = groups.numel()
@@ -112,9 +110,9 @@ def embed_batch(
     with torch.inference_mode(), autocast:
         for start in range(0, tokens.residuals.shape[0], chunk):
             part = slice(start, start + chunk)
-            codes = sae.encode(tokens.residuals[part]).float().cpu()
+            codes = sae.encode_sparse(tokens.residuals[part])
             # A document's tokens may straddle two chunks: pool per chunk, then merge below.
-            pooled_parts.append(pool_codes(codes, tokens.doc_index[part], tokens.position[part]))
+            pooled_parts.append(pool_codes(codes, tokens.doc_index[part], tokens.position[part], sae.cfg.d_sae))
     pooled = pooled_parts[0] if len(pooled_parts) == 1 else _merge_pooled(pooled_parts, sae.cfg.d_sae)
     ids = np.asarray(doc_ids, dtype=np.int64)
     n_tokens = tokens.lengths.numpy()

@@ -38,6 +38,26 @@ Device = str | torch.device
 FORMAT = "saeembed"
 FORMAT_VERSION = 1
 """Version of the own format's cfg.json; a newer file is refused rather than misread."""
+
+
+class SparseCodes(NamedTuple):
+    """The non-zero codes of a batch of activations, as coordinates (what pooling needs, without the
+    dense [tokens, d_sae] matrix that is mostly zeros)."""
+
+    row: Tensor
+    """Index of the activation (token) in the batch, one per non-zero code."""
+    latent: Tensor
+    """SAE latent index of the code."""
+    value: Tensor
+    """The code's value (> 0), float32."""
+
+    @classmethod
+    def from_dense(cls, codes: Tensor) -> SparseCodes:
+        """The non-zeros of dense codes [tokens, d_sae]."""
+        row, latent = codes.nonzero(as_tuple=True)
+        return cls(row, latent, codes[row, latent].float())
+
+
 CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 
@@ -224,6 +244,10 @@ class SparseAutoencoder(nn.Module):
             x = x / (x.std(dim=-1, keepdim=True) + 1e-5)
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
+        if x.dim() == 2:
+            # Fused bias add: under bf16 autocast it stays in bf16 instead of a separate fp32 pass over
+            # the [tokens, d_sae] result, which cost as much as the matmul itself on a CPU.
+            return torch.addmm(self.b_enc, x, self.W_enc)
         return x @ self.W_enc + self.b_enc
 
     def encode(self, x: Tensor) -> Tensor:
@@ -233,10 +257,26 @@ class SparseAutoencoder(nn.Module):
             return torch.relu(h)
         if self.cfg.arch == "jumprelu":
             return torch.relu(h) * (h > self.threshold)
+        top = self._top_k(h)
+        return torch.zeros_like(h).scatter_(-1, top.indices, torch.relu(top.values))
+
+    def encode_sparse(self, x: Tensor) -> SparseCodes:
+        """The non-zero codes of activations [tokens, d_in]; equal to `encode`'s non-zeros, but a TopK SAE
+        never builds the dense codes."""
+        if x.dim() != 2:
+            raise SaeembedError(f"encode_sparse takes activations [tokens, d_in], got shape {tuple(x.shape)}")
+        if self.cfg.arch != "topk":
+            return SparseCodes.from_dense(self.encode(x))
+        top = self._top_k(self.pre_activations(x))
+        values = torch.relu(top.values).float()
+        keep = values > 0
+        rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(keep)
+        return SparseCodes(rows[keep], top.indices[keep], values[keep])
+
+    def _top_k(self, h: Tensor) -> torch.return_types.topk:
         if self.cfg.rescale_acts_by_decoder_norm:
             h = h * self.W_dec.norm(dim=-1)
-        top = h.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(h).scatter_(-1, top.indices, torch.relu(top.values))
+        return h.topk(self.cfg.k, dim=-1, sorted=False)
 
     def decode(self, codes: Tensor) -> Tensor:
         """Reconstruction codes @ W_dec + b_dec.

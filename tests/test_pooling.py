@@ -6,9 +6,10 @@ import numpy as np
 import torch
 
 from saeembed.embed import _merge_pooled, pool_codes
+from saeembed.sae import SparseCodes
 
 
-def hand_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def hand_example() -> tuple[SparseCodes, torch.Tensor, torch.Tensor, int]:
     # Two documents: doc 0 has 3 tokens, doc 1 has 2 tokens; 4 latents.
     codes = torch.tensor(
         [
@@ -19,7 +20,7 @@ def hand_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             [0.0, 1.0, 1.0, 0.0],  # doc 1, pos 1
         ]
     )
-    return codes, torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 2, 0, 1])
+    return SparseCodes.from_dense(codes), torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 2, 0, 1]), 4
 
 
 def as_rows(pooled) -> dict[tuple[int, int], tuple[float, float, int, int]]:
@@ -37,9 +38,13 @@ def test_pool_codes_matches_hand_computed_statistics():
 
 
 def test_pooling_in_chunks_then_merging_equals_pooling_at_once():
-    codes, token_doc, token_pos = hand_example()
-    whole = as_rows(pool_codes(codes, token_doc, token_pos))
-    parts = [pool_codes(codes[s], token_doc[s], token_pos[s]) for s in (slice(0, 2), slice(2, 5))]
-    merged = _merge_pooled(parts, d_sae=4)
+    codes, token_doc, token_pos, d_sae = hand_example()
+    whole = as_rows(pool_codes(codes, token_doc, token_pos, d_sae))
+    parts = []
+    for first, end in ((0, 2), (2, 5)):
+        in_chunk = (codes.row >= first) & (codes.row < end)
+        chunk = SparseCodes(codes.row[in_chunk] - first, codes.latent[in_chunk], codes.value[in_chunk])
+        parts.append(pool_codes(chunk, token_doc[first:end], token_pos[first:end], d_sae))
+    merged = _merge_pooled(parts, d_sae=d_sae)
     assert as_rows(merged) == whole
     assert isinstance(merged.doc_index, np.ndarray)

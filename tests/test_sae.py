@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from saeembed.errors import SaeembedError
-from saeembed.sae import SaeConfig, SparseAutoencoder, check_compatible, load_sae
+from saeembed.sae import SaeConfig, SparseAutoencoder, SparseCodes, check_compatible, load_sae
 
 D_IN, D_SAE = 12, 40
 
@@ -133,6 +133,29 @@ def test_jumprelu_keeps_only_values_above_the_threshold():
     codes = sae.encode(torch.tensor([[0.4, 0.5, -0.5], [0.6, 2.0, 0.25]]))
     # 0.4 is below and 0.5 equal to the threshold; -0.5 is above its threshold but relu zeroes it.
     assert codes.tolist() == [[0.0, 0.0, 0.0], [pytest.approx(0.6), 2.0, 0.25]]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"arch": "topk", "k": 4},
+        {"arch": "topk", "k": 4, "rescale_acts_by_decoder_norm": True},
+        {"arch": "relu"},
+        {"arch": "jumprelu"},
+    ],
+)
+def test_encode_sparse_is_the_non_zeros_of_encode(weights, x, fields):
+    tensors = weights if fields["arch"] == "jumprelu" else without_threshold(weights)
+    sae = SparseAutoencoder.from_tensors(SaeConfig(d_in=D_IN, d_sae=D_SAE, **fields), tensors)
+    dense = sae.encode(x)
+    sparse = sae.encode_sparse(x)
+    rebuilt = torch.zeros_like(dense).index_put_((sparse.row, sparse.latent), sparse.value)
+    torch.testing.assert_close(rebuilt, dense)
+    assert bool((sparse.value > 0).all())
+    expected = SparseCodes.from_dense(dense)
+    assert sorted(zip(sparse.row.tolist(), sparse.latent.tolist(), strict=True)) == sorted(
+        zip(expected.row.tolist(), expected.latent.tolist(), strict=True)
+    )
 
 
 def test_decode_and_the_decoder_norm_rescaling(weights, x):
