@@ -91,3 +91,36 @@ CREATE TABLE IF NOT EXISTS doc_features (
     n_active_tokens INTEGER NOT NULL,
     argmax_pos      INTEGER NOT NULL
 );
+
+-- Concept labels, one row per label made (relabelling adds rows, so history is kept).
+-- method:    'tokens' (firing tokens + c-TF-IDF words, offline) or 'llm' (auto-interp, Jiang et al. 2025)
+-- model:     what made the label (the LLM, or the tokenizer/vectoriser for 'tokens')
+-- run_id:    the embedding run whose documents the label was made from
+-- auroc:     offline score: how well the label's sentence embedding separates held-out activating from
+--            non-activating documents (all-MiniLM-L6-v2 cosine, area under the ROC curve)
+-- detection: LLM judge's balanced accuracy on held-out positives and negatives (NULL without a judge)
+CREATE SEQUENCE IF NOT EXISTS label_id_seq START 1;
+CREATE TABLE IF NOT EXISTS features (
+    label_id    BIGINT PRIMARY KEY DEFAULT nextval('label_id_seq'),
+    sae_id      INTEGER NOT NULL,
+    feature_id  INTEGER NOT NULL,
+    method      VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    label       VARCHAR NOT NULL,
+    description VARCHAR,
+    run_id      INTEGER,
+    auroc       FLOAT,
+    detection   FLOAT,
+    details     JSON,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Every LLM request and its response, so a rerun never pays for the same call twice.
+-- key: sha256 of the canonical JSON of (backend, model, messages, generation settings)
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key        VARCHAR PRIMARY KEY,
+    model      VARCHAR NOT NULL,
+    request    JSON NOT NULL,
+    response   VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
