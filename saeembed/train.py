@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from saeembed.errors import SaeembedError
-from saeembed.reader import Reader, cache_dir, length_batches
+from saeembed.hub import cache_dir
+from saeembed.reader import Reader, length_batches
 from saeembed.sae import SaeConfig, SparseAutoencoder
 
 COLLECT_CHUNK = 2048
