@@ -124,3 +124,12 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     response   VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+
+-- Dense sentence embeddings of documents (unit norm), one per document and sentence model: label
+-- scoring, concept search's dense side and the dense retrieval baseline all read them from here.
+CREATE TABLE IF NOT EXISTS doc_embeddings (
+    model     VARCHAR NOT NULL,
+    doc_id    BIGINT NOT NULL,
+    embedding FLOAT[] NOT NULL,
+    PRIMARY KEY (model, doc_id)
+);

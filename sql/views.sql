@@ -17,3 +17,13 @@ SELECT f.run_id, f.feature_id, count(*) AS n_docs, count(*) / any_value(t.n_docs
 FROM doc_features f
 JOIN totals t USING (run_id)
 GROUP BY f.run_id, f.feature_id;
+
+-- Every concept label ever made, newest first, with its SAE's name (relabelling keeps history).
+CREATE OR REPLACE VIEW label_history AS
+SELECT s.name AS sae, f.feature_id, f.method, f.model, f.label, f.description, f.auroc, f.detection,
+       c.name AS corpus, f.created_at, f.label_id
+FROM features f
+JOIN saes s USING (sae_id)
+LEFT JOIN embed_runs r USING (run_id)
+LEFT JOIN corpora c ON c.corpus_id = r.corpus_id
+ORDER BY f.created_at DESC, f.label_id DESC;
