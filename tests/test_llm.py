@@ -1,0 +1,514 @@
+"""The LLM layer against a real OpenAI-compatible HTTP server run by the tests (scripted replies), real
+DuckDB files, and the real SmolLM2-135M-Instruct; prompt parsers and the detection score on hand-made
+inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from saeembed.errors import SaeembedError
+from saeembed.llm import (
+    CachedChat,
+    EndpointError,
+    LabelAnswer,
+    LocalTransformers,
+    MalformedAnswer,
+    OpenAICompatible,
+    RequestFailed,
+    complete_many,
+    detection_score,
+    judge_messages,
+    label_messages,
+    parse_judgement,
+    parse_label,
+)
+from saeembed.store import Store
+
+
+class Reply(NamedTuple):
+    status: int
+    """HTTP status of the reply."""
+    body: Any
+    """JSON-serialisable body, or a str sent as it is."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra response headers (name, value)."""
+    delay: float = 0.0
+    """Seconds the server waits before answering (to hold requests in flight)."""
+
+
+def completion(content: str | None, model: str = "test-model") -> Reply:
+    """A 200 reply shaped like OpenAI's chat.completion object."""
+    return Reply(
+        200,
+        {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        },
+    )
+
+
+class ChatServer:
+    """An HTTP server on 127.0.0.1 answering POST /v1/chat/completions with `script(number, request)`,
+    where number counts requests from 1. It records every request, its headers, and the most requests
+    it ever had in flight at once."""
+
+    def __init__(self, script: Callable[[int, dict[str, Any]], Reply]) -> None:
+        self.script = script
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/chat/completions":
+                    self.send(Reply(404, {"detail": "Not Found"}))
+                    return
+                with server.lock:
+                    server.requests.append(request)
+                    server.headers.append(dict(self.headers))
+                    number = len(server.requests)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.script(number, request)
+                    time.sleep(reply.delay)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+                self.send(reply)
+
+            def send(self, reply: Reply) -> None:
+                data = (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def serve() -> Iterator[Callable[[Callable[[int, dict[str, Any]], Reply]], ChatServer]]:
+    servers: list[ChatServer] = []
+
+    def start(script: Callable[[int, dict[str, Any]], Reply]) -> ChatServer:
+        servers.append(ChatServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    return request["messages"][-1]["content"]
+
+
+def label_reply(number: int, request: dict[str, Any]) -> Reply:
+    """Answers a label prompt after the first activating text's first word, like a model would."""
+    first = re.search(r"^1\. (\S+)", last_user_text(request), re.M).group(1)
+    if first == "NOTJSON":
+        return completion("I think these texts are about sport.")
+    if first == "NOLABEL":
+        return completion('{"description": "texts about sport"}')
+    if first == "TOOLONG":
+        return Reply(400, {"error": {"message": "This model's maximum context length is 8 tokens", "type": "x"}})
+    return completion(json.dumps({"label": f"about {first}", "description": f"Texts that mention {first}."}))
+
+
+def client(server: ChatServer, **options: Any) -> OpenAICompatible:
+    return OpenAICompatible(server.base_url, "test-model", **{"retry_base_delay": 0.01, **options})
+
+
+# -- OpenAICompatible ------------------------------------------------------------------------------
+
+
+def test_sends_an_openai_chat_request_and_returns_the_content(serve, monkeypatch):
+    server = serve(lambda number, request: completion("hello there"))
+    monkeypatch.setenv("SAEEMBED_TEST_KEY", "sk-test-123")
+    messages = [{"role": "user", "content": "Say hello."}]
+    with client(server, api_key_env="SAEEMBED_TEST_KEY") as chat:
+        assert chat.complete(messages, max_tokens=7, temperature=0.0) == "hello there"
+    monkeypatch.delenv("SAEEMBED_TEST_KEY")
+    with client(server, api_key_env="SAEEMBED_TEST_KEY") as chat:
+        chat.complete(messages, max_tokens=7, temperature=0.0)
+    assert server.requests[0] == {"model": "test-model", "messages": messages, "max_tokens": 7, "temperature": 0.0}
+    assert server.headers[0]["Authorization"] == "Bearer sk-test-123"
+    assert "Authorization" not in server.headers[1]
+
+
+def test_a_500_is_retried_then_the_answer_returned(serve):
+    server = serve(lambda number, request: Reply(500, {"error": "overloaded"}) if number == 1 else completion("ok"))
+    with client(server) as chat:
+        assert chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0) == "ok"
+    assert len(server.requests) == 2
+
+
+def test_a_429_waits_as_long_as_retry_after_says_not_the_backoff(serve):
+    server = serve(lambda number, request: Reply(429, {}, (("Retry-After", "0"),)) if number < 3 else completion("ok"))
+    started = time.monotonic()
+    with client(server, retry_base_delay=30.0) as chat:
+        assert chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0) == "ok"
+    assert len(server.requests) == 3
+    assert time.monotonic() - started < 5
+
+
+def test_persistent_5xx_fails_after_the_bounded_retries(serve):
+    server = serve(lambda number, request: Reply(503, {"error": {"message": "no capacity"}}))
+    with client(server, max_retries=2) as chat, pytest.raises(EndpointError) as caught:
+        chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+    assert str(caught.value) == f"LLM endpoint {server.base_url} still failing after 3 attempts: HTTP 503: no capacity"
+    assert len(server.requests) == 3
+
+
+def test_401_fails_at_once_naming_the_key_variable(serve, monkeypatch):
+    server = serve(lambda number, request: Reply(401, {"error": {"message": "Incorrect API key provided"}}))
+    monkeypatch.setenv("SAEEMBED_TEST_KEY", "sk-wrong")
+    with client(server, api_key_env="SAEEMBED_TEST_KEY") as chat, pytest.raises(EndpointError) as caught:
+        chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+    assert str(caught.value) == f"LLM endpoint {server.base_url}: authentication failed (401): check $SAEEMBED_TEST_KEY"
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(404, {"object": "error", "message": "The model `nope` does not exist.", "type": "NotFoundError"}),
+        Reply(404, {"error": 'model "nope" not found, try pulling it first'}),
+        Reply(400, {"error": {"message": "The model `nope` does not exist or you do not have access to it."}}),
+    ],
+    ids=["vllm-404", "ollama-404", "400"],
+)
+def test_an_unknown_model_fails_at_once_naming_it(serve, reply):
+    server = serve(lambda number, request: reply)
+    with OpenAICompatible(server.base_url, "nope") as chat, pytest.raises(EndpointError) as caught:
+        chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+    assert str(caught.value) == f"LLM endpoint {server.base_url}: model 'nope' not found"
+    assert len(server.requests) == 1
+
+
+def test_a_wrong_path_is_reported_as_a_wrong_base_url(serve):
+    server = serve(lambda number, request: completion("never"))
+    with OpenAICompatible(server.base_url.removesuffix("/v1"), "m") as chat, pytest.raises(EndpointError) as caught:
+        chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+    assert "/chat/completions not found (404): check the base URL" in str(caught.value)
+    assert server.requests == []
+
+
+def test_a_closed_port_is_unreachable_after_bounded_retries():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    chat = OpenAICompatible(f"http://127.0.0.1:{port}/v1", "m", max_retries=3, retry_base_delay=0.01)
+    with chat, pytest.raises(EndpointError) as caught:
+        chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+    assert str(caught.value).startswith(f"LLM endpoint http://127.0.0.1:{port}/v1 unreachable after 4 attempts: ")
+    assert "ConnectError" in str(caught.value)
+    assert time.monotonic() - started < 5
+
+
+def test_a_reply_without_message_content_is_a_clear_error(serve):
+    server = serve(lambda number, request: Reply(200, {"choices": []}) if number == 1 else completion(None))
+    with client(server) as chat:
+        with pytest.raises(RequestFailed, match=r"response has no choices\[0\]\.message\.content"):
+            chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+        with pytest.raises(RequestFailed, match=r"no choices\[0\]\.message\.content \(finish_reason: stop\)"):
+            chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+
+
+# -- complete_many -------------------------------------------------------------------------------------
+
+
+def test_malformed_and_rejected_answers_are_returned_in_place_and_the_other_labels_kept(serve):
+    server = serve(label_reply)
+    firsts = ["cats", "NOTJSON", "dogs", "NOLABEL", "TOOLONG", "birds"]
+    requests = [label_messages([f"{first} «here»", "more text"], ["other text"]) for first in firsts]
+    labels: dict[int, LabelAnswer] = {}
+    problems: dict[int, str] = {}
+
+    def keep(index: int, answer: str | Exception) -> None:
+        try:
+            if isinstance(answer, Exception):
+                raise answer
+            labels[index] = parse_label(answer)
+        except SaeembedError as error:
+            problems[index] = str(error)
+
+    with client(server) as chat:
+        answers = complete_many(chat, requests, max_tokens=50, temperature=0, concurrency=3, on_result=keep)
+    assert labels == {
+        0: LabelAnswer("about cats", "Texts that mention cats."),
+        2: LabelAnswer("about dogs", "Texts that mention dogs."),
+        5: LabelAnswer("about birds", "Texts that mention birds."),
+    }
+    assert problems == {
+        1: "label answer is not JSON: 'I think these texts are about sport.'",
+        3: 'label answer has no "label": \'{"description": "texts about sport"}\'',
+        4: f"LLM endpoint {server.base_url} rejected the request (400): "
+        "This model's maximum context length is 8 tokens",
+    }
+    assert isinstance(answers[4], RequestFailed)
+    assert answers[1] == "I think these texts are about sport."
+
+
+def test_concurrency_is_bounded_and_results_come_in_request_order(serve):
+    # Later requests answer sooner, so finishing order differs from request order.
+    def script(number: int, request: dict[str, Any]) -> Reply:
+        index = int(last_user_text(request))
+        return completion(f"answer {index}")._replace(delay=0.05 * (10 - index))
+
+    server = serve(script)
+    finished: list[int] = []
+    with client(server) as chat:
+        answers = complete_many(
+            chat,
+            [[{"role": "user", "content": str(index)}] for index in range(10)],
+            max_tokens=5,
+            temperature=0,
+            concurrency=3,
+            on_result=lambda index, answer: finished.append(index),
+        )
+    assert answers == [f"answer {index}" for index in range(10)]
+    assert server.max_in_flight == 3
+    assert sorted(finished) == list(range(10))
+    assert finished != sorted(finished)
+
+
+def test_a_fatal_error_stops_the_run_after_reporting_every_finished_answer(serve):
+    answered: set[int] = set()
+
+    def script(number: int, request: dict[str, Any]) -> Reply:
+        index = int(last_user_text(request))
+        if index == 4:
+            return Reply(401, {"error": {"message": "key revoked"}})
+        answered.add(index)
+        return completion(f"answer {index}")._replace(delay=0.05)
+
+    server = serve(script)
+    reported: dict[int, str | Exception] = {}
+    with client(server) as chat, pytest.raises(EndpointError, match=r"authentication failed \(401\)"):
+        complete_many(
+            chat,
+            [[{"role": "user", "content": str(index)}] for index in range(20)],
+            max_tokens=5,
+            temperature=0,
+            concurrency=2,
+            on_result=reported.__setitem__,
+        )
+    assert set(reported) == answered
+    assert reported == {index: f"answer {index}" for index in answered}
+    assert {0, 1, 2, 3} <= answered
+    assert len(server.requests) < 10
+
+
+# -- CachedChat ------------------------------------------------------------------------------------------
+
+
+def test_the_cache_answers_repeated_requests_without_calls_even_after_reopening(serve, tmp_path: Path):
+    server = serve(label_reply)
+    requests = [label_messages([f"{word} «x»"], ["y"]) for word in ("alpha", "beta", "gamma", "delta")]
+    path = tmp_path / "cache.duckdb"
+    with client(server) as backend:
+        with Store.open(path) as store:
+            chat = CachedChat(backend, store)
+            first = complete_many(chat, requests, max_tokens=40, temperature=0, concurrency=4)
+            assert (chat.calls, chat.cache_hits, len(server.requests)) == (4, 0, 4)
+            again = complete_many(chat, requests, max_tokens=40, temperature=0, concurrency=4)
+            assert again == first
+            assert (chat.calls, chat.cache_hits, len(server.requests)) == (4, 4, 4)
+        with Store.open(path) as store:
+            chat = CachedChat(backend, store)
+            assert complete_many(chat, requests, max_tokens=40, temperature=0) == first
+            assert (chat.calls, chat.cache_hits, len(server.requests)) == (0, 4, 4)
+            assert chat.complete(requests[0], max_tokens=40, temperature=0.0) == first[0]
+            assert (chat.calls, chat.cache_hits) == (0, 5)
+            # Other generation settings are another request.
+            chat.complete(requests[0], max_tokens=41, temperature=0)
+            assert (chat.calls, len(server.requests)) == (1, 5)
+            rows = store.con.execute(
+                "SELECT model, request->>'$.base_url', request->'$.messages', response FROM llm_cache "
+                "WHERE request->>'$.max_tokens' = '40' ORDER BY response"
+            ).fetchall()
+    assert [row[0] for row in rows] == ["test-model"] * 4
+    assert {row[1] for row in rows} == {server.base_url}
+    assert json.loads(rows[0][2]) == requests[0]
+    assert [row[3] for row in rows] == sorted(first)
+    assert first[0] == '{"label": "about alpha", "description": "Texts that mention alpha."}'
+
+
+def test_failed_requests_are_not_cached(serve, tmp_path: Path):
+    server = serve(lambda number, request: completion(None) if number == 1 else completion("fine"))
+    messages = [{"role": "user", "content": "hi"}]
+    with client(server) as backend, Store.open(tmp_path / "cache.duckdb") as store:
+        chat = CachedChat(backend, store)
+        with pytest.raises(RequestFailed):
+            chat.complete(messages, max_tokens=5, temperature=0)
+        assert chat.complete(messages, max_tokens=5, temperature=0) == "fine"
+        assert store.con.execute("SELECT response FROM llm_cache").fetchall() == [("fine",)]
+
+
+# -- prompts and parsers -------------------------------------------------------------------------------
+
+
+def test_label_prompt_lists_the_examples_one_per_line_and_asks_for_json():
+    [message] = label_messages(["The «Fed» raised\nrates.", "The «ECB» held."], ["The Lakers won."])
+    assert message["role"] == "user"
+    content = message["content"]
+    active, inactive = content.split("Texts where the concept is not active:")
+    assert "1. The «Fed» raised rates.\n2. The «ECB» held." in active
+    assert "1. The Lakers won." in inactive
+    assert '{"label": "<a short phrase of at most 8 words>", "description":' in content
+    assert "Texts where the concept is not active" not in label_messages(["a «b»"], [])[0]["content"]
+    with pytest.raises(SaeembedError, match="without activating examples"):
+        label_messages([], ["x"])
+
+
+def test_judge_prompt_shows_the_label_and_the_text():
+    [message] = judge_messages("central banks", "The ECB\ncut rates.")
+    assert '"central banks"' in message["content"]
+    assert "Text:\nThe ECB cut rates.\n" in message["content"]
+    assert '{"applies": true}' in message["content"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            '{"label": "sports news", "description": "Articles about sport."}',
+            LabelAnswer("sports news", "Articles about sport."),
+        ),
+        (
+            '```json\n{"label": "  dates  ", "description": "Calendar\\n dates."}\n```',
+            LabelAnswer("dates", "Calendar dates."),
+        ),
+        ('Sure! Here it is: {"label": "the word {x}"} Hope that helps.', LabelAnswer("the word {x}", None)),
+        ('{bad} then {"label": "prices", "description": ""}', LabelAnswer("prices", None)),
+    ],
+)
+def test_parse_label_reads_one_json_object_amid_fences_and_prose(answer, expected):
+    assert parse_label(answer) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("Sports news", "label answer is not JSON: 'Sports news'"),
+        ('["sports"]', "label answer is not JSON: '[\"sports\"]'"),
+        ('{"name": "sports"}', 'label answer has no "label": \'{"name": "sports"}\''),
+        ('{"label": "  "}', 'label answer has an empty label: \'{"label": " "}\''),
+        ('{"label": null}', "label answer has an empty label: '{\"label\": null}'"),
+        ("x" * 200, "label answer is not JSON: '" + "x" * 79 + "…'"),
+    ],
+)
+def test_parse_label_names_the_problem(answer, message):
+    with pytest.raises(MalformedAnswer) as caught:
+        parse_label(answer)
+    assert str(caught.value) == message
+    assert isinstance(caught.value, SaeembedError)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ('{"applies": true}', True),
+        ('```json\n{"applies": false}\n```', False),
+        ('The answer is {"applies": "yes"}.', True),
+        ("Yes, the text is about central banks.", True),
+        ("no.", False),
+        ("  **No** it is not", False),
+        ("True", True),
+    ],
+)
+def test_parse_judgement(answer, expected):
+    assert parse_judgement(answer) is expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("Maybe", "judgement is neither JSON {\"applies\": …} nor yes/no: 'Maybe'"),
+        ("Not really", "judgement is neither JSON {\"applies\": …} nor yes/no: 'Not really'"),
+        ('{"applies": "sometimes"}', 'judgement has no true/false "applies": \'{"applies": "sometimes"}\''),
+    ],
+)
+def test_parse_judgement_names_the_problem(answer, message):
+    with pytest.raises(MalformedAnswer) as caught:
+        parse_judgement(answer)
+    assert str(caught.value) == message
+
+
+def test_detection_score_is_balanced_accuracy():
+    positives = [True, True, False, True]  # hit rate 3/4
+    negatives = [False, True, False, False, False]  # correct rejections 4/5
+    assert detection_score(positives, negatives) == pytest.approx(0.775)
+    truth = [True] * len(positives) + [False] * len(negatives)
+    assert detection_score(positives, negatives) == pytest.approx(balanced_accuracy_score(truth, positives + negatives))
+    assert detection_score([True, True], [False]) == 1.0
+    assert detection_score([True, True], [True, True]) == 0.5
+    assert detection_score([False], [True]) == 0.0
+    with pytest.raises(SaeembedError, match="both activating and non-activating"):
+        detection_score([True], [])
+
+
+# -- LocalTransformers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_local_smollm2_answers_a_label_prompt_and_is_cached(tmp_path: Path):
+    backend = LocalTransformers("smollm2-135m-instruct", device="cpu")
+    assert backend.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert backend.network.config.num_hidden_layers == 30  # the whole model, not a truncated reader
+    messages = label_messages(
+        ["The «Federal Reserve» raised rates.", "Traders await the «Fed» decision.", "The «central bank» held."],
+        ["The Lakers won the game.", "A new phone was released.", "It rained in Paris."],
+    )
+    with Store.open(tmp_path / "cache.duckdb") as store:
+        chat = CachedChat(backend, store)
+        answer = chat.complete(messages, max_tokens=40, temperature=0)
+        assert answer.strip()
+        assert "<|im_end|>" not in answer
+        assert chat.complete(messages, max_tokens=40, temperature=0) == answer
+        assert (chat.calls, chat.cache_hits) == (1, 1)
+        assert store.con.execute("SELECT model, request->>'$.backend' FROM llm_cache").fetchall() == [
+            ("HuggingFaceTB/SmolLM2-135M-Instruct", "LocalTransformers")
+        ]
+    # Greedy decoding is deterministic: a second generation gives the same text.
+    assert backend.complete(messages, max_tokens=40, temperature=0) == answer
