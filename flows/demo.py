@@ -10,6 +10,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.embed import embed_flow
 from saeembed_flows.ingest import ingest_flow
+from saeembed_flows.label import label_flow
 
 from saeembed.corpora import demo_corpus
 from saeembed.store import Store, first_row, read_sql
@@ -26,10 +27,12 @@ def write_demo_corpus(folder: str, n_docs: int) -> str:
 
 @flow(name="demo", log_prints=True)
 def demo_flow(db: str | None = None, n_docs: int = 3000, show_progress: bool = False) -> dict:
-    """Ingest N_DOCS bundled news articles as corpus 'demo' and embed them with the default SAE."""
+    """Ingest N_DOCS bundled news articles as corpus 'demo', embed them with the default SAE and label
+    its concepts (token labels)."""
     with tempfile.TemporaryDirectory() as folder:
         ingested = ingest_flow(path=write_demo_corpus(folder, n_docs), corpus=DEMO_CORPUS, db=db)
     embedded = embed_flow(corpus=DEMO_CORPUS, db=db, show_progress=show_progress)
+    labelled = label_flow(corpus=DEMO_CORPUS, method="tokens", db=db, show_progress=show_progress)
     with Store.open(db, read_only=True) as store:
         documents = first_row(store.con.execute("SELECT count(*) FROM documents"))[0]
         concept_rows = first_row(store.con.execute("SELECT count(*) FROM doc_features"))[0]
@@ -42,5 +45,7 @@ def demo_flow(db: str | None = None, n_docs: int = 3000, show_progress: bool = F
         "tokens_per_second": embedded["tokens_per_second"],
         "mean_concepts_per_doc": embedded["mean_concepts_per_doc"],
         "concept_rows": concept_rows,
+        "concepts_labelled": labelled["labelled"],
+        "mean_label_auroc": labelled["mean_auroc"],
         "example_sql": read_sql("demo_example"),
     }

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 
 @contextmanager
@@ -35,3 +35,21 @@ def progress_bar(description: str, total: int, *, enabled: bool, unit: str = "do
             progress.update(task, advance=n, rate=rate)
 
         yield advance
+
+
+@contextmanager
+def stage_bars(description: str, *, enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """Yield `update(stage, done, total)`: one bar per stage of a job (e.g. label, score, judge)."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(f"{description}: {stage}", total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        yield update

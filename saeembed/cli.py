@@ -224,6 +224,46 @@ def train_sae(
 
 
 @app.command()
+def label(
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus whose documents the labels are made from.")],
+    method: Annotated[str, typer.Option("--method", help="tokens (offline, fast) | llm")] = "tokens",
+    features: Annotated[str, typer.Option("--features", help="all | top:N | ID,ID,…")] = "all",
+    force: Annotated[bool, typer.Option("--force", help="Relabel concepts that already have a label.")] = False,
+    llm_local: Annotated[
+        str | None, typer.Option("--llm-local", help="Local HF instruct model (id, folder or .gguf).")
+    ] = None,
+    llm_base_url: Annotated[
+        str | None, typer.Option("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    ] = None,
+    llm_model: Annotated[str | None, typer.Option("--llm-model", help="Model name at the endpoint.")] = None,
+    llm_api_key_env: Annotated[
+        str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's key.")
+    ] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="LLM requests in flight.")] = 4,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Label concepts and score each label (offline AUROC; LLM judge detection with --method llm)."""
+    if concurrency < 1:
+        raise SaeembedError(f"--concurrency must be at least 1, got {concurrency}")
+    summary = _run_flow(
+        "label",
+        corpus=corpus,
+        method=method,
+        features=features,
+        force=force,
+        db=_db(db),
+        llm_local=llm_local,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        llm_api_key_env=llm_api_key_env,
+        concurrency=concurrency,
+        show_progress=not as_json,
+    )
+    _emit(summary, as_json, lambda: _summary(f"label {corpus}", summary))
+
+
+@app.command()
 def demo(
     db: DbOption = None,
     n_docs: Annotated[int, typer.Option("--n-docs", help="News articles in the demo corpus.")] = 3000,
@@ -295,6 +335,74 @@ def concepts_top(
                 ["feature_id", "n_docs", "freq", "mean_max_act", "top_tokens"],
                 f"top concepts in {corpus}",
             )
+        ),
+    )
+
+
+@concepts_app.command("show")
+def concepts_show(
+    feature_id: Annotated[int, typer.Argument(help="Concept id (SAE latent index).")],
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus (default: the only embedded one).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Top documents to show.")] = 10,
+    all_tokens: Annotated[
+        bool, typer.Option("--all-tokens", help="Re-read the documents to mark every firing token (loads the model).")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A concept's label and scores, and its top documents with the firing tokens «marked»."""
+    from saeembed.lookup import show_concept
+    from saeembed.store import Store
+
+    with Store.open(_db(db), read_only=True) as store:
+        view = show_concept(store, feature_id, corpus=corpus, top=top, all_tokens=all_tokens)
+    payload = {**view._asdict(), "labels": view.labels.to_dicts(), "documents": view.documents.to_dicts()}
+
+    def render() -> None:
+        current = view.labels.head(1).to_dicts()
+        title = f"concept {view.feature_id}"
+        if current:
+            title += f": {current[0]['label']}"
+        stdout.print(f"[bold]{title}[/]", highlight=False)
+        stdout.print(f"present in {view.n_docs} of {view.corpus_docs} documents of {view.corpus} (run {view.run_id})")
+        if view.labels.height:
+            stdout.print(
+                _table(view.labels.to_dicts(), ["method", "model", "label", "auroc", "detection", "created_at"])
+            )
+            if current and current[0]["description"]:
+                stdout.print(current[0]["description"], highlight=False, markup=False)
+        else:
+            stdout.print(f"no label yet: run `saeembed label --corpus {view.corpus}`")
+        stdout.print(_table(view.documents.to_dicts(), ["rank", "doc_id", "max_act", "marked"]))
+
+    _emit(payload, as_json, render)
+
+
+@concepts_app.command("search")
+def concepts_search(
+    query: Annotated[str, typer.Argument(help='What the concepts should be about, e.g. "sports".')],
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus (default: the only embedded one).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Concepts to return.")] = 20,
+    min_score: Annotated[
+        float, typer.Option("--min-score", help="Least label score (AUROC) to return; 0 keeps unscored labels.")
+    ] = 0.6,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Concepts whose labels are closest to QUERY (sentence embeddings, FAISS)."""
+    from saeembed.lookup import only_corpus
+    from saeembed.search import search_concepts
+    from saeembed.store import Store
+
+    with Store.open(_db(db), read_only=True) as store:
+        name = corpus or only_corpus(store)
+        frame = search_concepts(store, query, corpus=name, top=top, min_score=min_score)
+    rows = frame.to_dicts()
+    _emit(
+        rows,
+        as_json,
+        lambda: stdout.print(
+            _table(rows, ["feature_id", "label", "score", "similarity", "freq"], f"concepts about {query!r} in {name}")
         ),
     )
 

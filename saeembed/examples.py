@@ -135,18 +135,22 @@ def absent_documents(
         )
     finally:
         store.con.unregister("negative_candidates")
-    present_by_feature = present.group_by("feature_id").agg(pl.col("doc_id"))
-    present_sets = {f: set(d) for f, d in present_by_feature.iter_rows()}
+    present_by_feature = dict(present.group_by("feature_id").agg(pl.col("doc_id")).iter_rows())
     rng = np.random.default_rng(seed)
     rows_feature, rows_doc = [], []
     for feature_id in feature_ids:
-        taken = present_sets.get(feature_id, set())
-        order = rng.permutation(candidates.size)
-        chosen = [int(candidates[i]) for i in order if int(candidates[i]) not in taken][:per_feature]
-        rows_feature += [feature_id] * len(chosen)
-        rows_doc += chosen
+        taken = np.asarray(present_by_feature.get(feature_id, []), dtype=np.int64)
+        # Enough shuffled candidates to find per_feature absent ones even if all taken ones come first.
+        drawn = candidates[rng.permutation(candidates.size)[: per_feature + taken.size]]
+        chosen = drawn[~np.isin(drawn, taken)][:per_feature]
+        rows_feature.append(np.full(chosen.size, feature_id, dtype=np.int32))
+        rows_doc.append(chosen)
     return pl.DataFrame(
-        {"feature_id": rows_feature, "doc_id": rows_doc}, schema={"feature_id": pl.Int32, "doc_id": pl.Int64}
+        {
+            "feature_id": np.concatenate(rows_feature) if rows_feature else np.zeros(0, np.int32),
+            "doc_id": np.concatenate(rows_doc) if rows_doc else np.zeros(0, np.int64),
+        },
+        schema={"feature_id": pl.Int32, "doc_id": pl.Int64},
     )
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from pathlib import Path
+from typing import Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -27,7 +29,14 @@ from scipy import sparse
 
 from saeembed.dense import SentenceEmbedder, document_embeddings
 from saeembed.errors import SaeembedError
-from saeembed.examples import absent_documents, documents_text, ranked_documents, reader_model_of_run
+from saeembed.examples import (
+    absent_documents,
+    concept_examples,
+    documents_text,
+    load_run_models,
+    ranked_documents,
+    reader_model_of_run,
+)
 from saeembed.store import Store, first_row
 from saeembed.tokens import load_tokenizer, token_at
 
@@ -192,29 +201,42 @@ def embedding_auroc(
     """Per row of `labels` (feature_id, label), the AUROC of label–document cosine for held-out
     activating vs non-activating documents; NaN where a concept has no held-out positives or negatives.
 
-    `label_vectors` replaces the labels' own embeddings (the shuffled-label control uses this).
+    `label_vectors` are the labels' embeddings when already computed (or, in the shuffled-label control,
+    other labels' embeddings).
     """
-    from sklearn.metrics import roc_auc_score
-
     vectors = embedder.encode(labels["label"].to_list()) if label_vectors is None else label_vectors
-    both = pl.concat(
-        [held_out.positives.with_columns(pl.lit(1).alias("y")), held_out.negatives.with_columns(pl.lit(0).alias("y"))]
-    ).with_columns(pl.col("feature_id").cast(pl.Int32))
-    doc_ids = both["doc_id"].unique().sort().to_list()
+    doc_ids = pl.concat([held_out.positives["doc_id"], held_out.negatives["doc_id"]]).unique().sort().to_list()
     doc_vectors = document_embeddings(store, doc_ids, embedder)
     row_of_doc = {d: i for i, d in enumerate(doc_ids)}
     row_of_feature = {f: i for i, f in enumerate(labels["feature_id"].to_list())}
-    scores = np.full(labels.height, np.nan)
-    for (feature_id,), group in both.group_by("feature_id"):
-        if feature_id not in row_of_feature:
-            continue
-        y = group["y"].to_numpy()
-        if y.min() == y.max():
-            continue
-        label_row = row_of_feature[feature_id]
-        cosine = doc_vectors[[row_of_doc[d] for d in group["doc_id"].to_list()]] @ vectors[label_row]
-        scores[label_row] = roc_auc_score(y, cosine)
-    return scores
+    positive = _cosines(held_out.positives, row_of_feature, row_of_doc, vectors, doc_vectors, labels.height)
+    negative = _cosines(held_out.negatives, row_of_feature, row_of_doc, vectors, doc_vectors, labels.height)
+    # AUROC = P(positive cosine > negative cosine) + ½·P(tie), the Mann–Whitney U over all pairs, in one
+    # vectorised pass over [labels, positives, negatives] rather than a scikit-learn call per label.
+    greater = (positive[:, :, None] > negative[:, None, :]).sum(axis=(1, 2))
+    ties = (positive[:, :, None] == negative[:, None, :]).sum(axis=(1, 2))
+    pairs = np.isfinite(positive).sum(axis=1) * np.isfinite(negative).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, (greater + 0.5 * ties) / pairs, np.nan)
+
+
+def _cosines(
+    pairs: pl.DataFrame,
+    row_of_feature: dict[int, int],
+    row_of_doc: dict[int, int],
+    label_vectors: np.ndarray,
+    doc_vectors: np.ndarray,
+    n_labels: int,
+) -> np.ndarray:
+    """[labels, max documents per label] cosines, NaN-padded (NaN never compares greater or equal)."""
+    pairs = pairs.filter(pl.col("feature_id").is_in(list(row_of_feature)))
+    label_rows = np.array([row_of_feature[f] for f in pairs["feature_id"].to_list()], dtype=np.int64)
+    doc_rows = np.array([row_of_doc[d] for d in pairs["doc_id"].to_list()], dtype=np.int64)
+    slot = pairs.select(pl.int_range(pl.len()).over("feature_id")).to_series().to_numpy()
+    width = int(slot.max()) + 1 if slot.size else 1
+    out = np.full((n_labels, width), np.nan, dtype=np.float32)
+    out[label_rows, slot] = np.einsum("ij,ij->i", label_vectors[label_rows], doc_vectors[doc_rows])
+    return out
 
 
 # -- storage ---------------------------------------------------------------------------------------
@@ -227,9 +249,20 @@ def run_sae(store: Store, run_id: int) -> int:
     return row[0]
 
 
-def save_labels(store: Store, run_id: int | None, sae_id: int, method: str, model: str, labels: pl.DataFrame) -> int:
+def save_labels(
+    store: Store,
+    run_id: int | None,
+    sae_id: int,
+    method: str,
+    model: str,
+    labels: pl.DataFrame,
+    *,
+    vectors: np.ndarray | None = None,
+    embedding_model: str | None = None,
+) -> int:
     """Append labels (feature_id, label, description, details, auroc, detection) to `features`, one
-    transaction; earlier labels stay as history. Returns rows written."""
+    transaction; earlier labels stay as history. `vectors` are the labels' sentence embeddings by
+    `embedding_model`, kept for concept search. Returns the largest label_id written."""
     frame = labels
     for column, dtype in (
         ("description", pl.Utf8),
@@ -239,22 +272,33 @@ def save_labels(store: Store, run_id: int | None, sae_id: int, method: str, mode
     ):
         if column not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(column))
-    frame = frame.with_columns(pl.col("auroc").fill_nan(None), pl.col("detection").cast(pl.Float32).fill_nan(None))
+    frame = frame.with_columns(
+        pl.col("auroc").cast(pl.Float32).fill_nan(None), pl.col("detection").cast(pl.Float32).fill_nan(None)
+    )
     table = frame.select("feature_id", "label", "description", "details", "auroc", "detection").to_arrow()
+    embedding = (
+        pa.array(list(vectors.astype(np.float32)), type=pa.list_(pa.float32()))
+        if vectors is not None
+        else pa.nulls(frame.height, type=pa.list_(pa.float32()))
+    )
+    table = table.append_column("embedding", embedding)
     with store.transaction():
         store.con.register("new_labels", table)
         try:
             store.con.execute(
                 """
                 INSERT INTO features (sae_id, feature_id, method, model, label, description, run_id, auroc,
-                                      detection, details)
-                SELECT ?, feature_id, ?, ?, label, description, ?, auroc, detection, details::JSON FROM new_labels
+                                      detection, details, embedding, embedding_model)
+                SELECT ?, feature_id, ?, ?, label, description, ?, auroc, detection, details::JSON, embedding, ?
+                FROM new_labels
+                RETURNING label_id
                 """,
-                [sae_id, method, model, run_id],
+                [sae_id, method, model, run_id, embedding_model if vectors is not None else None],
             )
+            label_ids = [row[0] for row in store.con.fetchall()]
         finally:
             store.con.unregister("new_labels")
-    return frame.height
+    return max(label_ids)
 
 
 def unlabelled_features(store: Store, run_id: int, feature_ids: Sequence[int] | None, method: str) -> list[int]:
@@ -281,3 +325,314 @@ def unlabelled_features(store: Store, run_id: int, feature_ids: Sequence[int] | 
         )["feature_id"].to_list()
     finally:
         store.con.unregister("candidate_features")
+
+
+# -- labelling a corpus's concepts -------------------------------------------------------------------
+
+Method = Literal["tokens", "llm"]
+LLM_TOP_DOCS = 15
+"""Activating (and as many non-activating) examples shown to the LLM labeller (the paper: 10–20)."""
+JUDGE_DOCS = 5
+"""Held-out positives and negatives the judge sees per label for the detection score."""
+
+
+def select_features(store: Store, run_id: int, spec: str) -> list[int] | None:
+    """`all` (None: every concept present), `top:N` (the N most frequent in the run) or `ID,ID,…`."""
+    spec = spec.strip()
+    if spec == "all":
+        return None
+    if spec.startswith("top:"):
+        try:
+            n = int(spec.removeprefix("top:"))
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise SaeembedError(f"--features {spec}: top:N needs a positive whole number N")
+        return store.query(
+            "SELECT feature_id FROM concept_frequency WHERE run_id = $run_id ORDER BY n_docs DESC, feature_id LIMIT $n",
+            {"run_id": run_id, "n": n},
+        )["feature_id"].to_list()
+    try:
+        ids = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise SaeembedError(f"--features {spec}: use all, top:N or a comma-separated list of concept ids") from None
+    if not ids:
+        raise SaeembedError("--features is empty: use all, top:N or a comma-separated list of concept ids")
+    d_sae = first_row(
+        store.con.execute("SELECT s.d_sae FROM embed_runs r JOIN saes s USING (sae_id) WHERE r.run_id = ?", [run_id])
+    )[0]
+    bad = [i for i in ids if not 0 <= i < d_sae]
+    if bad:
+        raise SaeembedError(f"--features: concept ids {bad[:5]} are outside this SAE's 0..{d_sae - 1}")
+    return ids
+
+
+class LabelSummary(NamedTuple):
+    corpus: str
+    """Corpus whose documents the labels were made from."""
+    run_id: int
+    """Its embedding run (the SAE is the run's)."""
+    method: str
+    """'tokens' or 'llm'."""
+    model: str
+    """What made the labels."""
+    requested: int
+    """Concepts asked for."""
+    labelled: int
+    """Labels written by this call."""
+    skipped: int
+    """Concepts that already had a label of this method from this corpus (relabel with force)."""
+    failed: int
+    """Concepts whose LLM answer was unusable (malformed JSON, missing label); the others are kept."""
+    mean_auroc: float | None
+    """Mean offline score of the labels written."""
+    mean_detection: float | None
+    """Mean judge detection score (llm method)."""
+    seconds: float
+
+
+def label_concepts(
+    store: Store,
+    corpus: str,
+    *,
+    method: Method = "tokens",
+    features: str = "all",
+    force: bool = False,
+    chat: object | None = None,
+    embedder: SentenceEmbedder | None = None,
+    concurrency: int = 4,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> LabelSummary:
+    """Label the concepts of `corpus`'s latest embedding run and store the labels with their scores.
+
+    `chat` is the LLM for method 'llm' (a `saeembed.llm.CachedChat`). `on_progress(stage, done, total)`
+    reports progress.
+    """
+    if method not in ("tokens", "llm"):
+        raise SaeembedError(f"unknown --method '{method}': use tokens or llm")
+    if method == "llm" and chat is None:
+        raise SaeembedError("--method llm needs an LLM: --llm-local MODEL or --llm-base-url URL --llm-model NAME")
+    started = time.perf_counter()
+    run = store.latest_run(corpus)
+    wanted = select_features(store, run.run_id, features)
+    requested = len(wanted) if wanted is not None else _count_present(store, run.run_id)
+    todo = wanted if force else unlabelled_features(store, run.run_id, wanted, method)
+    if force and todo is None:
+        todo = store.query(
+            "SELECT DISTINCT feature_id FROM doc_features WHERE run_id = $run_id ORDER BY feature_id",
+            {"run_id": run.run_id},
+        )["feature_id"].to_list()
+    embedder = embedder or SentenceEmbedder.load()
+    progress = on_progress or (lambda stage, done, total: None)
+    if method == "tokens":
+        result = _label_with_tokens(store, run.run_id, run.sae_id, todo, embedder, progress)
+    else:
+        result = _label_with_llm(store, run.run_id, run.sae_id, todo, chat, embedder, concurrency, progress)
+    labelled, failed, model, aurocs, detections = result
+    return LabelSummary(
+        corpus=corpus,
+        run_id=run.run_id,
+        method=method,
+        model=model,
+        requested=requested,
+        labelled=labelled,
+        skipped=requested - len(todo),
+        failed=failed,
+        mean_auroc=_mean(aurocs),
+        mean_detection=_mean(detections),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def _label_with_tokens(
+    store: Store,
+    run_id: int,
+    sae_id: int,
+    todo: list[int],
+    embedder: SentenceEmbedder,
+    progress: Callable[[str, int, int], None],
+) -> tuple[int, int, str, list[float], list[float]]:
+    model = f"tokens:{reader_model_of_run(store, run_id)}"
+    if not todo:
+        return 0, 0, model, [], []
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress("label", done, len(todo))
+
+    labels = token_labels(store, run_id, todo, on_progress=advance)
+    progress("score", 0, labels.height)
+    held_out = held_out_documents(store, run_id, labels["feature_id"].to_list())
+    vectors = embedder.encode(labels["label"].to_list())
+    auroc = embedding_auroc(store, labels, held_out, embedder, label_vectors=vectors)
+    progress("score", labels.height, labels.height)
+    save_labels(
+        store,
+        run_id,
+        sae_id,
+        "tokens",
+        model,
+        labels.with_columns(pl.Series("auroc", auroc)),
+        vectors=vectors,
+        embedding_model=embedder.model_id,
+    )
+    return labels.height, 0, model, auroc.tolist(), []
+
+
+def _label_with_llm(
+    store: Store,
+    run_id: int,
+    sae_id: int,
+    todo: list[int],
+    chat: object,
+    embedder: SentenceEmbedder,
+    concurrency: int,
+    progress: Callable[[str, int, int], None],
+) -> tuple[int, int, str, list[float], list[float]]:
+    from saeembed.llm import (
+        complete_many,
+        detection_score,
+        judge_messages,
+        label_messages,
+        parse_judgement,
+        parse_label,
+    )
+
+    model = chat.model
+    if not todo:
+        return 0, 0, model, [], []
+    run_models = load_run_models(store, run_id)
+    examples = []
+    for i, feature_id in enumerate(todo):
+        examples.append(
+            concept_examples(
+                store, feature_id, run_id=run_id, top=LLM_TOP_DOCS, negatives=LLM_TOP_DOCS, models=run_models
+            )
+        )
+        progress("examples", i + 1, len(todo))
+    held_out = held_out_documents(store, run_id, todo, top_docs=LLM_TOP_DOCS, n=max(HELDOUT_DOCS, JUDGE_DOCS))
+    made: dict[int, tuple[int, str]] = {}  # feature_id → (label_id, label)
+    aurocs: list[float] = []
+    failed = 0
+
+    def store_label(index: int, answer: str | Exception) -> None:
+        nonlocal failed
+        feature_id = todo[index]
+        try:
+            if isinstance(answer, Exception):
+                raise answer
+            parsed = parse_label(answer)
+        except SaeembedError:
+            failed += 1
+            return
+        row = pl.DataFrame(
+            {"feature_id": [feature_id], "label": [parsed.label], "description": [parsed.description]},
+            schema={"feature_id": pl.Int32, "label": pl.Utf8, "description": pl.Utf8},
+        )
+        vector = embedder.encode([parsed.label])
+        auroc = float(embedding_auroc(store, row, held_out, embedder, label_vectors=vector)[0])
+        aurocs.append(auroc)
+        details = json.dumps({"examples": LLM_TOP_DOCS, "raw_answer": answer[:2000]})
+        made[feature_id] = (
+            save_labels(
+                store,
+                run_id,
+                sae_id,
+                "llm",
+                model,
+                row.with_columns(pl.lit(auroc).alias("auroc"), pl.lit(details).alias("details")),
+                vectors=vector,
+                embedding_model=embedder.model_id,
+            ),
+            parsed.label,
+        )
+        progress("label", len(made) + failed, len(todo))
+
+    requests = [label_messages(ex.positives["marked"].to_list(), ex.negatives["text"].to_list()) for ex in examples]
+    # Labels are stored as each answer arrives: an endpoint that fails later keeps the ones already made.
+    complete_many(chat, requests, max_tokens=200, temperature=0.0, concurrency=concurrency, on_result=store_label)
+
+    # Detection score: the judge sees held-out positives (ranks after the examples) and negatives.
+    texts = documents_text(store, pl.concat([held_out.positives["doc_id"], held_out.negatives["doc_id"]]))
+    text_of = dict(texts.iter_rows())
+    judge_plan: list[tuple[int, bool, str]] = []
+    for feature_id, (_, label) in made.items():
+        for frame, is_positive in ((held_out.positives, True), (held_out.negatives, False)):
+            docs = frame.filter(pl.col("feature_id") == feature_id)["doc_id"].head(JUDGE_DOCS).to_list()
+            judge_plan += [(feature_id, is_positive, judge_messages(label, text_of[d])) for d in docs]
+    verdicts: dict[int, tuple[list[bool], list[bool]]] = {f: ([], []) for f in made}
+
+    def record(index: int, answer: str | Exception) -> None:
+        feature_id, is_positive, _ = judge_plan[index]
+        try:
+            if isinstance(answer, Exception):
+                raise answer
+            verdicts[feature_id][0 if is_positive else 1].append(parse_judgement(answer))
+        except SaeembedError:
+            return
+        progress("judge", sum(len(a) + len(b) for a, b in verdicts.values()), len(judge_plan))
+
+    complete_many(
+        chat, [m for _, _, m in judge_plan], max_tokens=20, temperature=0.0, concurrency=concurrency, on_result=record
+    )
+    detections = []
+    for feature_id, (label_id, _) in made.items():
+        on_positives, on_negatives = verdicts[feature_id]
+        if on_positives and on_negatives:
+            score = detection_score(on_positives, on_negatives)
+            detections.append(score)
+            store.con.execute("UPDATE features SET detection = ? WHERE label_id = ?", [score, label_id])
+    return len(made), failed, model, aurocs, detections
+
+
+def _count_present(store: Store, run_id: int) -> int:
+    return first_row(
+        store.con.execute("SELECT count(DISTINCT feature_id) FROM doc_features WHERE run_id = ?", [run_id])
+    )[0]
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if np.isfinite(v)]
+    return round(float(np.mean(finite)), 3) if finite else None
+
+
+# -- labels that travel with an SAE ------------------------------------------------------------------
+
+SHIPPED_LABELS = "labels.parquet"
+"""File in an SAE's folder with labels made elsewhere; loaded when the SAE is first used."""
+
+
+def export_labels(store: Store, corpus: str, path: str | Path) -> int:
+    """Write the current label of every concept of `corpus`'s SAE to Parquet (to ship with the SAE as
+    `labels.parquet`). Returns the number of labels written."""
+    from saeembed.search import current_labels
+
+    run = store.latest_run(corpus)
+    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).filter(pl.col("run_id").is_not_null())
+    frame = labels.select(
+        "feature_id", "method", "model", "label", "description", "auroc", pl.lit(corpus).alias("made_from")
+    )
+    frame.write_parquet(path)
+    return frame.height
+
+
+def load_shipped_labels(store: Store, sae_id: int, sae_path: Path) -> int:
+    """Add the labels shipped in the SAE's folder (if any, and not added before) as history rows
+    without a run; labels made from the user's own corpus take precedence over them. Returns rows added."""
+    path = sae_path / SHIPPED_LABELS if sae_path.is_dir() else None
+    if path is None or not path.exists():
+        return 0
+    already = first_row(
+        store.con.execute("SELECT count(*) FROM features WHERE sae_id = ? AND run_id IS NULL", [sae_id])
+    )[0]
+    if already:
+        return 0
+    shipped = pl.read_parquet(path)
+    added = 0
+    for (method, model), group in shipped.group_by("method", "model", maintain_order=True):
+        with_details = group.with_columns(pl.struct(pl.col("made_from")).struct.json_encode().alias("details"))
+        save_labels(store, None, sae_id, method, model, with_details)
+        added += group.height
+    return added

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import polars as pl
 
+from saeembed.errors import SaeembedError
 from saeembed.store import Store, first_row, read_sql
 from saeembed.tokens import load_tokenizer, mark_context, token_at
 
@@ -82,3 +83,67 @@ def top_concepts(store: Store, corpus: str, *, top: int = 20, examples: int = 10
             dtype=pl.Utf8,
         )
     ).with_columns(pl.lit(run.run_id).alias("run_id"))
+
+
+def only_corpus(store: Store) -> str:
+    """The corpus to use when none is named: the only one with an embedding run."""
+    names = store.query("SELECT DISTINCT c.name FROM embed_runs r JOIN corpora c USING (corpus_id) ORDER BY c.name")[
+        "name"
+    ].to_list()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise SaeembedError(f"no embedded corpus in {store.path}: run `saeembed embed --corpus NAME` first")
+    raise SaeembedError(f"several embedded corpora ({', '.join(names)}): say which with --corpus")
+
+
+class ConceptView(NamedTuple):
+    feature_id: int
+    """SAE latent index."""
+    corpus: str
+    """Corpus the documents come from."""
+    run_id: int
+    """Its latest embedding run."""
+    n_docs: int
+    """Documents where the concept is present."""
+    corpus_docs: int
+    """Documents embedded in the run."""
+    labels: pl.DataFrame
+    """method, model, label, description, auroc, detection, created_at: the current label first, then
+    the concept's other labels newest first."""
+    documents: pl.DataFrame
+    """rank, doc_id, max_act, token, context, marked (firing tokens «marked»)."""
+
+
+def show_concept(
+    store: Store, feature_id: int, *, corpus: str | None = None, top: int = 10, all_tokens: bool = False
+) -> ConceptView:
+    """A concept's labels and its top documents. With `all_tokens` the run's reader re-reads those
+    documents to mark every firing token (slower: loads the model); otherwise the stored max is marked."""
+    from saeembed.examples import concept_examples, load_run_models
+    from saeembed.search import current_labels
+
+    name = corpus or only_corpus(store)
+    run = store.latest_run(name)
+    d_sae = first_row(store.con.execute("SELECT d_sae FROM saes WHERE sae_id = ?", [run.sae_id]))[0]
+    if not 0 <= feature_id < d_sae:
+        raise SaeembedError(f"concept {feature_id} does not exist: this SAE has concepts 0..{d_sae - 1}")
+    models = load_run_models(store, run.run_id) if all_tokens else None
+    examples = concept_examples(store, feature_id, run_id=run.run_id, top=top, negatives=0, models=models)
+    current = current_labels(store, run.sae_id, store.corpus_id(name)).filter(pl.col("feature_id") == feature_id)
+    history = store.query(
+        """
+        SELECT label_id, method, model, label, description, auroc, detection, created_at FROM features
+        WHERE sae_id = $sae_id AND feature_id = $feature_id ORDER BY created_at DESC, label_id DESC
+        """,
+        {"sae_id": run.sae_id, "feature_id": feature_id},
+    )
+    current_id = current["label_id"].to_list()
+    labels = pl.concat(
+        [history.filter(pl.col("label_id").is_in(current_id)), history.filter(~pl.col("label_id").is_in(current_id))]
+    ).drop("label_id")
+    corpus_docs = first_row(
+        store.con.execute("SELECT count(*) FROM embedded_documents WHERE run_id = ?", [run.run_id])
+    )[0]
+    documents = examples.positives.select("rank", "doc_id", "max_act", "token", "context", "marked")
+    return ConceptView(feature_id, name, run.run_id, examples.n_docs, corpus_docs, labels, documents)

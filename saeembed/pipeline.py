@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from saeembed.embed import EmbedOptions, EmbedStats, embed_pending
 from saeembed.errors import SaeembedError
+from saeembed.labels import load_shipped_labels
 from saeembed.reader import DEFAULT_READER, Device, DType, Reader
 from saeembed.sae import SparseAutoencoder, check_compatible, load_sae
 from saeembed.sources import SourceRows, read_source
@@ -145,6 +146,7 @@ class EmbedJob:
             path=str(resolved.path),
             config=asdict(resolved.sae.cfg),
         )
+        load_shipped_labels(store, sae_id, resolved.path)
         settings = RunSettings(
             corpus_id=corpus_id,
             sae_id=sae_id,

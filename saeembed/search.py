@@ -54,7 +54,7 @@ def concept_index(store: Store, sae_id: int, corpus_id: int | None, embedder: Se
     index_path, sidecar = index_paths(store.path, sae_id, corpus_id)
     if index_path.exists() and sidecar.exists() and json.loads(sidecar.read_text()).get("key") == key:
         return ConceptIndex(faiss.read_index(str(index_path)), labels, rebuilt=False)
-    vectors = embedder.encode(labels["label"].to_list())
+    vectors = _label_vectors(labels, embedder)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     # Write then rename, so a reader never sees half an index and a crash leaves the old one usable.
@@ -63,6 +63,19 @@ def concept_index(store: Store, sae_id: int, corpus_id: int | None, embedder: Se
     staging.replace(index_path)
     sidecar.write_text(json.dumps({"key": key, "model": embedder.model_id, "labels": labels.height}))
     return ConceptIndex(index, labels, rebuilt=True)
+
+
+def _label_vectors(labels: pl.DataFrame, embedder: SentenceEmbedder) -> np.ndarray:
+    """The labels' embeddings: those stored when the label was scored, the others (shipped labels, or
+    another sentence model) embedded now."""
+    stored = (labels["embedding_model"] == embedder.model_id).fill_null(False)
+    vectors = np.zeros((labels.height, embedder.dim), dtype=np.float32)
+    if stored.any():
+        kept = labels.filter(stored)["embedding"]
+        vectors[stored.to_numpy()] = np.asarray(kept.to_list(), dtype=np.float32)
+    if not stored.all():
+        vectors[~stored.to_numpy()] = embedder.encode(labels.filter(~stored)["label"].to_list())
+    return vectors
 
 
 def search_concepts(

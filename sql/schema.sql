@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS doc_features (
 -- auroc:     offline score: how well the label's sentence embedding separates held-out activating from
 --            non-activating documents (all-MiniLM-L6-v2 cosine, area under the ROC curve)
 -- detection: LLM judge's balanced accuracy on held-out positives and negatives (NULL without a judge)
+-- embedding: computed once when the label is scored, reused by every concept search index
 CREATE SEQUENCE IF NOT EXISTS label_id_seq START 1;
 CREATE TABLE IF NOT EXISTS features (
     label_id    BIGINT PRIMARY KEY DEFAULT nextval('label_id_seq'),
@@ -112,7 +113,9 @@ CREATE TABLE IF NOT EXISTS features (
     auroc       FLOAT,
     detection   FLOAT,
     details     JSON,
-    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    embedding       FLOAT[],            -- the label's sentence embedding (unit norm), for concept search
+    embedding_model VARCHAR             -- the sentence model that made it
 );
 
 -- Every LLM request and its response, so a rerun never pays for the same call twice.

@@ -1,0 +1,268 @@
+"""Concept examples, token labels, label scores, label storage and concept search, on a real store: 240
+AG News articles embedded by SmolLM2-135M-Instruct with the default SAE."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from saeembed.corpora import demo_corpus
+from saeembed.dense import SentenceEmbedder
+from saeembed.embed import EmbedOptions
+from saeembed.errors import SaeembedError
+from saeembed.examples import concept_examples, load_run_models
+from saeembed.labels import (
+    WORD_PATTERN,
+    HeldOut,
+    embedding_auroc,
+    export_labels,
+    label_concepts,
+    select_features,
+    token_labels,
+)
+from saeembed.pipeline import DEFAULT_SAE_DIR, embed, ingest
+from saeembed.search import concept_index, search_concepts
+from saeembed.store import Store
+
+N_DOCS = 240
+
+
+@pytest.fixture(scope="module")
+def embedder() -> SentenceEmbedder:
+    return SentenceEmbedder.load()
+
+
+@pytest.fixture(scope="module")
+def news_db(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("labels")
+    source = folder / "news.parquet"
+    demo_corpus(n=N_DOCS, seed=3).write_parquet(source)
+    db = folder / "news.duckdb"
+    with Store.open(db) as store:
+        ingest(store, source, corpus="news")
+        embed(store, "news", device="cpu", options=EmbedOptions(max_tokens=64))
+    return db
+
+
+@pytest.fixture(scope="module")
+def labelled_db(news_db: Path, embedder: SentenceEmbedder, tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("labelled") / "labelled.duckdb"
+    db.write_bytes(news_db.read_bytes())
+    with Store.open(db) as store:
+        summary = label_concepts(store, "news", embedder=embedder)
+    assert summary.labelled == summary.requested > 1000
+    return db
+
+
+def test_marked_tokens_are_where_the_concept_fires(news_db):
+    with Store.open(news_db, read_only=True) as store:
+        run = store.latest_run("news")
+        feature_id = store.query(
+            "SELECT feature_id FROM concept_frequency WHERE run_id = $r AND n_docs BETWEEN 5 AND 60 "
+            "ORDER BY n_docs DESC, feature_id LIMIT 1",
+            {"r": run.run_id},
+        )["feature_id"][0]
+        models = load_run_models(store, run.run_id, device="cpu")
+        examples = concept_examples(store, feature_id, run_id=run.run_id, top=4, negatives=5, models=models)
+        stored_only = concept_examples(store, feature_id, run_id=run.run_id, top=4, negatives=5)
+    positives = examples.positives
+    assert positives["max_act"].to_list() == sorted(positives["max_act"].to_list(), reverse=True)
+    # Direct computation: the SAE code of this concept on every token of each top document.
+    reader, sae = models.reader, models.sae
+    for text, marked, argmax_pos in positives.select("text", "marked", "argmax_pos").iter_rows():
+        ids = reader.tokenize([text], models.max_tokens).ids
+        tokens = reader.document_residuals(ids, reader.prefix_ids(models.chat_template))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=reader.dtype):
+            codes = sae.encode(tokens.residuals)[:, feature_id].float()
+        firing = (codes > 0).nonzero().ravel().tolist()
+        assert argmax_pos in firing
+        pieces = [reader.tokenizer.decode([ids[0][p]]).strip() for p in firing]
+        inside = "".join(part.split("»")[0] for part in marked.split("«")[1:])
+        assert "".join(pieces).replace(" ", "") == inside.replace(" ", "")
+    # Without the model only the stored max is marked, and it is the same token.
+    for token, marked in stored_only.positives.select("token", "marked").iter_rows():
+        assert marked.count("«") == 1 and f"«{token.strip()}»" in marked
+    # Negatives are documents where the concept is absent.
+    with Store.open(news_db, read_only=True) as store:
+        present = set(
+            store.query("SELECT doc_id FROM doc_features WHERE feature_id = $f", {"f": feature_id})["doc_id"].to_list()
+        )
+    assert examples.negatives.height == 5 and not present & set(examples.negatives["doc_id"].to_list())
+
+
+def test_token_labels_come_from_peak_tokens_and_recurring_words(news_db):
+    with Store.open(news_db, read_only=True) as store:
+        run = store.latest_run("news")
+        ids = select_features(store, run.run_id, "top:50")
+        labels = token_labels(store, run.run_id, ids)
+        assert sorted(labels["feature_id"].to_list()) == sorted(ids)
+        for feature_id, label, details in labels.select("feature_id", "label", "details").head(10).iter_rows():
+            details = json.loads(details)
+            top_docs = store.query(
+                "SELECT lower(d.text) AS text FROM doc_features f JOIN documents d USING (doc_id) "
+                "WHERE f.run_id = $r AND f.feature_id = $f ORDER BY f.max_act DESC, f.doc_id LIMIT 20",
+                {"r": run.run_id, "f": feature_id},
+            )["text"].to_list()
+            assert sum(count for _, count in details["top_tokens"]) <= details["n_top_docs"] == len(top_docs)
+            words_of = [set(re.findall(WORD_PATTERN, text)) for text in top_docs]
+            for word, share in details["top_words"]:
+                in_docs = sum(word in words for words in words_of)
+                assert in_docs >= 2
+                assert share == pytest.approx(in_docs / len(top_docs), abs=0.01)
+            assert label
+
+
+def test_auroc_matches_scikit_learn_and_is_nan_without_examples(labelled_db, embedder):
+    from sklearn.metrics import roc_auc_score
+
+    with Store.open(labelled_db, read_only=True) as store:
+        docs = store.query("SELECT doc_id FROM documents ORDER BY doc_id LIMIT 12")["doc_id"].to_list()
+        labels = pl.DataFrame({"feature_id": [1, 2, 3], "label": ["sports", "oil prices", "elections"]})
+        held_out = HeldOut(
+            positives=pl.DataFrame({"feature_id": [1] * 4 + [2] * 3, "doc_id": docs[:4] + docs[4:7]}),
+            negatives=pl.DataFrame({"feature_id": [1] * 3 + [2] * 5, "doc_id": docs[7:10] + docs[7:12]}),
+        )
+        scores = embedding_auroc(store, labels, held_out, embedder)
+        vectors = embedder.encode(labels["label"].to_list())
+        from saeembed.dense import document_embeddings
+
+        doc_vectors = dict(zip(docs, document_embeddings(store, docs, embedder), strict=True))
+    for row, (pos, neg) in enumerate([(docs[:4], docs[7:10]), (docs[4:7], docs[7:12])]):
+        cosines = [float(doc_vectors[d] @ vectors[row]) for d in pos + neg]
+        assert scores[row] == pytest.approx(roc_auc_score([1] * len(pos) + [0] * len(neg), cosines))
+    assert np.isnan(scores[2])
+
+
+def test_relabelling_skips_labelled_concepts_keeps_history_and_force_relabels(labelled_db, embedder, tmp_path):
+    db = tmp_path / "again.duckdb"
+    db.write_bytes(labelled_db.read_bytes())
+    with Store.open(db) as store:
+        before = store.query("SELECT count(*) AS n FROM features")["n"][0]
+        again = label_concepts(store, "news", embedder=embedder)
+        assert (again.labelled, again.skipped) == (0, again.requested)
+        forced = label_concepts(store, "news", features="top:5", force=True, embedder=embedder)
+        assert (forced.labelled, forced.skipped) == (5, 0)
+        history = store.query("SELECT feature_id, count(*) AS n FROM features GROUP BY feature_id HAVING n > 1")
+        assert store.query("SELECT count(*) AS n FROM features")["n"][0] == before + 5
+        assert history.height == 5
+        assert store.query("SELECT count(*) AS n FROM label_history")["n"][0] == before + 5
+
+
+def test_feature_selection_errors(labelled_db):
+    with Store.open(labelled_db, read_only=True) as store:
+        run = store.latest_run("news")
+        assert select_features(store, run.run_id, "all") is None
+        assert select_features(store, run.run_id, "3, 7") == [3, 7]
+        for spec, message in [
+            ("top:0", "top:N needs a positive whole number"),
+            ("top:x", "top:N needs a positive whole number"),
+            ("a,b", "use all, top:N or a comma-separated list"),
+            ("9000", r"outside this SAE's 0..8191"),
+        ]:
+            with pytest.raises(SaeembedError, match=message):
+                select_features(store, run.run_id, spec)
+        with pytest.raises(SaeembedError, match="unknown --method 'magic'"):
+            label_concepts(store, "news", method="magic")
+        with pytest.raises(SaeembedError, match="--method llm needs an LLM"):
+            label_concepts(store, "news", method="llm")
+
+
+def test_concept_search_finds_sports_concepts_and_rebuilds_its_index_when_labels_change(
+    labelled_db, embedder, tmp_path
+):
+    db = tmp_path / "search.duckdb"
+    db.write_bytes(labelled_db.read_bytes())
+    with Store.open(db) as store:
+        hits = search_concepts(store, "sports", corpus="news", top=5, embedder=embedder)
+        assert hits.columns == ["feature_id", "label", "score", "similarity", "freq", "method", "description"]
+        assert hits["similarity"].to_list() == sorted(hits["similarity"].to_list(), reverse=True)
+        assert (hits["score"] >= 0.6).all()
+        run = store.latest_run("news")
+        majority = []
+        for feature_id in hits["feature_id"]:
+            topics = store.query(
+                "SELECT d.meta->>'topic' AS topic FROM doc_features f JOIN documents d USING (doc_id) "
+                "WHERE f.run_id = $r AND f.feature_id = $f ORDER BY f.max_act DESC LIMIT 10",
+                {"r": run.run_id, "f": feature_id},
+            )["topic"]
+            majority.append((topics == "Sports").mean() > 0.5)
+        assert sum(majority) >= 3, hits
+        corpus_id = store.corpus_id("news")
+        assert concept_index(store, run.sae_id, corpus_id, embedder).rebuilt is False
+        label_concepts(store, "news", features="top:1", force=True, embedder=embedder)
+        assert concept_index(store, run.sae_id, corpus_id, embedder).rebuilt is True
+        with pytest.raises(SaeembedError, match="empty query"):
+            search_concepts(store, "  ", corpus="news", embedder=embedder)
+
+
+def test_labels_shipped_with_an_sae_are_loaded_once_and_yield_to_corpus_labels(labelled_db, embedder, tmp_path):
+    sae_dir = tmp_path / "sae"
+    sae_dir.mkdir()
+    for file in DEFAULT_SAE_DIR.iterdir():
+        if file.is_file() and file.name != "labels.parquet":
+            (sae_dir / file.name).write_bytes(file.read_bytes())
+    with Store.open(labelled_db, read_only=True) as store:
+        assert export_labels(store, "news", tmp_path / "labels.parquet") > 1000
+    # A few hundred are enough to check loading, and keep the index build short.
+    pl.read_parquet(tmp_path / "labels.parquet").head(300).write_parquet(sae_dir / "labels.parquet")
+    source = tmp_path / "other.parquet"
+    demo_corpus(n=30, seed=9).write_parquet(source)
+    with Store.open(tmp_path / "fresh.duckdb") as store:
+        ingest(store, source, corpus="other")
+        embed(store, "other", sae=str(sae_dir), device="cpu", options=EmbedOptions(max_tokens=32))
+        shipped = store.query("SELECT count(*) AS n FROM features WHERE run_id IS NULL")["n"][0]
+        assert shipped == 300
+        embed(store, "other", sae=str(sae_dir), device="cpu", options=EmbedOptions(max_tokens=16))
+        assert store.query("SELECT count(*) AS n FROM features")["n"][0] == shipped
+        hits = search_concepts(store, "baseball", corpus="other", top=3, embedder=embedder)
+        assert hits.height == 3
+
+
+def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder, tmp_path):
+    from saeembed.llm import CachedChat, OpenAICompatible
+    from tests.test_llm import ChatServer, completion
+
+    def script(number: int, request: dict) -> object:
+        prompt = request["messages"][-1]["content"]
+        if "concept is described as" in prompt:
+            return completion(json.dumps({"applies": "game" in prompt.split("Text:")[1].lower()}))
+        if number == 2:
+            return completion("These texts are about sport, I think.")  # not JSON: this concept stays unlabelled
+        return completion(json.dumps({"label": "sports game results", "description": "Match reports."}))
+
+    db = tmp_path / "llm.duckdb"
+    db.write_bytes(labelled_db.read_bytes())
+    server = ChatServer(script)
+    try:
+        with Store.open(db) as store:
+            # Concepts in 40–150 of the 240 documents: enough held-out positives and negatives to score.
+            ids = store.query(
+                "SELECT feature_id FROM concept_frequency WHERE n_docs BETWEEN 40 AND 150 ORDER BY feature_id LIMIT 6"
+            )["feature_id"].to_list()
+            first, later = ",".join(map(str, ids[:3])), ",".join(map(str, ids))
+            chat = CachedChat(OpenAICompatible(server.base_url, "test-model", retry_base_delay=0.01), store)
+            summary = label_concepts(store, "news", method="llm", features=first, chat=chat, embedder=embedder)
+            assert (summary.labelled, summary.failed, summary.model) == (2, 1, "test-model")
+            rows = store.query("SELECT label, auroc, detection FROM features WHERE method = 'llm'")
+            assert rows["label"].to_list() == ["sports game results"] * 2
+            assert rows["auroc"].is_not_null().all() and rows["detection"].is_between(0, 1).all()
+            calls = len(server.requests)
+            again = label_concepts(
+                store, "news", method="llm", features=first, force=True, chat=chat, embedder=embedder
+            )
+            assert len(server.requests) == calls and again.labelled == 2  # every answer came from the cache
+
+            closed = CachedChat(
+                OpenAICompatible("http://127.0.0.1:9/v1", "test-model", retry_base_delay=0.01, max_retries=1), store
+            )
+            with pytest.raises(SaeembedError, match="unreachable after 2 attempts"):
+                label_concepts(store, "news", method="llm", features=later, chat=closed, embedder=embedder)
+            assert store.query("SELECT count(*) AS n FROM features WHERE method = 'llm'")["n"][0] == 4
+    finally:
+        server.close()
