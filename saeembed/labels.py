@@ -97,12 +97,22 @@ def token_labels(
     # Distinguishing words: share s of the concept's top documents containing the word, against its share b
     # among all documents, scored s·log(s/b) (the word's term of the KL divergence between the two): unlike
     # s·IDF it does not reward words every news article has ("said") just because they are in all top docs.
-    vectorizer = CountVectorizer(stop_words="english", token_pattern=WORD_PATTERN, binary=True, min_df=2)
     background = _background_texts(store, run_id, seed)
-    counts = vectorizer.fit_transform(background)
-    background_share = (1 + np.asarray(counts.sum(axis=0)).ravel()) / (1 + counts.shape[0])
-    words = vectorizer.get_feature_names_out()
-    has_word = vectorizer.transform(doc_texts).tocsr()
+    # Words seen once in the corpus cannot recur in top documents; tiny corpora keep them all.
+    vectorizer = CountVectorizer(
+        stop_words="english", token_pattern=WORD_PATTERN, binary=True, min_df=2 if len(background) >= 50 else 1
+    )
+    try:
+        counts = vectorizer.fit_transform(background)
+    except ValueError:  # no word at all (e.g. only numbers or stop words): labels from peak tokens alone
+        counts = None
+    if counts is not None:
+        background_share = (1 + np.asarray(counts.sum(axis=0)).ravel()) / (1 + counts.shape[0])
+        words = vectorizer.get_feature_names_out()
+        has_word = vectorizer.transform(doc_texts).tocsr()
+    else:
+        background_share, words = np.ones(0), np.array([], dtype=object)
+        has_word = sparse.csr_matrix((len(doc_texts), 0))
 
     features = ranked["feature_id"].unique(maintain_order=True).to_list()
     column_of_feature = {f: i for i, f in enumerate(features)}

@@ -84,3 +84,65 @@ def test_flow_errors_reach_the_user_as_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == ["error: column 'text' not found in docs.csv; columns are: body"]
     assert not (tmp_path / "db.duckdb").exists()
+
+
+@pytest.fixture(scope="module")
+def labelled_cli_db(embedded_db, tmp_path_factory):
+    from saeembed.labels import label_concepts
+
+    db = tmp_path_factory.mktemp("cli-labels") / "labelled.duckdb"
+    db.write_bytes(embedded_db.read_bytes())
+    with Store.open(db) as store:
+        label_concepts(store, "news")
+    return db
+
+
+def test_concepts_show_gives_the_label_and_marked_top_documents(labelled_cli_db):
+    with Store.open(labelled_cli_db, read_only=True) as store:
+        feature_id = store.query("SELECT feature_id FROM concept_frequency ORDER BY n_docs DESC LIMIT 1")["feature_id"][
+            0
+        ]
+    result = runner.invoke(app, ["concepts", "show", str(feature_id), "--db", str(labelled_cli_db), "--json"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert (view["feature_id"], view["corpus"], view["corpus_docs"]) == (feature_id, "news", len(TEXTS))
+    assert view["labels"][0]["method"] == "tokens" and view["labels"][0]["label"]
+    assert [d["rank"] for d in view["documents"]] == list(range(1, view["n_docs"] + 1))
+    assert all("«" in d["marked"] for d in view["documents"])
+
+
+def test_concepts_search_returns_scored_concepts_as_json(labelled_cli_db):
+    result = runner.invoke(
+        app,
+        [
+            "concepts",
+            "search",
+            "football match",
+            "--db",
+            str(labelled_cli_db),
+            "--json",
+            "--min-score",
+            "0",
+            "--top",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 3
+    assert list(rows[0]) == ["feature_id", "label", "score", "similarity", "freq", "method", "description"]
+    assert rows[0]["similarity"] >= rows[1]["similarity"] >= rows[2]["similarity"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["concepts", "show", "99999"], "concept 99999 does not exist: this SAE has concepts 0..255"),
+        (["concepts", "search", "sports", "--corpus", "nope"], "no corpus named 'nope'"),
+    ],
+)
+def test_concept_lookups_name_the_problem(labelled_cli_db, args, message):
+    result = saeembed(*args, "--db", str(labelled_cli_db))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]

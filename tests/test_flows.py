@@ -87,3 +87,21 @@ def test_train_sae_flow_writes_a_loadable_sae_with_its_report(prefect_harness, t
         128,
     )
     assert sae.cfg.meta["training_report"]["fvu"] == pytest.approx(report["fvu"], abs=1e-4)
+
+
+def test_label_flow_labels_every_concept_then_skips_them(prefect_harness, tmp_path, source):
+    from saeembed_flows.embed import embed_flow
+    from saeembed_flows.ingest import ingest_flow
+    from saeembed_flows.label import label_flow
+
+    db = str(tmp_path / "label.duckdb")
+    ingest_flow(path=str(source), corpus="news", db=db)
+    embed_flow(corpus="news", sae=str(small_sae(tmp_path / "sae")), db=db, device="cpu", max_tokens=32)
+    first = label_flow(corpus="news", db=db)
+    with Store.open(db, read_only=True) as store:
+        present = store.query("SELECT count(DISTINCT feature_id) AS n FROM doc_features")["n"][0]
+        stored = store.query("SELECT count(*) AS n, count(embedding) AS embedded FROM features WHERE method = 'tokens'")
+    assert (first["method"], first["requested"], first["labelled"], first["skipped"]) == ("tokens", present, present, 0)
+    assert stored.row(0) == (present, present)
+    second = label_flow(corpus="news", db=db)
+    assert (second["labelled"], second["skipped"]) == (0, present)
