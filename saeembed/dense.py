@@ -122,14 +122,14 @@ def document_embeddings(
                 "embedding": pa.array(list(vectors), type=pa.list_(pa.float32())),
             }
         )
-        with store.transaction():
-            store.con.register("new_embeddings", rows)
-            try:
+        store.con.register("new_embeddings", rows)  # outside the transaction: see Store.write_batch
+        try:
+            with store.transaction():
                 store.con.execute(
                     "INSERT INTO doc_embeddings SELECT ?, doc_id, embedding FROM new_embeddings", [embedder.model_id]
                 )
-            finally:
-                store.con.unregister("new_embeddings")
+        finally:
+            store.con.unregister("new_embeddings")
         if on_batch is not None:
             on_batch(part.height)
     return _read_embeddings(store, list(doc_ids), embedder)

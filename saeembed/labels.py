@@ -292,9 +292,9 @@ def save_labels(
         else pa.nulls(frame.height, type=pa.list_(pa.float32()))
     )
     table = table.append_column("embedding", embedding)
-    with store.transaction():
-        store.con.register("new_labels", table)
-        try:
+    store.con.register("new_labels", table)  # outside the transaction: see Store.write_batch
+    try:
+        with store.transaction():
             store.con.execute(
                 """
                 INSERT INTO features (sae_id, feature_id, method, model, label, description, run_id, auroc,
@@ -306,8 +306,8 @@ def save_labels(
                 [sae_id, method, model, run_id, embedding_model if vectors is not None else None],
             )
             label_ids = [row[0] for row in store.con.fetchall()]
-        finally:
-            store.con.unregister("new_labels")
+    finally:
+        store.con.unregister("new_labels")
     return max(label_ids)
 
 

@@ -266,10 +266,12 @@ class Store:
         documents: doc_id, n_tokens, n_tokens_total, truncated, n_features.
         features:  doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos.
         """
-        with self.transaction():
-            self.con.register("batch_documents", documents)
-            self.con.register("batch_features", features)
-            try:
+        # Registered outside the transaction: unregistering inside an aborted one would raise and hide
+        # the error that aborted it.
+        self.con.register("batch_documents", documents)
+        self.con.register("batch_features", features)
+        try:
+            with self.transaction():
                 self.con.execute(
                     "INSERT INTO doc_features SELECT ?, doc_id, feature_id, max_act, mean_act, n_active_tokens, "
                     "argmax_pos FROM batch_features",
@@ -280,9 +282,9 @@ class Store:
                     "n_features FROM batch_documents",
                     [run_id],
                 )
-            finally:
-                self.con.unregister("batch_documents")
-                self.con.unregister("batch_features")
+        finally:
+            self.con.unregister("batch_documents")
+            self.con.unregister("batch_features")
 
     def finish_run(self, run_id: int, config: dict[str, Any]) -> str:
         """Mark the run complete when no document is left, record the invocation's config; return status."""

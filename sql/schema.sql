@@ -117,6 +117,10 @@ CREATE TABLE IF NOT EXISTS features (
     embedding       FLOAT[],            -- the label's sentence embedding (unit norm), for concept search
     embedding_model VARCHAR             -- the sentence model that made it
 );
+-- Databases made before label embeddings were kept gain the columns (labels made then get embedded on
+-- the next concept search).
+ALTER TABLE features ADD COLUMN IF NOT EXISTS embedding FLOAT[];
+ALTER TABLE features ADD COLUMN IF NOT EXISTS embedding_model VARCHAR;
 
 -- Every LLM request and its response, so a rerun never pays for the same call twice.
 -- key: sha256 of the canonical JSON of (backend, model, messages, generation settings)

@@ -266,3 +266,24 @@ def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder,
             assert store.query("SELECT count(*) AS n FROM features WHERE method = 'llm'")["n"][0] == 4
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_llm_labels_with_the_local_smollm2(labelled_db, embedder, tmp_path):
+    from saeembed.llm import CachedChat, LocalTransformers
+
+    db = tmp_path / "local.duckdb"
+    db.write_bytes(labelled_db.read_bytes())
+    with Store.open(db) as store:
+        ids = store.query(
+            "SELECT feature_id FROM concept_frequency WHERE n_docs BETWEEN 40 AND 150 ORDER BY feature_id LIMIT 2"
+        )["feature_id"].to_list()
+        chat = CachedChat(LocalTransformers("smollm2-135m-instruct"), store)
+        summary = label_concepts(
+            store, "news", method="llm", features=",".join(map(str, ids)), chat=chat, embedder=embedder
+        )
+        # A 135M model often answers in prose instead of JSON: each concept is labelled or counted as failed.
+        assert summary.labelled + summary.failed == 2 and summary.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert chat.calls >= 2
+        cached = store.query("SELECT count(*) AS n FROM llm_cache")["n"][0]
+        assert cached == chat.calls

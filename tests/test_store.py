@@ -26,7 +26,27 @@ def test_schema_creates_the_documented_tables(db_path):
     with Store.open(db_path) as store:
         tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
     assert {"corpora", "documents", "saes", "embed_runs", "embedded_documents", "doc_features"} <= tables
-    assert {"runs", "concept_frequency"} <= tables
+    assert {"features", "llm_cache", "doc_embeddings"} <= tables
+    assert {"runs", "concept_frequency", "label_history"} <= tables
+
+
+def test_opening_an_older_database_adds_the_new_label_columns(db_path):
+    with duckdb.connect(str(db_path)) as con:
+        # The features table as the first release with labels made it, before label embeddings were kept.
+        con.execute(
+            "CREATE TABLE features (label_id BIGINT PRIMARY KEY, sae_id INTEGER NOT NULL, feature_id INTEGER NOT NULL, "
+            "method VARCHAR NOT NULL, model VARCHAR NOT NULL, label VARCHAR NOT NULL, description VARCHAR, "
+            "run_id INTEGER, auroc FLOAT, detection FLOAT, details JSON, "
+            "created_at TIMESTAMP DEFAULT current_timestamp)"
+        )
+        con.execute(
+            "INSERT INTO features (label_id, sae_id, feature_id, method, model, label) "
+            "VALUES (1, 1, 7, 'tokens', 'm', 'old label')"
+        )
+    with Store.open(db_path) as store:
+        columns = store.query("DESCRIBE features")["column_name"].to_list()
+        assert columns[-2:] == ["embedding", "embedding_model"]
+        assert store.query("SELECT label, embedding FROM features").row(0) == ("old label", None)
 
 
 def test_add_documents_is_idempotent_and_meta_is_queryable(db_path):
@@ -123,7 +143,8 @@ def test_a_failed_batch_leaves_nothing_behind(db_path):
         pending = store.pending_documents(run_id)["doc_id"].to_list()
         documents, features = _batch(pending)
         broken = features.drop(["argmax_pos"])  # the second statement of the batch fails
-        with pytest.raises(duckdb.Error):
+        # The error that aborted the transaction reaches the caller (not a later "transaction is aborted").
+        with pytest.raises(duckdb.BinderException, match="argmax_pos"):
             store.write_batch(run_id, documents, broken)
         assert store.query("SELECT count(*) AS n FROM doc_features")["n"][0] == 0
         assert store.query("SELECT count(*) AS n FROM embedded_documents")["n"][0] == 0
