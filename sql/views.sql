@@ -27,3 +27,16 @@ JOIN saes s USING (sae_id)
 LEFT JOIN embed_runs r USING (run_id)
 LEFT JOIN corpora c ON c.corpus_id = r.corpus_id
 ORDER BY f.created_at DESC, f.label_id DESC;
+
+-- The newest label of each concept per SAE, corpus it was made from (NULL: shipped with the SAE) and
+-- method: join it to doc_features on feature_id (and the run's SAE) to read concepts by name.
+CREATE OR REPLACE VIEW concept_labels AS
+SELECT s.name AS sae, f.sae_id, c.name AS corpus, f.feature_id, f.method, f.label, f.description, f.auroc,
+       f.detection, f.created_at
+FROM features f
+JOIN saes s USING (sae_id)
+LEFT JOIN embed_runs r USING (run_id)
+LEFT JOIN corpora c ON c.corpus_id = r.corpus_id
+QUALIFY row_number() OVER (
+    PARTITION BY f.sae_id, c.name, f.feature_id, f.method ORDER BY f.created_at DESC, f.label_id DESC
+) = 1;
