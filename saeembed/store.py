@@ -330,6 +330,17 @@ class Store:
             raise SaeembedError(f"document {doc_id} {problem} in {self.path}")
         return RunInfo(*row)
 
+    def record_analysis(self, kind: str, params: dict[str, Any], inputs: dict[str, Any], seconds: float) -> int:
+        """Add a row to `analyses` and return its analysis_id (results tables are keyed by it)."""
+        row = first_row(
+            self.con.execute(
+                "INSERT INTO analyses (kind, params, inputs, seconds) VALUES (?, ?::JSON, ?::JSON, ?) "
+                "RETURNING analysis_id",
+                [kind, json.dumps(params, default=str), json.dumps(inputs, default=str), seconds],
+            )
+        )
+        return row[0]
+
     def transaction(self) -> _Transaction:
         return _Transaction(self.con)
 

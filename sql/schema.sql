@@ -140,3 +140,65 @@ CREATE TABLE IF NOT EXISTS doc_embeddings (
     embedding FLOAT[] NOT NULL,
     PRIMARY KEY (model, doc_id)
 );
+
+-- One row per analysis run (diff, correlate, …): what was asked, on how much data, and when, so reruns
+-- are comparable. Results live in per-kind tables keyed by analysis_id.
+CREATE SEQUENCE IF NOT EXISTS analysis_id_seq START 1;
+CREATE TABLE IF NOT EXISTS analyses (
+    analysis_id BIGINT PRIMARY KEY DEFAULT nextval('analysis_id_seq'),
+    kind        VARCHAR NOT NULL,       -- 'diff', 'correlate', 'correlate-column', …
+    params      JSON NOT NULL,          -- the call's parameters (corpora, predicates, thresholds)
+    inputs      JSON,                   -- input sizes, e.g. {"n_a": 1500, "n_b": 1500, "run_a": 1}
+    seconds     DOUBLE,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Dataset diff: per concept, how often it is present on each side, with the test of the difference.
+-- grp: the group compared with the rest in one-vs-rest diffs (`--by COLUMN`); NULL for A vs B.
+CREATE TABLE IF NOT EXISTS diff_results (
+    analysis_id BIGINT NOT NULL,
+    grp         VARCHAR,
+    feature_id  INTEGER NOT NULL,
+    n_a         BIGINT NOT NULL,        -- documents of A where the concept is present
+    n_b         BIGINT NOT NULL,
+    freq_a      DOUBLE NOT NULL,        -- n_a / documents in A
+    freq_b      DOUBLE NOT NULL,
+    delta       DOUBLE NOT NULL,        -- freq_a - freq_b
+    ratio       DOUBLE,                 -- freq_a / freq_b (NULL when freq_b = 0)
+    ci_low      DOUBLE NOT NULL,        -- 95% confidence interval of delta
+    ci_high     DOUBLE NOT NULL,
+    p_value     DOUBLE NOT NULL,
+    q_value     DOUBLE NOT NULL,        -- Benjamini–Hochberg over the analysis's concepts (per group)
+    test        VARCHAR NOT NULL,       -- 'two-proportion z', 'fisher', 'mcnemar'
+    rank        INTEGER NOT NULL        -- position in the default ranking (1 = first)
+);
+
+-- Concept pairs that go together (NPMI over binarized document vectors).
+CREATE TABLE IF NOT EXISTS correlations (
+    analysis_id      BIGINT NOT NULL,
+    feature_a        INTEGER NOT NULL,
+    feature_b        INTEGER NOT NULL,
+    n_ab             BIGINT NOT NULL,   -- documents with both
+    n_a              BIGINT NOT NULL,
+    n_b              BIGINT NOT NULL,
+    p_b_given_a      DOUBLE NOT NULL,
+    p_a_given_b      DOUBLE NOT NULL,
+    npmi             DOUBLE NOT NULL,
+    label_similarity DOUBLE,            -- cosine of the labels' sentence embeddings (NULL without labels)
+    same_token_share DOUBLE NOT NULL,   -- share of co-occurrences where both peak on the same token
+    rank             INTEGER NOT NULL
+);
+
+-- Concepts that track a metadata column (`correlate --with-column`).
+CREATE TABLE IF NOT EXISTS column_correlations (
+    analysis_id BIGINT NOT NULL,
+    column_name VARCHAR NOT NULL,
+    feature_id  INTEGER NOT NULL,
+    level       VARCHAR,                -- categorical columns: the level the concept is most over-represented in
+    statistic   DOUBLE NOT NULL,        -- Spearman rho (numeric) or Cramér's V (categorical)
+    test        VARCHAR NOT NULL,       -- 'spearman' or 'chi-square'
+    p_value     DOUBLE NOT NULL,
+    q_value     DOUBLE NOT NULL,
+    detail      JSON,                   -- per-level frequencies for categorical columns
+    rank        INTEGER NOT NULL
+);
