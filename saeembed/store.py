@@ -146,14 +146,14 @@ class Store:
         All of it happens in one transaction: an interrupted ingest adds nothing.
         """
         table = rows.select("external_id", "text", "meta", "content_hash").with_row_index("source_order").to_arrow()
-        with self.transaction():
-            self.con.execute(
-                "INSERT INTO corpora (name, source) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                [corpus, source],
-            )
-            corpus_id = self.corpus_id(corpus)
-            self.con.register("incoming_rows", table)
-            try:
+        self.con.register("incoming_rows", table)  # outside the transaction: see write_batch
+        try:
+            with self.transaction():
+                self.con.execute(
+                    "INSERT INTO corpora (name, source) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                    [corpus, source],
+                )
+                corpus_id = self.corpus_id(corpus)
                 before = self._count("documents WHERE corpus_id = ?", [corpus_id])
                 self.con.execute(
                     """
@@ -167,8 +167,8 @@ class Store:
                     [corpus_id, corpus_id],
                 )
                 inserted = self._count("documents WHERE corpus_id = ?", [corpus_id]) - before
-            finally:
-                self.con.unregister("incoming_rows")
+        finally:
+            self.con.unregister("incoming_rows")
         return IngestCounts(inserted=inserted, already_present=table.num_rows - inserted)
 
     def _count(self, where: str, params: list[Any]) -> int:
