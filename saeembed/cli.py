@@ -263,6 +263,66 @@ def label(
     _emit(summary, as_json, lambda: _summary(f"label {corpus}", summary))
 
 
+@app.command("diff")
+def diff_command(
+    a: Annotated[str, typer.Argument(help="Corpus A (with --by: the corpus to split).")],
+    b: Annotated[str | None, typer.Argument(help="Corpus B (may be A itself with --where-a/--where-b).")] = None,
+    where_a: Annotated[
+        str | None, typer.Option("--where-a", help="SQL predicate selecting A's documents, e.g. meta->>'model' = 'v2'")
+    ] = None,
+    where_b: Annotated[str | None, typer.Option("--where-b", help="SQL predicate selecting B's documents.")] = None,
+    paired_on: Annotated[
+        str | None, typer.Option("--paired-on", help="meta column pairing A's and B's documents (McNemar).")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="meta column: each level against the rest of A.")] = None,
+    where: Annotated[str | None, typer.Option("--where", help="With --by: predicate on A's documents.")] = None,
+    min_delta: Annotated[float, typer.Option("--min-delta", help="Least |Δ| to report.")] = 0.03,
+    top: Annotated[int, typer.Option("--top", help="Concepts to show.")] = 50,
+    rank_by: Annotated[str, typer.Option("--rank-by", help="specific (default) | delta | q")] = "specific",
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Concepts whose frequency differs between A and B, with CIs and BH q-values (Prefect flow)."""
+    if (b is None) == (by is None):
+        raise SaeembedError(
+            "give corpus B (saeembed diff A B …) or --by COLUMN (saeembed diff A --by COLUMN), not both"
+        )
+    if by is not None and (where_a or where_b or paired_on):
+        raise SaeembedError("--where-a, --where-b and --paired-on compare A with B; with --by use --where")
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        raise SaeembedError(f"--report must end in .html, got {report}")
+    result = _run_flow(
+        "diff",
+        a=a,
+        b=b,
+        by=by,
+        where_a=where_a,
+        where_b=where_b,
+        where=where,
+        paired_on=paired_on,
+        min_delta=min_delta,
+        top=top,
+        rank_by=rank_by,
+        report=str(report) if report else None,
+        db=_db(db),
+    )
+
+    def render() -> None:
+        stdout.print(
+            f"analysis {result['analysis_id']} ({result['test']}): A {result['n_a']} vs B {result['n_b']} documents"
+            + (f"; report: {result['report']}" if result["report"] else "")
+        )
+        rows = [
+            {**r, "ci": f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", "delta": f"{r['delta']:+.3f}"}
+            for r in result["rows"]
+        ]
+        columns = ["rank", "feature_id", "label", "freq_a", "freq_b", "delta", "ci", "q_value"]
+        stdout.print(_table(rows, (["grp"] if by else []) + columns))
+
+    _emit(result, as_json, render)
+
+
 @app.command()
 def demo(
     db: DbOption = None,

@@ -35,9 +35,11 @@ def check_predicate(predicate: str, option: str = "--where") -> str:
         raise SaeembedError(f"{option} is empty: give one boolean expression, e.g. meta->>'model' = 'v2'")
     if ";" in _outside_quotes(text):
         raise SaeembedError(f"{option} must be a single expression, not several statements: {text!r}")
-    serialized = duckdb.connect().execute(
-        "SELECT json_serialize_sql(?)", [f"SELECT 1 FROM documents WHERE ({text})"]
-    ).fetchone()[0]
+    serialized = (
+        duckdb.connect()
+        .execute("SELECT json_serialize_sql(?)", [f"SELECT 1 FROM documents WHERE ({text})"])
+        .fetchone()[0]
+    )
     tree = json.loads(serialized)
     if tree.get("error") or len(tree.get("statements", [])) != 1:
         reason = tree.get("error_message", "not a single expression").split("\n")[0]

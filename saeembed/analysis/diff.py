@@ -1,0 +1,375 @@
+"""Dataset diffing: which concepts are more frequent in A than in B, with real statistics.
+
+freq_D(i) is the share of D's documents where concept i is present (Jiang et al. 2025). Counting is a
+GROUP BY in DuckDB over the long `doc_features` table, so it never builds a documents × concepts matrix.
+Each concept gets Δ = freq_A − freq_B with a 95% confidence interval, a p-value and a
+Benjamini–Hochberg q-value:
+
+- independent sides: the score test for two proportions with Newcombe's interval (statsmodels), and
+  Fisher's exact test where an expected cell count is below 5;
+- paired sides (`paired_on`: the same prompt answered on both sides, e.g. two model releases):
+  McNemar's test on the discordant pairs (exact binomial below 25 of them) with a Wald interval for
+  the paired difference;
+- one-vs-rest (`diff_by`): each level of a metadata column against all other documents.
+
+Default ranking ("specific"): the lower 95% bound of |log risk ratio| (Katz interval, +0.5 smoothing)
+among concepts with q < 0.05 and |Δ| ≥ min_delta. Ranking by raw Δ surfaces concepts present in most
+documents of both sides, whose small relative change is large in absolute terms; the risk-ratio bound
+prefers concepts that are much more frequent on one side and have the evidence to show it. Δ stays
+available (`rank_by="delta"`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from scipy import stats
+
+from saeembed.analysis.predicates import check_predicate
+from saeembed.errors import SaeembedError
+from saeembed.store import RunInfo, Store, read_sql
+from saeembed.tokens import load_tokenizer, mark_context
+
+RankBy = Literal["specific", "delta", "q"]
+ALPHA = 0.05
+"""q-value below which a difference counts as significant in the default ranking."""
+Z95 = stats.norm.ppf(0.975)
+EXACT_MCNEMAR_BELOW = 25
+"""Discordant pairs below which McNemar's test is the exact binomial one (the chi-square needs more)."""
+
+
+class DiffResult(NamedTuple):
+    analysis_id: int
+    """Key of the analysis in `analyses` and `diff_results`."""
+    n_a: int
+    """Documents (or pairs) on side A."""
+    n_b: int
+    """Documents (or pairs) on side B."""
+    test: str
+    """'independent' (score / Fisher), 'paired' (McNemar) or 'one-vs-rest'."""
+    table: pl.DataFrame
+    """The top rows in ranking order: grp, rank, feature_id, label, freq_a, freq_b, delta, ratio,
+    ci_low, ci_high, p_value, q_value, test, n_a, n_b, example_a, example_b (firing token «marked»)."""
+
+
+def diff(
+    store: Store,
+    a: str,
+    b: str,
+    *,
+    where_a: str | None = None,
+    where_b: str | None = None,
+    paired_on: str | None = None,
+    min_delta: float = 0.03,
+    top: int = 50,
+    rank_by: RankBy = "specific",
+) -> DiffResult:
+    """Concepts whose frequency differs between corpus `a` (optionally restricted by `where_a`) and
+    corpus `b` (by `where_b`); results are stored in `diff_results` under a new analysis id."""
+    started = time.perf_counter()
+    _check_options(min_delta, top, rank_by)
+    preds = {"where_a": _optional(where_a, "--where-a"), "where_b": _optional(where_b, "--where-b")}
+    run_a, run_b = store.latest_run(a), store.latest_run(b)
+    if run_a.sae_id != run_b.sae_id:
+        raise SaeembedError(f"corpora '{a}' and '{b}' were embedded with different SAEs: their concepts differ")
+    side_a = _side_documents(store, run_a, preds["where_a"], "A")
+    side_b = _side_documents(store, run_b, preds["where_b"], "B")
+    params = {"a": a, "b": b, **preds, "paired_on": paired_on, "min_delta": min_delta, "rank_by": rank_by}
+    for name, side in (("diff_side_a", side_a), ("diff_side_b", side_b)):
+        store.con.register(name, pa.table({"doc_id": side["doc_id"].to_arrow()}))
+    try:
+        if paired_on is not None:
+            pairs = _pairs(side_a, side_b, paired_on)
+            store.con.register("diff_pairs", pairs.to_arrow())
+            counts = store.query(read_sql("diff_paired_counts"), {"run_a": run_a.run_id, "run_b": run_b.run_id})
+            table = paired_statistics(counts, pairs.height)
+            n_a = n_b = pairs.height
+            test = "paired"
+        else:
+            overlap = set(side_a["doc_id"].to_list()) & set(side_b["doc_id"].to_list())
+            if overlap:
+                raise SaeembedError(
+                    f"sides A and B share {len(overlap)} documents: make the predicates exclusive "
+                    "(or use --paired-on for answers to the same prompts)"
+                )
+            counts = store.query(read_sql("diff_counts"), {"run_a": run_a.run_id, "run_b": run_b.run_id})
+            table = independent_statistics(counts, side_a.height, side_b.height)
+            n_a, n_b, test = side_a.height, side_b.height, "independent"
+        table = rank(table.with_columns(pl.lit(None, dtype=pl.Utf8).alias("grp")), min_delta, rank_by)
+        inputs = {"n_a": n_a, "n_b": n_b, "run_a": run_a.run_id, "run_b": run_b.run_id}
+        analysis_id = _store(store, "diff", params, inputs, table, started)
+        shown = _with_labels(store, run_a, a, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
+        shown = _with_examples(store, run_a, run_b, shown)
+    finally:
+        _unregister(store)
+    return DiffResult(analysis_id, n_a, n_b, test, shown)
+
+
+def diff_by(
+    store: Store,
+    corpus: str,
+    column: str,
+    *,
+    where: str | None = None,
+    min_delta: float = 0.03,
+    top: int = 50,
+    rank_by: RankBy = "specific",
+) -> DiffResult:
+    """One-vs-rest: for each level of metadata column `column`, its documents against all the others."""
+    started = time.perf_counter()
+    _check_options(min_delta, top, rank_by)
+    predicate = _optional(where, "--where")
+    run = store.latest_run(corpus)
+    docs = _side_documents(store, run, predicate, "the corpus")
+    levels = docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("level"))
+    missing = levels["level"].null_count()
+    levels = levels.drop_nulls("level")
+    sizes = levels.group_by("level").len().sort("level")
+    if sizes.height < 2:
+        raise SaeembedError(
+            f"--by {column}: needs at least two levels, found {sizes.height} "
+            f"({missing} of {docs.height} documents have no '{column}' in meta)"
+        )
+    total = levels.height
+    try:
+        store.con.register("diff_levels", levels.to_arrow())
+        counts = store.query(read_sql("diff_level_counts"), {"run_id": run.run_id})
+    finally:
+        store.con.unregister("diff_levels")
+    frames = []
+    for level, size in sizes.iter_rows():
+        in_level = counts.filter(pl.col("level") == level).select("feature_id", pl.col("n").alias("n_a"))
+        overall = counts.group_by("feature_id").agg(pl.col("n").sum().alias("n_all"))
+        joined = overall.join(in_level, on="feature_id", how="left").fill_null(0)
+        level_counts = joined.select("feature_id", "n_a", (pl.col("n_all") - pl.col("n_a")).alias("n_b"))
+        stats_table = independent_statistics(level_counts.sort("feature_id"), size, total - size)
+        frames.append(rank(stats_table.with_columns(pl.lit(level).alias("grp")), min_delta, rank_by))
+    table = pl.concat(frames)
+    params = {"corpus": corpus, "by": column, "where": predicate, "min_delta": min_delta, "rank_by": rank_by}
+    inputs = {"documents": total, "without_level": missing, "levels": dict(sizes.iter_rows()), "run": run.run_id}
+    analysis_id = _store(store, "diff", params, inputs, table, started)
+    shown = _with_labels(store, run, corpus, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
+    # Examples are per pair of sides; with one level against the rest they are left to `concepts show`.
+    shown = shown.with_columns(
+        pl.lit(None, dtype=pl.Utf8).alias("example_a"), pl.lit(None, dtype=pl.Utf8).alias("example_b")
+    )
+    return DiffResult(analysis_id, total, total, "one-vs-rest", shown)
+
+
+# -- statistics --------------------------------------------------------------------------------------
+
+
+def independent_statistics(counts: pl.DataFrame, size_a: int, size_b: int) -> pl.DataFrame:
+    """Per concept (feature_id, n_a, n_b present), Δ with Newcombe's 95% interval, the score test's
+    p-value (Fisher's exact where an expected cell is below 5) and BH q-values."""
+    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
+
+    if size_a == 0 or size_b == 0:
+        raise SaeembedError(f"a side of the diff has no documents (A: {size_a}, B: {size_b})")
+    n_a, n_b = counts["n_a"].to_numpy().astype(np.int64), counts["n_b"].to_numpy().astype(np.int64)
+    freq_a, freq_b = n_a / size_a, n_b / size_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_value = test_proportions_2indep(n_a, size_a, n_b, size_b, method="score", compare="diff").pvalue
+        ci_low, ci_high = confint_proportions_2indep(n_a, size_a, n_b, size_b, method="newcomb", compare="diff")
+    p_value = np.where(np.isnan(p_value), 1.0, p_value)  # both sides 0 (or all): no evidence of a difference
+    pooled = (n_a + n_b) / (size_a + size_b)
+    small = np.minimum.reduce([pooled * size_a, pooled * size_b, (1 - pooled) * size_a, (1 - pooled) * size_b]) < 5
+    test = np.where(small, "fisher", "two-proportion score")
+    for i in np.flatnonzero(small):
+        table = [[n_a[i], size_a - n_a[i]], [n_b[i], size_b - n_b[i]]]
+        p_value[i] = stats.fisher_exact(table).pvalue
+    q_value = multipletests(p_value, method="fdr_bh")[1]
+    return counts.with_columns(
+        pl.Series("freq_a", freq_a),
+        pl.Series("freq_b", freq_b),
+        pl.Series("delta", freq_a - freq_b),
+        pl.Series("ratio", np.where(n_b > 0, freq_a / np.maximum(freq_b, 1e-300), np.nan)).fill_nan(None),
+        pl.Series("ci_low", np.asarray(ci_low, dtype=float)),
+        pl.Series("ci_high", np.asarray(ci_high, dtype=float)),
+        pl.Series("p_value", p_value),
+        pl.Series("q_value", q_value),
+        pl.Series("test", test),
+        pl.Series("specificity", _log_ratio_lower_bound(n_a, size_a, n_b, size_b)),
+    )
+
+
+def paired_statistics(counts: pl.DataFrame, pairs: int) -> pl.DataFrame:
+    """Per concept (feature_id, n_a, n_b, n_both over `pairs` pairs), McNemar's test on the discordant
+    pairs, the paired Δ with its Wald interval, and BH q-values."""
+    from statsmodels.stats.multitest import multipletests
+
+    if pairs == 0:
+        raise SaeembedError("no pairs: no value of the --paired-on column appears on both sides")
+    n_a, n_b = counts["n_a"].to_numpy().astype(np.int64), counts["n_b"].to_numpy().astype(np.int64)
+    both = counts["n_both"].to_numpy().astype(np.int64)
+    only_a, only_b = n_a - both, n_b - both
+    discordant = only_a + only_b
+    delta = (only_a - only_b) / pairs
+    # Exact McNemar: the smaller discordant count under Binomial(b + c, ½), two-sided; chi-square with
+    # continuity correction (Edwards) once there are enough discordant pairs.
+    exact = np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(only_a, only_b), discordant, 0.5))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = (np.abs(only_a - only_b) - 1.0) ** 2 / discordant
+    p_value = np.where(discordant < EXACT_MCNEMAR_BELOW, exact, stats.chi2.sf(chi2, 1))
+    p_value = np.where(discordant == 0, 1.0, p_value)
+    se = np.sqrt(np.maximum(discordant - (only_a - only_b) ** 2 / pairs, 0)) / pairs
+    q_value = multipletests(p_value, method="fdr_bh")[1]
+    return counts.drop("n_both").with_columns(
+        pl.Series("freq_a", n_a / pairs),
+        pl.Series("freq_b", n_b / pairs),
+        pl.Series("delta", delta),
+        pl.Series("ratio", np.where(n_b > 0, n_a / np.maximum(n_b, 1), np.nan)).fill_nan(None),
+        pl.Series("ci_low", delta - Z95 * se),
+        pl.Series("ci_high", delta + Z95 * se),
+        pl.Series("p_value", p_value),
+        pl.Series("q_value", q_value),
+        pl.Series("test", np.where(discordant < EXACT_MCNEMAR_BELOW, "mcnemar exact", "mcnemar")),
+        pl.Series("specificity", _log_ratio_lower_bound(n_a, pairs, n_b, pairs)),
+    )
+
+
+def _log_ratio_lower_bound(n_a: np.ndarray, size_a: int, n_b: np.ndarray, size_b: int) -> np.ndarray:
+    """Lower 95% bound of |log(freq_a / freq_b)| (Katz log interval with 0.5 added to every count);
+    0 when the interval contains 0."""
+    a, b = n_a + 0.5, n_b + 0.5
+    log_ratio = np.log(a / (size_a + 0.5)) - np.log(b / (size_b + 0.5))
+    se = np.sqrt(1 / a - 1 / (size_a + 0.5) + 1 / b - 1 / (size_b + 0.5))
+    return np.maximum(np.abs(log_ratio) - Z95 * se, 0.0)
+
+
+def rank(table: pl.DataFrame, min_delta: float, rank_by: RankBy) -> pl.DataFrame:
+    """Add `rank` (1 = first) and `passes`: concepts passing the filters (q < ALPHA and |Δ| ≥ min_delta
+    for the default ranking; |Δ| ≥ min_delta otherwise) first, in the chosen order, then all others."""
+    passes = pl.col("delta").abs() >= min_delta
+    if rank_by == "specific":
+        passes = passes & (pl.col("q_value") < ALPHA)
+        order = [pl.col("specificity"), pl.col("delta").abs()]
+    elif rank_by == "delta":
+        order = [pl.col("delta").abs(), -pl.col("q_value")]
+    else:
+        order = [-pl.col("q_value"), pl.col("delta").abs()]
+    ranked = table.with_columns(passes.alias("passes")).sort(
+        [pl.col("passes"), *order, -pl.col("feature_id")], descending=True
+    )
+    return ranked.with_columns(pl.int_range(1, pl.len() + 1).alias("rank"))
+
+
+# -- plumbing ----------------------------------------------------------------------------------------
+
+
+def _check_options(min_delta: float, top: int, rank_by: str) -> None:
+    if not 0 <= min_delta <= 1:
+        raise SaeembedError(f"--min-delta must be between 0 and 1, got {min_delta}")
+    if top < 1:
+        raise SaeembedError(f"--top must be at least 1, got {top}")
+    if rank_by not in ("specific", "delta", "q"):
+        raise SaeembedError(f"unknown --rank-by '{rank_by}': use specific, delta or q")
+
+
+def _optional(predicate: str | None, option: str) -> str | None:
+    return None if predicate is None else check_predicate(predicate, option)
+
+
+def _side_documents(store: Store, run: RunInfo, predicate: str | None, side: str) -> pl.DataFrame:
+    sql = read_sql("diff_side_documents")
+    if predicate is not None:
+        sql = sql.replace("AND (TRUE)", f"AND ({predicate})")
+    try:
+        docs = store.query(sql, {"run_id": run.run_id})
+    except Exception as error:  # a predicate that parses but fails to run (types, unknown JSON function)
+        raise SaeembedError(f"the predicate for side {side} failed: {str(error).splitlines()[0]}") from None
+    if docs.height == 0:
+        raise SaeembedError(f"side {side} has no documents: corpus '{run.corpus}' with that predicate is empty")
+    return docs
+
+
+def _pairs(side_a: pl.DataFrame, side_b: pl.DataFrame, column: str) -> pl.DataFrame:
+    keyed = []
+    for side, docs in (("A", side_a), ("B", side_b)):
+        keys = docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("key")).drop_nulls()
+        duplicated = keys.filter(pl.col("key").is_duplicated())
+        if duplicated.height:
+            example = duplicated["key"][0]
+            raise SaeembedError(
+                f"--paired-on {column}: side {side} has {duplicated.height} documents sharing a value "
+                f"(e.g. {example!r}); each value must appear once per side"
+            )
+        keyed.append(keys)
+    return (
+        keyed[0]
+        .join(keyed[1], on="key", suffix="_b")
+        .select(pl.col("doc_id").alias("doc_a"), pl.col("doc_id_b").alias("doc_b"))
+        .sort("doc_a")
+    )
+
+
+def _unregister(store: Store) -> None:
+    for name in ("diff_side_a", "diff_side_b", "diff_pairs"):
+        store.con.unregister(name)
+
+
+def _store(store: Store, kind: str, params: dict, inputs: dict, table: pl.DataFrame, started: float) -> int:
+    columns = [
+        "grp",
+        "feature_id",
+        "n_a",
+        "n_b",
+        "freq_a",
+        "freq_b",
+        "delta",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "q_value",
+        "test",
+        "rank",
+    ]
+    rows = table.select(columns).to_arrow()
+    store.con.register("new_diff_rows", rows)  # outside the transaction: see Store.write_batch
+    try:
+        with store.transaction():
+            analysis_id = store.record_analysis(kind, params, inputs, round(time.perf_counter() - started, 3))
+            store.con.execute(
+                f"INSERT INTO diff_results SELECT ?, {', '.join(columns)} FROM new_diff_rows", [analysis_id]
+            )
+    finally:
+        store.con.unregister("new_diff_rows")
+    return analysis_id
+
+
+def _with_labels(store: Store, run: RunInfo, corpus: str, table: pl.DataFrame) -> pl.DataFrame:
+    from saeembed.search import current_labels
+
+    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label")
+    return table.join(labels, on="feature_id", how="left").sort(["grp", "rank"], nulls_last=False)
+
+
+def _with_examples(store: Store, run_a: RunInfo, run_b: RunInfo, table: pl.DataFrame) -> pl.DataFrame:
+    """One example per side for each shown concept: its strongest document there, the peak «marked»."""
+    feature_ids: Sequence[int] = table["feature_id"].to_list()
+    if not feature_ids:
+        return table.with_columns(
+            pl.lit(None, dtype=pl.Utf8).alias("example_a"), pl.lit(None, dtype=pl.Utf8).alias("example_b")
+        )
+    examples = store.query(
+        read_sql("diff_examples"), {"run_a": run_a.run_id, "run_b": run_b.run_id, "feature_ids": list(feature_ids)}
+    )
+    offsets = load_tokenizer(run_a.reader_model).offsets(examples["text"].to_list())
+    marked = [
+        mark_context(text, doc_offsets, position)
+        for text, position, doc_offsets in zip(examples["text"], examples["argmax_pos"], offsets, strict=True)
+    ]
+    examples = examples.with_columns(pl.Series("example", marked, dtype=pl.Utf8))
+    wide = examples.pivot(on="side", index="feature_id", values="example")
+    for side in ("a", "b"):
+        if side not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, dtype=pl.Utf8).alias(side))
+    wide = wide.select("feature_id", pl.col("a").alias("example_a"), pl.col("b").alias("example_b"))
+    return table.join(wide, on="feature_id", how="left").sort(["grp", "rank"], nulls_last=False)

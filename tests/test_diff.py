@@ -1,0 +1,206 @@
+"""Dataset diffing on a real DuckDB store filled with known concept vectors, against hand-computed and
+independently computed statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from scipy import stats
+
+from saeembed.analysis.diff import diff, diff_by, independent_statistics, paired_statistics
+from saeembed.analysis.predicates import check_predicate
+from saeembed.errors import SaeembedError
+from saeembed.store import RunSettings, Store
+
+READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def build_store(path: Path, corpora: dict[str, list[tuple[str, dict, list[int]]]]) -> Path:
+    """A store whose documents (text, meta, concepts present) are given: one run per corpus, one SAE."""
+    with Store.open(path) as store:
+        sae_id = store.register_sae(
+            name="synthetic",
+            fingerprint="s" * 40,
+            path=None,
+            config={
+                "source_format": "saeembed",
+                "arch": "topk",
+                "d_in": 4,
+                "d_sae": 64,
+                "k": 2,
+                "reader_model": READER,
+            },
+        )
+        for corpus, docs in corpora.items():
+            store.add_documents(
+                corpus,
+                pl.DataFrame(
+                    {
+                        "external_id": [f"{corpus}-{i}" for i in range(len(docs))],
+                        "text": [text for text, _, _ in docs],
+                        "meta": [json.dumps(meta) for _, meta, _ in docs],
+                        "content_hash": [f"{corpus}-{i}" for i in range(len(docs))],
+                    }
+                ),
+            )
+            run_id = store.open_run(RunSettings(store.corpus_id(corpus), sae_id, READER, 3, 512, True, "float32"), {})
+            doc_ids = store.pending_documents(run_id)["doc_id"].to_list()
+            pairs = [(doc_id, f) for doc_id, (_, _, features) in zip(doc_ids, docs, strict=True) for f in features]
+            store.write_batch(
+                run_id,
+                pa.table(
+                    {
+                        "doc_id": doc_ids,
+                        "n_tokens": [3] * len(doc_ids),
+                        "n_tokens_total": [3] * len(doc_ids),
+                        "truncated": [False] * len(doc_ids),
+                        "n_features": [len(f) for _, _, f in docs],
+                    }
+                ),
+                pa.table(
+                    {
+                        "doc_id": pa.array([d for d, _ in pairs], type=pa.int64()),
+                        "feature_id": pa.array([f for _, f in pairs], type=pa.int32()),
+                        "max_act": pa.array([1.0 + f / 100 for _, f in pairs], type=pa.float32()),
+                        "mean_act": pa.array([0.5] * len(pairs), type=pa.float32()),
+                        "n_active_tokens": pa.array([1] * len(pairs), type=pa.int32()),
+                        "argmax_pos": pa.array([1] * len(pairs), type=pa.int32()),
+                    }
+                ),
+            )
+    return path
+
+
+def planted(n: int, share_with_7: float, rng: np.random.Generator, side: str) -> list[tuple[str, dict, list[int]]]:
+    """n documents: concept 1 everywhere, 2 in half of them, 7 in `share_with_7` of them."""
+    docs = []
+    for i in range(n):
+        features = [1] + ([2] if i % 2 else []) + ([7] if i < share_with_7 * n else [])
+        docs.append((f"Document {i} of side {side} about things.", {"side": side, "prompt": f"p{i}"}, features))
+    rng.shuffle(docs)
+    return docs
+
+
+@pytest.fixture()
+def two_corpora(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    return build_store(tmp_path / "diff.duckdb", {"a": planted(200, 0.30, rng, "a"), "b": planted(200, 0.05, rng, "b")})
+
+
+def test_counts_and_statistics_match_hand_and_scipy_computations(two_corpora):
+    with Store.open(two_corpora) as store:
+        result = diff(store, "a", "b", top=10)
+        stored = store.query("SELECT * FROM diff_results WHERE analysis_id = $a", {"a": result.analysis_id})
+    assert (result.n_a, result.n_b, result.test) == (200, 200, "independent")
+    row = result.table.filter(pl.col("feature_id") == 7).row(0, named=True)
+    assert (row["n_a"], row["n_b"], row["freq_a"], row["freq_b"]) == (60, 10, 0.30, 0.05)
+    assert row["delta"] == pytest.approx(0.25) and row["ratio"] == pytest.approx(6.0)
+    assert row["ci_low"] < 0.25 < row["ci_high"] and row["rank"] == 1
+    # Score test for a difference of proportions = pooled z statistic with the N/(N-1) factor
+    # (Miettinen–Nurminen); compare with a direct computation.
+    pooled = 70 / 400
+    z = 0.25 / np.sqrt(pooled * (1 - pooled) * (1 / 200 + 1 / 200) * 400 / 399)
+    assert row["p_value"] == pytest.approx(2 * stats.norm.sf(z), rel=1e-6)
+    # Concept 1 is everywhere on both sides, concept 2 in half: no difference.
+    same = result.table.filter(pl.col("feature_id").is_in([1, 2]))
+    assert same.height == 0  # not among the shown rows: they fail the filters
+    assert stored.filter(pl.col("feature_id") == 1)["p_value"].item() == 1.0
+    assert stored.height == 3 and stored["q_value"].to_list() == pytest.approx(
+        stats.false_discovery_control(stored["p_value"].to_numpy()).tolist()
+    )
+
+
+def test_fisher_for_small_counts_and_bh_q_values():
+    counts = pl.DataFrame({"feature_id": [0, 1, 2], "n_a": [3, 40, 0], "n_b": [0, 20, 0]})
+    table = independent_statistics(counts, 50, 60)
+    assert table["test"].to_list() == ["fisher", "two-proportion score", "fisher"]
+    assert table["p_value"][0] == pytest.approx(stats.fisher_exact([[3, 47], [0, 60]]).pvalue)
+    assert table["p_value"][2] == 1.0
+    assert table["q_value"].to_list() == pytest.approx(stats.false_discovery_control(table["p_value"].to_numpy()))
+
+
+def test_paired_diff_uses_mcnemar_on_discordant_pairs():
+    # 100 pairs: concept present on both sides in 30, only on A in 12, only on B in 2.
+    counts = pl.DataFrame({"feature_id": [5], "n_a": [42], "n_b": [32], "n_both": [30]})
+    row = paired_statistics(counts, 100).row(0, named=True)
+    assert row["delta"] == pytest.approx(0.10)
+    assert row["test"] == "mcnemar exact"
+    assert row["p_value"] == pytest.approx(stats.binomtest(2, 14, 0.5).pvalue)
+    se = np.sqrt(14 - 10**2 / 100) / 100
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.10 - 1.959964 * se, 0.10 + 1.959964 * se), rel=1e-5)
+
+
+def test_paired_diff_pairs_documents_by_a_metadata_column(tmp_path):
+    a = [(f"answer a {i}", {"prompt": f"p{i}"}, [3] + ([9] if i < 30 else [])) for i in range(50)]
+    b = [(f"answer b {i}", {"prompt": f"p{i}"}, [3] + ([9] if i < 5 else [])) for i in range(50)]
+    db = build_store(tmp_path / "paired.duckdb", {"v1": a, "v2": b})
+    with Store.open(db) as store:
+        result = diff(store, "v1", "v2", paired_on="prompt")
+    assert (result.n_a, result.test) == (50, "paired")
+    row = result.table.filter(pl.col("feature_id") == 9).row(0, named=True)
+    assert (row["freq_a"], row["freq_b"], row["test"]) == (0.6, 0.1, "mcnemar")
+    assert row["p_value"] == pytest.approx(stats.chi2.sf((25 - 1) ** 2 / 25, 1))
+
+
+def test_slices_of_one_corpus_and_one_vs_rest(tmp_path):
+    rng = np.random.default_rng(1)
+    docs = planted(100, 0.4, rng, "x") + planted(100, 0.0, rng, "y")
+    db = build_store(tmp_path / "one.duckdb", {"mixed": docs})
+    with Store.open(db) as store:
+        sliced = diff(store, "mixed", "mixed", where_a="meta->>'side' = 'x'", where_b="meta->>'side' = 'y'")
+        assert (sliced.n_a, sliced.n_b) == (100, 100)
+        assert sliced.table["feature_id"][0] == 7
+        by = diff_by(store, "mixed", "side")
+        assert set(by.table["grp"].to_list()) == {"x", "y"} and by.test == "one-vs-rest"
+        top_x = by.table.filter(pl.col("grp") == "x").row(0, named=True)
+        assert (top_x["feature_id"], top_x["freq_a"], top_x["freq_b"]) == (7, 0.4, 0.0)
+        with pytest.raises(SaeembedError, match="sides A and B share 200 documents"):
+            diff(store, "mixed", "mixed")
+        with pytest.raises(SaeembedError, match="--by nope: needs at least two levels, found 0"):
+            diff_by(store, "mixed", "nope")
+
+
+@pytest.mark.parametrize(
+    ("predicate", "message"),
+    [
+        ("1=1; DROP TABLE documents", "must be a single expression, not several statements"),
+        ("doc_id IN (SELECT doc_id FROM doc_features)", "may not contain a subquery"),
+        ("read_csv('/etc/passwd') IS NOT NULL", r"may not call read_csv\(\)"),
+        ("nextval('doc_id_seq') > 0", r"may not call nextval\(\)"),
+        ("feature_id = 3", "refers to unknown column 'feature_id'"),
+        ("text LIKE", "is not a valid SQL expression"),
+        ("   ", "is empty"),
+    ],
+)
+def test_bad_predicates_are_refused_before_anything_runs(two_corpora, predicate, message):
+    with Store.open(two_corpora) as store:
+        with pytest.raises(SaeembedError, match=message):
+            diff(store, "a", "b", where_a=predicate)
+        assert store.query("SELECT count(*) AS n FROM analyses")["n"][0] == 0
+
+
+def test_predicates_that_are_fine():
+    assert (
+        check_predicate("  meta->>'model' = 'v2' AND length(text) > 3 ") == "meta->>'model' = 'v2' AND length(text) > 3"
+    )
+    assert check_predicate("text LIKE '%a;b%'") == "text LIKE '%a;b%'"
+
+
+def test_other_bad_input(two_corpora):
+    with Store.open(two_corpora) as store:
+        for kwargs, message in [
+            ({"min_delta": 2}, "--min-delta must be between 0 and 1"),
+            ({"top": 0}, "--top must be at least 1"),
+            ({"rank_by": "size"}, "unknown --rank-by 'size'"),
+            ({"where_a": "meta->>'side' = 'nothing'"}, "side A has no documents"),
+            ({"paired_on": "side"}, "side A has 200 documents sharing a value"),
+        ]:
+            with pytest.raises(SaeembedError, match=message):
+                diff(store, "a", "b", **kwargs)
+        with pytest.raises(SaeembedError, match="no corpus named 'c'"):
+            diff(store, "a", "c")
