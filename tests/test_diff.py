@@ -204,3 +204,33 @@ def test_other_bad_input(two_corpora):
                 diff(store, "a", "b", **kwargs)
         with pytest.raises(SaeembedError, match="no corpus named 'c'"):
             diff(store, "a", "c")
+
+
+def test_diff_flow_stores_results_and_writes_a_self_contained_report(prefect_harness, two_corpora, tmp_path):
+    from saeembed_flows.diff import diff_flow
+
+    report = tmp_path / "diff.html"
+    result = diff_flow(a="a", b="b", db=str(two_corpora), report=str(report), top=5)
+    assert result["rows"][0]["feature_id"] == 7 and result["test"] == "independent"
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page and "http" not in page
+    with Store.open(two_corpora, read_only=True) as store:
+        analyses = store.query("SELECT kind, params->>'a' AS a, inputs->>'n_a' AS n_a FROM analyses")
+        assert analyses.rows() == [("diff", "a", "200")]
+        assert store.query("SELECT count(*) AS n FROM diff_results")["n"][0] == 3
+
+
+def test_diff_command_refuses_contradictory_options(two_corpora):
+    from typer.testing import CliRunner
+
+    from saeembed.cli import app
+
+    runner = CliRunner()
+    for args, message in [
+        (["diff", "a"], "give corpus B"),
+        (["diff", "a", "b", "--by", "side"], "give corpus B"),
+        (["diff", "a", "--by", "side", "--paired-on", "prompt"], "with --by use --where"),
+        (["diff", "a", "b", "--report", "out.txt"], "--report must end in .html"),
+    ]:
+        result = runner.invoke(app, [*args, "--db", str(two_corpora)])
+        assert result.exit_code != 0 and message in str(result.exception)
