@@ -77,8 +77,8 @@ def diff(
     run_a, run_b = store.latest_run(a), store.latest_run(b)
     if run_a.sae_id != run_b.sae_id:
         raise SaeembedError(f"corpora '{a}' and '{b}' were embedded with different SAEs: their concepts differ")
-    side_a = _side_documents(store, run_a, preds["where_a"], "A")
-    side_b = _side_documents(store, run_b, preds["where_b"], "B")
+    side_a = _side_documents(store, run_a, preds["where_a"], "A", with_meta=paired_on is not None)
+    side_b = _side_documents(store, run_b, preds["where_b"], "B", with_meta=paired_on is not None)
     params = {"a": a, "b": b, **preds, "paired_on": paired_on, "min_delta": min_delta, "rank_by": rank_by}
     for name, side in (("diff_side_a", side_a), ("diff_side_b", side_b)):
         store.con.register(name, pa.table({"doc_id": side["doc_id"].to_arrow()}))
@@ -91,10 +91,10 @@ def diff(
             n_a = n_b = pairs.height
             test = "paired"
         else:
-            overlap = set(side_a["doc_id"].to_list()) & set(side_b["doc_id"].to_list())
+            overlap = store.query("SELECT count(*) AS n FROM diff_side_a SEMI JOIN diff_side_b USING (doc_id)")["n"][0]
             if overlap:
                 raise SaeembedError(
-                    f"sides A and B share {len(overlap)} documents: make the predicates exclusive "
+                    f"sides A and B share {overlap} documents: make the predicates exclusive "
                     "(or use --paired-on for answers to the same prompts)"
                 )
             counts = store.query(read_sql("diff_counts"), {"run_a": run_a.run_id, "run_b": run_b.run_id})
@@ -125,7 +125,7 @@ def diff_by(
     _check_options(min_delta, top, rank_by)
     predicate = _optional(where, "--where")
     run = store.latest_run(corpus)
-    docs = _side_documents(store, run, predicate, "the corpus")
+    docs = _side_documents(store, run, predicate, "the corpus", with_meta=True)
     levels = docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("level"))
     missing = levels["level"].null_count()
     levels = levels.drop_nulls("level")
@@ -276,12 +276,12 @@ def _optional(predicate: str | None, option: str) -> str | None:
     return None if predicate is None else check_predicate(predicate, option)
 
 
-def _side_documents(store: Store, run: RunInfo, predicate: str | None, side: str) -> pl.DataFrame:
+def _side_documents(store: Store, run: RunInfo, predicate: str | None, side: str, *, with_meta: bool) -> pl.DataFrame:
     sql = read_sql("diff_side_documents")
     if predicate is not None:
         sql = sql.replace("AND (TRUE)", f"AND ({predicate})")
     try:
-        docs = store.query(sql, {"run_id": run.run_id})
+        docs = store.query(sql, {"run_id": run.run_id, "with_meta": with_meta})
     except Exception as error:  # a predicate that parses but fails to run (types, unknown JSON function)
         raise SaeembedError(f"the predicate for side {side} failed: {str(error).splitlines()[0]}") from None
     if docs.height == 0:
