@@ -154,10 +154,17 @@ def diff_by(
     inputs = {"documents": total, "without_level": missing, "levels": dict(sizes.iter_rows()), "run": run.run_id}
     analysis_id = _store(store, "diff", params, inputs, table, started)
     shown = _with_labels(store, run, corpus, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
-    # Examples are per pair of sides; with one level against the rest they are left to `concepts show`.
-    shown = shown.with_columns(
-        pl.lit(None, dtype=pl.Utf8).alias("example_a"), pl.lit(None, dtype=pl.Utf8).alias("example_b")
-    )
+    parts = []
+    for (level,), rows in shown.group_by("grp", maintain_order=True):
+        in_level = levels.filter(pl.col("level") == level)["doc_id"]
+        rest = levels.filter(pl.col("level") != level)["doc_id"]
+        store.con.register("diff_side_a", pa.table({"doc_id": in_level.to_arrow()}))
+        store.con.register("diff_side_b", pa.table({"doc_id": rest.to_arrow()}))
+        try:
+            parts.append(_with_examples(store, run, run, rows))
+        finally:
+            _unregister(store)
+    shown = pl.concat(parts) if parts else _with_examples(store, run, run, shown)
     return DiffResult(analysis_id, total, total, "one-vs-rest", shown)
 
 
@@ -311,7 +318,7 @@ def _pairs(side_a: pl.DataFrame, side_b: pl.DataFrame, column: str) -> pl.DataFr
 
 def _unregister(store: Store) -> None:
     for name in ("diff_side_a", "diff_side_b", "diff_pairs"):
-        store.con.unregister(name)
+        store.con.unregister(name)  # a name that is not registered is ignored
 
 
 def _store(store: Store, kind: str, params: dict, inputs: dict, table: pl.DataFrame, started: float) -> int:
