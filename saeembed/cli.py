@@ -324,6 +324,48 @@ def diff_command(
 
 
 @app.command()
+def correlate(
+    corpus: Annotated[str, typer.Argument(help="Corpus whose concepts to mine.")],
+    with_column: Annotated[
+        str | None, typer.Option("--with-column", help="meta column the concepts should track.")
+    ] = None,
+    where: Annotated[str | None, typer.Option("--where", help="SQL predicate selecting the documents.")] = None,
+    min_npmi: Annotated[float, typer.Option("--min-npmi", help="Least NPMI of a reported pair.")] = 0.6,
+    max_label_sim: Annotated[
+        float, typer.Option("--max-label-sim", help="Most label-embedding cosine of a reported pair.")
+    ] = 0.2,
+    min_count: Annotated[int, typer.Option("--min-count", help="Least documents with both concepts.")] = 5,
+    top: Annotated[int, typer.Option("--top", help="Rows to show.")] = 50,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Concept pairs that go together (NPMI), or concepts that track a metadata column (Prefect flow)."""
+    result = _run_flow(
+        "correlate",
+        corpus=corpus,
+        with_column=with_column,
+        where=where,
+        min_npmi=min_npmi,
+        max_label_sim=max_label_sim,
+        min_count=min_count,
+        top=top,
+        db=_db(db),
+    )
+
+    def render() -> None:
+        rows = next((v for v in result.values() if isinstance(v, list)), [])
+        stdout.print(f"analysis {result.get('analysis_id')}: {len(rows)} rows")
+        if with_column is None:
+            columns = ["feature_a", "label_a", "feature_b", "label_b", "n_ab", "p_b_given_a", "p_a_given_b", "npmi"]
+        else:
+            columns = ["feature_id", "label", "level", "statistic", "test", "q_value"]
+        present = [c for c in columns if rows and c in rows[0]]
+        stdout.print(_table(rows, present))
+
+    _emit(result, as_json, render)
+
+
+@app.command()
 def demo(
     db: DbOption = None,
     n_docs: Annotated[int, typer.Option("--n-docs", help="News articles in the demo corpus.")] = 3000,

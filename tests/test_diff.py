@@ -20,8 +20,12 @@ from saeembed.store import RunSettings, Store
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def build_store(path: Path, corpora: dict[str, list[tuple[str, dict, list[int]]]]) -> Path:
-    """A store whose documents (text, meta, concepts present) are given: one run per corpus, one SAE."""
+def build_store(
+    path: Path, corpora: dict[str, list[tuple[str, dict, list[int]]]], peak: dict[int, int] | None = None
+) -> Path:
+    """A store whose documents (text, meta, concepts present) are given: one run per corpus, one SAE.
+    Each concept peaks at token `peak[concept]` (default 1)."""
+    peak = peak or {}
     with Store.open(path) as store:
         sae_id = store.register_sae(
             name="synthetic",
@@ -69,7 +73,7 @@ def build_store(path: Path, corpora: dict[str, list[tuple[str, dict, list[int]]]
                         "max_act": pa.array([1.0 + f / 100 for _, f in pairs], type=pa.float32()),
                         "mean_act": pa.array([0.5] * len(pairs), type=pa.float32()),
                         "n_active_tokens": pa.array([1] * len(pairs), type=pa.int32()),
-                        "argmax_pos": pa.array([1] * len(pairs), type=pa.int32()),
+                        "argmax_pos": pa.array([peak.get(f, 1) for _, f in pairs], type=pa.int32()),
                     }
                 ),
             )

@@ -1,0 +1,48 @@
+"""Flow: concept-correlation mining — concept pairs that go together, or concepts that track a column."""
+
+from __future__ import annotations
+
+import polars as pl
+import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from saeembed.analysis.correlate import correlate_column, correlate_pairs
+
+from saeembed.store import Store
+
+
+@task(name="correlate", cache_policy=NO_CACHE)
+def run_correlate(store: Store, corpus: str, with_column: str | None, options: dict) -> dict:
+    if with_column is not None:
+        result = correlate_column(store, corpus, with_column, **options)
+    else:
+        result = correlate_pairs(store, corpus, **options)
+    return {k: v.to_dicts() if isinstance(v, pl.DataFrame) else v for k, v in result._asdict().items()}
+
+
+@flow(name="correlate", log_prints=True)
+def correlate_flow(
+    corpus: str,
+    with_column: str | None = None,
+    where: str | None = None,
+    min_npmi: float = 0.6,
+    max_label_sim: float = 0.2,
+    min_count: int = 5,
+    top: int = 50,
+    db: str | None = None,
+) -> dict:
+    """Concept pairs of CORPUS with high NPMI and dissimilar labels (or concepts tracking WITH_COLUMN)."""
+    options: dict = {"where": where, "min_count": min_count, "top": top}
+    if with_column is None:
+        options |= {"min_npmi": min_npmi, "max_label_sim": max_label_sim}
+    with Store.open(db) as store:
+        result = run_correlate(store, corpus, with_column, options)
+    title = f"saeembed correlate {corpus}" + (f" --with-column {with_column}" if with_column else "")
+    rows = next((v for v in result.values() if isinstance(v, list)), [])
+    create_markdown_artifact(
+        key="correlate-summary",
+        markdown=f"**{title}**: analysis {result.get('analysis_id')}, {len(rows)} rows",
+        description=title,
+    )
+    return result
