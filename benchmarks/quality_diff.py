@@ -9,6 +9,9 @@ by SmolLM2-135M-Instruct with the default SAE, in one run.
     ranking at precision ≥ 0.7. Raw-Δ ranking printed beside it.
 (b) no difference: 20 random halves of one corpus; a split "fails" when any concept has q < 0.05.
     Target: ≥ 95% of splits with no such concept.
+(c) planted correlation: two unrelated sentences (a saffron recipe, a violinist) appended together to 2%
+    of another 600 articles. Target: a pair of concepts that fire (almost) only in those articles — one
+    on each sentence — among the top 20 NPMI pairs of `correlate_pairs`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from saeembed.analysis.correlate import correlate_pairs
 from saeembed.analysis.diff import diff
 from saeembed.corpora import demo_corpus
 from saeembed.embed import EmbedOptions
@@ -28,6 +32,7 @@ from saeembed.pipeline import embed, ingest
 from saeembed.store import Store
 
 PLANTED = "Sports"
+INJECTED = (" The recipe calls for a pinch of saffron and cardamom.", " The violinist tuned her cello and violin.")
 
 
 def planted_corpora(per_side: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -50,6 +55,39 @@ def precision_at_top(store: Store, table: pl.DataFrame, n: int = 5) -> list[floa
         )["topic"]
         shares.append(float((topics == PLANTED).mean()))
     return shares
+
+
+def planted_correlation(store: Store, folder: str, seed: int) -> None:
+    pool = demo_corpus(n=4 * 1200, seed=seed + 1).sample(n=600, seed=seed + 1)
+    injected = np.zeros(600, dtype=bool)
+    injected[:: 600 // 12] = True  # 12 articles, 2%
+    texts = [t + "".join(INJECTED) if hit else t for t, hit in zip(pool["text"], injected, strict=True)]
+    frame = pool.with_columns(pl.Series("text", texts), pl.Series("injected", injected))
+    path = Path(folder) / "c.parquet"
+    frame.write_parquet(path)
+    ingest(store, path, corpus="c")
+    embed(store, "c", options=EmbedOptions(max_tokens=128))
+    result = correlate_pairs(store, "c", top=20, min_count=5)
+    precision = store.query(
+        "SELECT f.feature_id, avg((d.meta->>'injected')::BOOLEAN::INT) AS share FROM doc_features f "
+        "JOIN documents d USING (doc_id) JOIN corpora c USING (corpus_id) WHERE c.name = 'c' GROUP BY 1"
+    )
+    share = dict(precision.iter_rows())
+    found = None
+    for row in result.pairs.to_dicts():
+        if share.get(row["feature_a"], 0) >= 0.8 and share.get(row["feature_b"], 0) >= 0.8:
+            found = row
+            break
+    print(
+        f"  {result.candidates} candidate pairs; top-20 pairs whose concepts fire ≥ 80% in injected articles: ", end=""
+    )
+    if found is None:
+        print("none")
+    else:
+        print(
+            f"rank {found['rank']}: {found['feature_a']} ({found['label_a']}) + {found['feature_b']} "
+            f"({found['label_b']}), NPMI {found['npmi']:.2f}, together in {found['n_ab']} articles"
+        )
 
 
 def main() -> None:
@@ -93,6 +131,7 @@ def main() -> None:
                 smallest.append(q)
                 false_alarms += q < 0.05
             clean = 1 - false_alarms / args.splits
+            # printed below, after (c)
             print(
                 f"  splits with no concept at q < 0.05: {args.splits - false_alarms} of {args.splits} ({clean:.0%});"
                 f" smallest q per split: median {np.median(smallest):.2f}, min {min(smallest):.3f}"
