@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from saeembed.analysis.correlate import correlate_pairs
+from saeembed.analysis.correlate import CorrelationResult, correlate_pairs
 from saeembed.analysis.diff import diff
 from saeembed.corpora import demo_corpus
 from saeembed.embed import EmbedOptions
+from saeembed.labels import label_concepts
 from saeembed.pipeline import embed, ingest
 from saeembed.store import Store
 
@@ -67,26 +68,40 @@ def planted_correlation(store: Store, folder: str, seed: int) -> None:
     frame.write_parquet(path)
     ingest(store, path, corpus="c")
     embed(store, "c", options=EmbedOptions(max_tokens=128))
-    result = correlate_pairs(store, "c", top=20, min_count=5)
-    precision = store.query(
-        "SELECT f.feature_id, avg((d.meta->>'injected')::BOOLEAN::INT) AS share FROM doc_features f "
-        "JOIN documents d USING (doc_id) JOIN corpora c USING (corpus_id) WHERE c.name = 'c' GROUP BY 1"
+    print("  with the labels shipped with the SAE:")
+    report_planted_pairs(store, correlate_pairs(store, "c", top=20, min_count=5))
+    label_concepts(store, "c")
+    print("  with token labels made from this corpus:")
+    report_planted_pairs(store, correlate_pairs(store, "c", top=20, min_count=5))
+
+
+def report_planted_pairs(store: Store, result: CorrelationResult) -> None:
+    both = store.query(
+        """
+        SELECT p.rank, count(*) AS n_ab, sum((d.meta->>'injected')::BOOLEAN::INT) AS injected
+        FROM top_pairs p
+        JOIN doc_features fa ON fa.feature_id = p.feature_a
+        JOIN doc_features fb ON fb.feature_id = p.feature_b AND fb.doc_id = fa.doc_id AND fb.run_id = fa.run_id
+        JOIN documents d ON d.doc_id = fa.doc_id JOIN corpora c USING (corpus_id)
+        WHERE c.name = 'c' GROUP BY p.rank
+        """.replace("top_pairs", "(SELECT unnest($a) AS feature_a, unnest($b) AS feature_b, unnest($r) AS rank)"),
+        {
+            "a": result.pairs["feature_a"].to_list(),
+            "b": result.pairs["feature_b"].to_list(),
+            "r": result.pairs["rank"].to_list(),
+        },
     )
-    share = dict(precision.iter_rows())
-    found = None
-    for row in result.pairs.to_dicts():
-        if share.get(row["feature_a"], 0) >= 0.8 and share.get(row["feature_b"], 0) >= 0.8:
-            found = row
-            break
+    # Planted: the pair's co-occurrences are (almost) only the injected articles, and cover most of them.
+    planted = both.filter((pl.col("injected") >= 10) & (pl.col("injected") >= 0.8 * pl.col("n_ab"))).sort("rank")
     print(
-        f"  {result.candidates} candidate pairs; top-20 pairs whose concepts fire ≥ 80% in injected articles: ", end=""
+        f"    {result.candidates} candidate pairs; {planted.height} of the top 20 are planted pairs "
+        f"(≥ 80% of their co-occurrences injected, ≥ 10 of the 12 injected articles)"
     )
-    if found is None:
-        print("none")
-    else:
+    for rank, n_ab, injected in planted.head(3).rows():
+        row = result.pairs.filter(pl.col("rank") == rank).row(0, named=True)
         print(
-            f"rank {found['rank']}: {found['feature_a']} ({found['label_a']}) + {found['feature_b']} "
-            f"({found['label_b']}), NPMI {found['npmi']:.2f}, together in {found['n_ab']} articles"
+            f"    rank {rank}: {row['feature_a']} ({row['label_a']}) + {row['feature_b']} ({row['label_b']}), "
+            f"NPMI {row['npmi']:.2f}, together in {n_ab} articles, {injected} injected"
         )
 
 
@@ -131,11 +146,13 @@ def main() -> None:
                 smallest.append(q)
                 false_alarms += q < 0.05
             clean = 1 - false_alarms / args.splits
-            # printed below, after (c)
             print(
                 f"  splits with no concept at q < 0.05: {args.splits - false_alarms} of {args.splits} ({clean:.0%});"
                 f" smallest q per split: median {np.median(smallest):.2f}, min {min(smallest):.3f}"
             )
+
+            print("\n(c) planted correlation: two sentences appended together to 2% of 600 other articles")
+            planted_correlation(store, folder, args.seed)
 
 
 if __name__ == "__main__":
