@@ -6,9 +6,10 @@ NPMI and dissimilar labels (label-embedding cosine below `max_label_sim`); pairs
 token in most documents where both are present are dropped, since they are one phenomenon seen twice.
 
 Co-occurrence counts XᵀX are accumulated over chunks of documents, so no documents × concepts matrix is
-ever held whole: a chunk is multiplied densely with BLAS when documents have many concepts (≥ 2% of the
-SAE's latents, where dense multiply-adds beat sparse bookkeeping) and as a sparse product otherwise.
-The concepts × concepts count matrix itself is dense (d_sae² int32: 256 MB at 8,192 latents).
+ever held dense: a chunk of CHUNK_DOCS documents is multiplied densely with BLAS when documents have
+many concepts (≥ 2% of the SAE's latents, where dense multiply-adds beat sparse bookkeeping), and
+otherwise chunks as large as SPARSE_PRODUCTS allows are multiplied as sparse matrices. The concepts ×
+concepts count matrix itself is dense (d_sae² int32: 256 MB at 8,192 latents).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from saeembed.errors import SaeembedError
 from saeembed.store import RunInfo, Store, first_row, read_sql
 
 CHUNK_DOCS = 2048
+"""Documents per dense chunk."""
+SPARSE_PRODUCTS = 2_000_000_000
+"""Pair increments per sparse chunk (≈ 400,000 documents of 100 concepts; a few GB at most)."""
 DENSE_DENSITY = 0.02
 """Share of latents present per document above which a chunk's XᵀX is computed densely."""
 
@@ -57,23 +61,38 @@ class ColumnCorrelationResult(NamedTuple):
 def cooccurrence(doc_index: np.ndarray, feature_id: np.ndarray, n_docs: int, d_sae: int) -> np.ndarray:
     """[d_sae, d_sae] int32 counts of documents where both concepts are present (diagonal: each concept's
     count), from (document row, concept) pairs sorted by document."""
-    counts = np.zeros((d_sae, d_sae), dtype=np.int64)
-    bounds = np.searchsorted(doc_index, np.arange(0, n_docs + CHUNK_DOCS, CHUNK_DOCS))
-    density = feature_id.size / max(n_docs, 1) / d_sae
-    for start, end in itertools.pairwise(bounds):
-        if start == end:
-            continue
-        rows = doc_index[start:end] - doc_index[start]
+    counts = np.zeros((d_sae, d_sae), dtype=np.int32)  # counts ≤ documents < 2**31
+    per_doc = np.bincount(doc_index, minlength=n_docs)
+    dense = feature_id.size / max(n_docs, 1) / d_sae >= DENSE_DENSITY
+    for start, end in _chunks(per_doc, dense):
+        first, last = doc_index[start], doc_index[end - 1]
         chunk = sparse.csr_matrix(
-            (np.ones(end - start, dtype=np.float32), (rows, feature_id[start:end])), shape=(rows[-1] + 1, d_sae)
+            (np.ones(end - start, dtype=np.float32), (doc_index[start:end] - first, feature_id[start:end])),
+            shape=(last - first + 1, d_sae),
         )
-        if density >= DENSE_DENSITY:
-            dense = chunk.toarray()
-            counts += np.rint(dense.T @ dense).astype(np.int64)  # exact: counts < 2**24
+        if dense:
+            block = chunk.toarray()
+            counts += np.rint(block.T @ block).astype(np.int32)  # exact: counts < 2**24
         else:
-            product = (chunk.T @ chunk).tocoo()
-            np.add.at(counts, (product.row, product.col), np.rint(product.data).astype(np.int64))
+            product = (chunk.T.tocsr() @ chunk).tocoo()
+            # A sparse product holds each (row, col) once, so fancy-index addition is exact.
+            counts[product.row, product.col] += np.rint(product.data).astype(np.int32)
     return counts
+
+
+def _chunks(per_doc: np.ndarray, dense: bool) -> list[tuple[int, int]]:
+    """(start, end) row ranges of whole documents: CHUNK_DOCS documents for the dense product; for the
+    sparse one, as many as keep the product's work (Σ concepts² per document) under SPARSE_PRODUCTS, since
+    one large sparse product is several times faster than many small ones (measured: 3.2 s for 20,000
+    documents at once against 16 s in chunks of 2,048)."""
+    ends = np.cumsum(per_doc)
+    if dense:
+        cuts = np.arange(CHUNK_DOCS, per_doc.size, CHUNK_DOCS)
+    else:
+        work = np.cumsum(per_doc.astype(np.int64) ** 2)
+        cuts = np.searchsorted(work, np.arange(SPARSE_PRODUCTS, work[-1], SPARSE_PRODUCTS)) + 1
+    bounds = np.unique(np.concatenate([[0], ends[np.clip(cuts, 1, per_doc.size) - 1], [ends[-1]]]))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def npmi(n_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n_docs: int) -> np.ndarray:
