@@ -1,8 +1,8 @@
--- The concept rows of the documents a correlation analysis reads: one embedding run, optionally
--- restricted by a predicate (replaces TRUE in `AND (TRUE)`, checked first like diff's).
--- Parameters: $run_id.
-SELECT f.doc_id, f.feature_id, f.max_act, f.argmax_pos
-FROM doc_features f
+-- The documents a correlation analysis reads: the embedded documents of one run, optionally restricted
+-- by a predicate (it replaces TRUE in `AND (TRUE)`; checked first: one expression over documents'
+-- columns and meta, no subquery, no side effects). Parameters: $run_id.
+SELECT e.doc_id
+FROM embedded_documents e
 JOIN documents d USING (doc_id)
-WHERE f.run_id = $run_id AND (TRUE)
-ORDER BY f.doc_id, f.feature_id
+WHERE e.run_id = $run_id AND (TRUE)
+ORDER BY e.doc_id
