@@ -202,3 +202,34 @@ CREATE TABLE IF NOT EXISTS column_correlations (
     detail      JSON,                   -- per-level frequencies for categorical columns
     rank        INTEGER NOT NULL
 );
+
+-- Concept-filtered clustering: which cluster each document fell in. cluster -1 = HDBSCAN noise;
+-- documents with none of the selected concepts are kept with cluster NULL and has_concepts = false.
+CREATE TABLE IF NOT EXISTS clusters (
+    analysis_id  BIGINT NOT NULL,
+    doc_id       BIGINT NOT NULL,
+    cluster      INTEGER,
+    has_concepts BOOLEAN NOT NULL,
+    x            DOUBLE,                -- 2-D map coordinates of the document (NULL when not mapped)
+    y            DOUBLE
+);
+
+-- One row per cluster: its size and the concepts that set it apart (in-cluster minus out-of-cluster
+-- frequency), with its most typical documents.
+CREATE TABLE IF NOT EXISTS cluster_summaries (
+    analysis_id  BIGINT NOT NULL,
+    cluster      INTEGER NOT NULL,
+    size         BIGINT NOT NULL,
+    top_concepts JSON NOT NULL,         -- [{"feature_id", "label", "freq_in", "freq_out", "delta"}, …]
+    typical_docs JSON NOT NULL          -- doc_ids, most typical first
+);
+
+-- Property retrieval: the documents a query returned, best first, and why each matched.
+CREATE TABLE IF NOT EXISTS retrieval_results (
+    analysis_id BIGINT NOT NULL,
+    mode        VARCHAR NOT NULL,       -- 'sae', 'dense' or 'fused'
+    rank        INTEGER NOT NULL,
+    doc_id      BIGINT NOT NULL,
+    score       DOUBLE NOT NULL,
+    concepts    JSON                    -- sae/fused: [{"feature_id", "label", "weight", "activation"}, …]
+);
