@@ -11,7 +11,7 @@ WITH newest_per_method AS (
         ORDER BY coalesce(r.corpus_id = $corpus_id, false) DESC, f.created_at DESC, f.label_id DESC
     ) = 1
 )
-SELECT label_id, feature_id, method, model, label, description, auroc, detection, run_id, created_at,
+SELECT label_id, feature_id, method, model, label, description, details, auroc, detection, run_id, created_at,
        embedding, embedding_model
 FROM newest_per_method
 QUALIFY row_number() OVER (

@@ -184,7 +184,7 @@ CREATE TABLE IF NOT EXISTS correlations (
     p_b_given_a      DOUBLE NOT NULL,
     p_a_given_b      DOUBLE NOT NULL,
     npmi             DOUBLE NOT NULL,
-    label_similarity DOUBLE,            -- cosine of the labels' sentence embeddings (NULL without labels)
+    label_similarity DOUBLE,            -- labels' cosine: sentence embeddings, or peak tokens of token labels
     same_token_share DOUBLE NOT NULL,   -- share of co-occurrences where both peak on the same token
     rank             INTEGER NOT NULL
 );

@@ -227,6 +227,30 @@ def test_pairs_with_near_identical_labels_are_dropped(store_path):
         assert (1, 2) not in pairs_of(correlate_pairs(store, "c", min_npmi=0.3, min_count=2, embedder=FakeEmbedder()))
 
 
+def add_token_label(store: Store, feature_id: int, label: str, top_tokens: list[tuple[str, int]]) -> None:
+    store.con.execute(
+        "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, details, embedding, "
+        "embedding_model) VALUES (1, ?, 'tokens', 'm', ?, 1, ?::JSON, [1.0, 0.0, 0.0], 'e')",
+        [feature_id, label, json.dumps({"top_tokens": top_tokens, "top_words": [], "n_top_docs": 20})],
+    )
+
+
+def test_token_labels_are_compared_by_their_peak_tokens(store_path):
+    with Store.open(store_path) as store:
+        # Same words (same top documents), same label embedding, but different peak tokens: kept.
+        add_token_label(store, 1, "recipe, violin", [(" saffron", 12), ("card", 8)])
+        add_token_label(store, 2, "recipe, violin", [(" violin", 15), (" cello", 5)])
+        row = correlate_pairs(store, "c", min_npmi=0.3, min_count=2).pairs.row(0, named=True)
+        assert (row["feature_a"], row["feature_b"], row["label_similarity"]) == (1, 2, 0.0)
+        # " Saffron" (3) and "saffron" (12) are one token, 15: cosine 12·15 / (√(12² + 8²)·15) ≈ 0.83.
+        add_token_label(store, 2, "saffron", [(" Saffron", 3), ("saffron", 12)])
+        dropped = correlate_pairs(store, "c", min_npmi=0.3, min_count=2)
+        kept = correlate_pairs(store, "c", min_npmi=0.3, min_count=2, max_label_sim=1.0)
+    assert (1, 2) not in pairs_of(dropped)
+    expected = 12 * 15 / (np.hypot(12, 8) * np.hypot(15, 0))
+    assert kept.pairs.row(0, named=True)["label_similarity"] == pytest.approx(expected)
+
+
 def test_labels_without_comparable_embeddings_keep_the_pair(store_path):
     with Store.open(store_path) as store:
         add_label(store, 1, "sports", [1.0, 0.0, 0.0], "e")

@@ -2,8 +2,9 @@
 
 Pairs: NPMI(i, j) = log[P(i,j) / (P(i)P(j))] / −log P(i,j) over binarized document vectors (a concept is
 present in a document when it has a row in `doc_features`), as in Jiang et al. (2025). Reported pairs have
-high NPMI and dissimilar labels (label-embedding cosine at most `max_label_sim`); pairs that peak on the
-same token in most documents where both are present are dropped, since they are one phenomenon seen twice.
+high NPMI and dissimilar labels (cosine at most `max_label_sim` between the labels' sentence embeddings, or
+between the peak-token counts of two token labels); pairs that peak on the same token in most documents
+where both are present are dropped, since they are one phenomenon seen twice.
 
 Co-occurrence is counted sparsely, never through a documents × concepts matrix; at a million documents of
 ~100 concepts there are ≈ 5·10⁹ co-occurrences, and a sparse product counts ≈ 10⁸ per second per core
@@ -377,9 +378,10 @@ def correlate_pairs(
     """The `top` concept pairs of `corpus` (its latest run; documents satisfying `where`) by NPMI, stored in
     `correlations` under a new analysis id.
 
-    A pair needs ≥ min_count documents with both concepts and NPMI ≥ min_npmi; pairs whose labels'
-    sentence embeddings have cosine > max_label_sim are dropped (kept, with label_similarity null, when a
-    label or its embedding is missing), and so are pairs where both concepts peak on the same token in
+    A pair needs ≥ min_count documents with both concepts and NPMI ≥ min_npmi; pairs whose labels are
+    alike (cosine > max_label_sim of their sentence embeddings; of their peak-token counts when both are
+    token labels, see `_Labels.similarity`) are dropped (kept, with label_similarity null, when a label
+    or its embedding is missing), and so are pairs where both concepts peak on the same token in
     more than max_same_token of the documents with both. Label embeddings are those stored with the
     labels; with `embedder`, labels stored without one of its model are embedded now. Every count is
     exact; how pairs are found (a pair of frequent concepts is missed with probability ≤ 10⁻⁹) is in the
@@ -512,6 +514,11 @@ class _Labels:
     def __init__(self, store: Store, run: RunInfo, embedder: SentenceEmbedder | None) -> None:
         labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus))
         self.names: dict[int, str] = dict(labels.select("feature_id", "label").iter_rows())
+        self.peaks: dict[int, dict[str, int]] = {
+            feature_id: _peak_profile(details)
+            for feature_id, method, details in labels.select("feature_id", "method", "details").iter_rows()
+            if method == "tokens" and details is not None and "top_tokens" in details
+        }
         self.embedder = embedder
         self.vectors: dict[int, np.ndarray] = {}
         self.models: dict[int, str] = {}
@@ -529,17 +536,40 @@ class _Labels:
             for feature_id, vector in zip(missing, self.embedder.encode([self.names[f] for f in missing]), strict=True):
                 self.vectors[feature_id] = vector
                 self.models[feature_id] = self.embedder.model_id
-        similarity = [
-            float(self.vectors[a] @ self.vectors[b])  # unit-norm embeddings: the dot product is the cosine
-            if a in self.vectors and b in self.vectors and self.models[a] == self.models[b]
-            else None
-            for a, b in pairs.select("feature_a", "feature_b").iter_rows()
-        ]
+        similarity = [self.similarity(a, b) for a, b in pairs.select("feature_a", "feature_b").iter_rows()]
         return pairs.with_columns(
             pl.Series("label_a", [self.names.get(a) for a in pairs["feature_a"]], dtype=pl.Utf8),
             pl.Series("label_b", [self.names.get(b) for b in pairs["feature_b"]], dtype=pl.Utf8),
             pl.Series("label_similarity", similarity, dtype=pl.Float64),
         )
+
+    def similarity(self, a: int, b: int) -> float | None:
+        """How alike the two concepts' labels are, None when they cannot be compared.
+
+        Two token labels are compared by their peak tokens, not their text: a token label's words come
+        from the concept's top documents, so two concepts that always fire together in the same documents
+        get near-identical words even when one fires on "saffron" and the other on "violin" — exactly the
+        pairs correlation mining is after. Their peak tokens are what each concept itself responds to.
+        """
+        if a in self.peaks and b in self.peaks:
+            return _cosine(self.peaks[a], self.peaks[b])
+        if a in self.vectors and b in self.vectors and self.models[a] == self.models[b]:
+            return float(self.vectors[a] @ self.vectors[b])  # unit-norm embeddings: the dot product is the cosine
+        return None
+
+
+def _peak_profile(details: str) -> dict[str, int]:
+    """Token label details → {peak token (lower case, trimmed): top documents peaking on it}."""
+    profile: dict[str, int] = {}
+    for token, count in json.loads(details)["top_tokens"]:
+        key = token.strip().lower()
+        profile[key] = profile.get(key, 0) + count
+    return profile
+
+
+def _cosine(a: dict[str, int], b: dict[str, int]) -> float:
+    dot = sum(count * b.get(token, 0) for token, count in a.items())
+    return dot / (np.sqrt(sum(c * c for c in a.values())) * np.sqrt(sum(c * c for c in b.values())))
 
 
 def _pair_details(store: Store, run: RunInfo, pairs: pl.DataFrame) -> pl.DataFrame:
