@@ -7,8 +7,8 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from saeembed.analysis.correlate import correlate_column, correlate_pairs
 
+from saeembed.analysis.correlate import correlate_column, correlate_pairs
 from saeembed.store import Store
 
 
@@ -29,13 +29,14 @@ def correlate_flow(
     min_npmi: float = 0.6,
     max_label_sim: float = 0.2,
     min_count: int = 5,
+    max_same_token: float = 0.5,
     top: int = 50,
     db: str | None = None,
 ) -> dict:
     """Concept pairs of CORPUS with high NPMI and dissimilar labels (or concepts tracking WITH_COLUMN)."""
     options: dict = {"where": where, "min_count": min_count, "top": top}
     if with_column is None:
-        options |= {"min_npmi": min_npmi, "max_label_sim": max_label_sim}
+        options |= {"min_npmi": min_npmi, "max_label_sim": max_label_sim, "max_same_token": max_same_token}
     with Store.open(db) as store:
         result = run_correlate(store, corpus, with_column, options)
     title = f"saeembed correlate {corpus}" + (f" --with-column {with_column}" if with_column else "")

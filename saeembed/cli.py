@@ -335,6 +335,10 @@ def correlate(
         float, typer.Option("--max-label-sim", help="Most label-embedding cosine of a reported pair.")
     ] = 0.2,
     min_count: Annotated[int, typer.Option("--min-count", help="Least documents with both concepts.")] = 5,
+    max_same_token: Annotated[
+        float,
+        typer.Option("--max-same-token", help="Most share of co-occurrences where both peak on the same token."),
+    ] = 0.5,
     top: Annotated[int, typer.Option("--top", help="Rows to show.")] = 50,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -348,6 +352,7 @@ def correlate(
         min_npmi=min_npmi,
         max_label_sim=max_label_sim,
         min_count=min_count,
+        max_same_token=max_same_token,
         top=top,
         db=_db(db),
     )
