@@ -1,0 +1,77 @@
+"""Flow: prepare a corpus for property search — the dense document index (embedding the documents not yet
+embedded by the sentence model) and the concept-major copy of its latest run that sae-mode queries read."""
+
+from __future__ import annotations
+
+import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from saeembed_flows.progress import progress_bar
+
+from saeembed.analysis.retrieve import build_concept_columns
+from saeembed.dense import SentenceEmbedder
+from saeembed.doc_index import FLAT_BELOW, document_index
+from saeembed.errors import SaeembedError
+from saeembed.store import Store, first_row
+
+
+@task(name="dense-index", cache_policy=NO_CACHE)
+def dense_index_task(store: Store, corpus: str, model: str, flat_below: int, show: bool) -> dict:
+    embedder = SentenceEmbedder.load(model)
+    corpus_id = store.corpus_id(corpus)
+    missing = first_row(
+        store.con.execute(
+            "SELECT count(*) FROM documents d WHERE corpus_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM doc_embeddings e WHERE e.doc_id = d.doc_id AND e.model = ?)",
+            [corpus_id, embedder.model_id],
+        )
+    )[0]
+    with progress_bar(f"embed {corpus} ({embedder.model_id})", missing, enabled=show) as advance:
+        found = document_index(store, corpus, embedder, flat_below=flat_below, on_batch=advance)
+    return {
+        "kind": found.kind,
+        "index": found.describe(),
+        "action": found.action,
+        "documents": len(found.doc_ids),
+        "newly_embedded": missing,
+    }
+
+
+@task(name="concept-columns", cache_policy=NO_CACHE)
+def concept_columns_task(store: Store, corpus: str) -> dict:
+    return build_concept_columns(store, store.latest_run(corpus).run_id)
+
+
+@flow(name="search-index", log_prints=True)
+def search_index_flow(
+    corpus: str,
+    db: str | None = None,
+    model: str = "all-minilm-l6-v2",
+    flat_below: int = FLAT_BELOW,
+    dense: bool = True,
+    concepts: bool = True,
+    show_progress: bool = False,
+) -> dict:
+    """Build (or bring up to date) what `saeembed search` reads for CORPUS: the dense FAISS index (flat below
+    FLAT_BELOW documents, IVF above) and, when the corpus has been embedded, the per-run concept columns."""
+    if not (dense or concepts):
+        raise SaeembedError("nothing to build: give dense and/or concepts")
+    summary: dict = {"corpus": corpus}
+    with Store.open(db) as store:
+        store.corpus_id(corpus)  # a clear error for an unknown corpus before anything is built
+        if dense:
+            summary["dense"] = dense_index_task(store, corpus, model, flat_below, show_progress)
+        if concepts:
+            summary["concepts"] = concept_columns_task(store, corpus)
+    lines = [f"**search index for {corpus}**", ""]
+    if dense:
+        d = summary["dense"]
+        lines.append(f"- dense: {d['index']} ({d['action']}; {d['newly_embedded']} documents newly embedded)")
+    if concepts:
+        c = summary["concepts"]
+        lines.append(f"- concepts: run {c['run_id']}, {c['documents']:,} documents, {c['rows']:,} concept rows")
+    create_markdown_artifact(
+        key="search-index-summary", markdown="\n".join(lines), description=f"search index {corpus}"
+    )
+    return summary

@@ -1,0 +1,563 @@
+"""Property retrieval: which documents have property X (negative, spam, about sports, written by an AI)?
+
+Three modes:
+
+- sae (Jiang et al. 2025's method): concept search picks the k concepts whose labels are closest to the
+  query; the concept at rank r (0 = closest) gets weight w_r = exp(−r / (k·T)), T = 0.2 by default; a
+  document scores Σ_r w_r · a_r / p90_r, where a_r is its max activation on the concept and p90_r the 90th
+  percentile of the concept's nonzero activations over the run, so concepts with large activations do
+  not drown the others.
+- dense: cosine of all-MiniLM-L6-v2 embeddings of the query and the documents (FAISS; see doc_index).
+- fused: reciprocal rank fusion of the two rankings (Cormack, Clarke & Büttcher 2009, "Reciprocal rank
+  fusion outperforms Condorcet and individual rank learning methods", SIGIR), k = 60.
+
+Only the selected concepts' activations are read, from a per-run concept-major (CSC) copy of
+`doc_features` kept beside the database as memory-mapped .npy files (`<db>.retrieval-run<R>/`, rebuilt
+when the run gains documents) together with each concept's p90: a query touches k contiguous slices
+instead of scanning a table ordered by document (DuckDB: ≈ 1 s per query at 50M rows; the slices: ms).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from saeembed.analysis.predicates import check_predicate
+from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
+from saeembed.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
+from saeembed.errors import SaeembedError
+from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
+from saeembed.store import RunInfo, Store, first_row, read_sql
+from saeembed.tokens import load_tokenizer, mark_context
+
+Mode = Literal["sae", "dense", "fused"]
+MODES = ("sae", "dense", "fused")
+DEFAULT_CONCEPTS = 10
+"""Concepts a query selects (k)."""
+DEFAULT_TEMPERATURE = 0.2
+"""T in w_r = exp(−r / (k·T)): the weight of the last selected concept is e^(−1/T) ≈ 0.007 at 0.2."""
+RRF_K = 60
+"""Reciprocal rank fusion's constant (Cormack et al. 2009): damps the difference between top ranks."""
+FUSE_DEPTH = 100
+"""Documents of each ranking that reciprocal rank fusion considers (at least `top`)."""
+LOW_CONFIDENCE_BELOW = 0.35
+"""Cosine between the query and its closest concept label below which the concepts match it poorly (e.g. a
+query in a language the labels are not in): results come with confidence 'low'."""
+SNIPPET_CHARS = 200
+
+
+class RetrievalResult(NamedTuple):
+    analysis_id: int
+    """Key of the search in `analyses` (kind 'search') and `retrieval_results`."""
+    mode: str
+    """'sae', 'dense' or 'fused'."""
+    query: str
+    """The property searched for."""
+    corpus: str
+    """Corpus searched."""
+    concepts: pl.DataFrame
+    """The selected concepts (sae and fused; empty for dense): rank (1 = closest to the query), feature_id,
+    label, similarity (cosine of query and label), score (the label's offline AUROC), weight (w_r), p90
+    (the normaliser), n_docs (documents of the run where the concept is present)."""
+    documents: pl.DataFrame
+    """The top documents, best first: rank, doc_id, external_id, score (sae: Σ w·a/p90; dense: cosine;
+    fused: Σ 1/(60 + rank)), sae_rank and dense_rank (null where a mode did not rank it or was not run),
+    concepts (the selected concepts the document has, by contribution: feature_id, label, weight,
+    activation (max_act), contribution (w·a/p90)), snippet (around the firing token of the strongest
+    matched concept, marked «like this»; the start of the text when none matched)."""
+    index: str | None
+    """The dense index used (dense and fused), e.g. 'flat (exact, 3,500 documents)' or 'ivf (nlist …)'."""
+    confidence: str | None
+    """'high' or 'low' (sae and fused): low when the closest concept label is far from the query."""
+    message: str | None
+    """Why the result is empty or of low confidence; None when there is nothing to say."""
+    seconds: float
+    """Time the search took."""
+
+
+class ConceptColumns(NamedTuple):
+    """A run's `doc_features` by concept (CSC): concept f's documents are rows[ptr[f]:ptr[f+1]]."""
+
+    doc_ids: np.ndarray
+    """doc_id of each document row (int64, ascending)."""
+    ptr: np.ndarray
+    """[d_sae + 1] offsets of each concept's slice (int64)."""
+    rows: np.ndarray
+    """Document row of each entry (int32)."""
+    max_act: np.ndarray
+    """Max activation of each entry (float32)."""
+    argmax_pos: np.ndarray
+    """Token position of the max (int32)."""
+    p90: np.ndarray
+    """[d_sae] 90th percentile of each concept's nonzero max_act (NaN where the concept never fires)."""
+
+
+_COLUMN_FILES = ("doc_ids", "ptr", "rows", "max_act", "argmax_pos", "p90")
+# Concept indexes and column caches opened in this process: queries after the first skip reading them.
+_CONCEPT_INDEXES: dict[tuple, ConceptIndex] = {}
+_COLUMNS: dict[Path, tuple[str, ConceptColumns]] = {}
+
+
+# -- the arithmetic ----------------------------------------------------------------------------------
+
+
+def concept_weights(n: int, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+    """w_r = exp(−r / (n·T)) for ranks r = 0 … n−1 (rank 0 = the concept closest to the query)."""
+    if temperature <= 0:
+        raise SaeembedError(f"--temperature must be positive, got {temperature}")
+    return np.exp(-np.arange(n) / (n * temperature))
+
+
+def normalised_activation(max_act: np.ndarray, p90: np.ndarray) -> np.ndarray:
+    """a / p90: a document's activation on a concept relative to the concept's 90th percentile."""
+    return np.asarray(max_act, dtype=np.float64) / np.asarray(p90, dtype=np.float64)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Documents of all `rankings` (doc_ids, best first) by Σ 1/(k + rank), rank counted from 1; ties keep
+    the order of first appearance."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, doc_id in enumerate(ranking, start=1):
+            fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda item: -item[1])
+
+
+def concept_percentiles(store: Store, run_id: int) -> pl.DataFrame:
+    """feature_id, p90 (90th percentile of the concept's nonzero max_act, linear interpolation as numpy's
+    default), n_docs: one row per concept present in the run (sql/retrieve_concept_p90.sql)."""
+    return store.query(read_sql("retrieve_concept_p90"), {"run_id": run_id})
+
+
+def sae_scores(
+    columns: ConceptColumns, feature_ids: Sequence[int], weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score of every document row: Σ_r w_r · a_r / p90_r, [n_docs, k] contributions w_r · a_r / p90_r)."""
+    n_docs = len(columns.doc_ids)
+    contributions = np.zeros((n_docs, len(feature_ids)), dtype=np.float64)
+    for column, (feature_id, weight) in enumerate(zip(feature_ids, weights, strict=True)):
+        start, end = int(columns.ptr[feature_id]), int(columns.ptr[feature_id + 1])
+        rows = columns.rows[start:end]
+        contributions[rows, column] = weight * normalised_activation(
+            columns.max_act[start:end], columns.p90[feature_id]
+        )
+    return contributions.sum(axis=1), contributions
+
+
+# -- the per-run concept columns ---------------------------------------------------------------------
+
+
+def _columns_key(store: Store, run_id: int) -> str:
+    """Identifies the run's embedded documents: a run only ever gains documents (with their rows)."""
+    count, largest, total = first_row(
+        store.con.execute(
+            "SELECT count(*), coalesce(max(doc_id), 0), coalesce(sum(doc_id), 0) FROM embedded_documents "
+            "WHERE run_id = ?",
+            [run_id],
+        )
+    )
+    return f"{run_id}|{count}|{largest}|{total}"
+
+
+def columns_path(db_path: Path, run_id: int) -> Path:
+    """The folder of run `run_id`'s concept columns, beside the database."""
+    return db_path.with_name(f"{db_path.name}.retrieval-run{run_id}")
+
+
+def concept_columns(store: Store, run_id: int) -> ConceptColumns:
+    """The run's concept columns: from this process's memory, else memory-mapped from disk, else built
+    (one sorted pass over the run's rows; ≈ 1 min at 50M rows) and saved beside the database."""
+    key = _columns_key(store, run_id)
+    folder = columns_path(store.path, run_id)
+    cached = _COLUMNS.get(folder)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    sidecar = folder / "key.json"
+    if not (sidecar.exists() and json.loads(sidecar.read_text()).get("key") == key):
+        _write_columns(store, run_id, folder, key)
+    columns = ConceptColumns(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in _COLUMN_FILES))
+    _COLUMNS[folder] = (key, columns)
+    return columns
+
+
+def build_concept_columns(store: Store, run_id: int) -> dict:
+    """Build (or confirm) the run's concept columns now; returns their size (for the search-index flow)."""
+    columns = concept_columns(store, run_id)
+    return {
+        "run_id": run_id,
+        "documents": len(columns.doc_ids),
+        "rows": len(columns.rows),
+        "path": str(columns_path(store.path, run_id)),
+    }
+
+
+def _write_columns(store: Store, run_id: int, folder: Path, key: str) -> None:
+    d_sae = first_row(
+        store.con.execute("SELECT s.d_sae FROM embed_runs r JOIN saes s USING (sae_id) WHERE r.run_id = ?", [run_id])
+    )[0]
+    doc_ids = store.query(
+        "SELECT doc_id FROM embedded_documents WHERE run_id = $run_id ORDER BY doc_id", {"run_id": run_id}
+    )["doc_id"].to_numpy()
+    table = store.con.sql(read_sql("retrieve_concept_rows"), params={"run_id": run_id}).to_arrow_table()
+    feature_id = table.column("feature_id").to_numpy()
+    p90 = np.full(d_sae, np.nan, dtype=np.float32)
+    percentiles = concept_percentiles(store, run_id)
+    p90[percentiles["feature_id"].to_numpy()] = percentiles["p90"].to_numpy()
+    arrays = {
+        "doc_ids": doc_ids.astype(np.int64),
+        "ptr": np.concatenate([[0], np.cumsum(np.bincount(feature_id, minlength=d_sae))]).astype(np.int64),
+        "rows": np.searchsorted(doc_ids, table.column("doc_id").to_numpy()).astype(np.int32),
+        "max_act": table.column("max_act").to_numpy().astype(np.float32),
+        "argmax_pos": table.column("argmax_pos").to_numpy().astype(np.int32),
+        "p90": p90,
+    }
+    # Written to a new folder and renamed into place, so a reader never maps half-written files.
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name, values in arrays.items():
+        np.save(staging / f"{name}.npy", values)
+    (staging / "key.json").write_text(json.dumps({"key": key, "rows": len(feature_id)}))
+    _COLUMNS.pop(folder, None)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+# -- concept selection -------------------------------------------------------------------------------
+
+
+def _concept_index(store: Store, run: RunInfo, corpus_id: int, embedder: SentenceEmbedder) -> ConceptIndex:
+    """search.concept_index, kept in memory while the SAE's labels stay the same (labels are only ever
+    added, so their count and newest id identify them)."""
+    count, newest = first_row(
+        store.con.execute("SELECT count(*), max(label_id) FROM features WHERE sae_id = ?", [run.sae_id])
+    )
+    key = (str(store.path.resolve()), run.sae_id, corpus_id, embedder.model_id, count, newest)
+    if key not in _CONCEPT_INDEXES:
+        _CONCEPT_INDEXES[key] = concept_index(store, run.sae_id, corpus_id, embedder)
+    return _CONCEPT_INDEXES[key]
+
+
+def select_concepts(
+    found: ConceptIndex,
+    query_vector: np.ndarray,
+    columns: ConceptColumns,
+    *,
+    n_concepts: int,
+    temperature: float,
+    min_score: float,
+) -> pl.DataFrame:
+    """The `n_concepts` concepts whose labels are closest to the query among those whose label scored at
+    least `min_score` and that are present in the run, with their weights and p90 (see RetrievalResult)."""
+    similarity, rows = found.index.search(query_vector.reshape(1, -1), found.labels.height)
+    hits = found.labels[rows[0].tolist()].with_columns(pl.Series("similarity", similarity[0].astype(np.float64)))
+    if min_score > 0:
+        hits = hits.filter(pl.col("auroc") >= min_score)
+    ptr = np.asarray(columns.ptr)
+    n_docs = ptr[1:] - ptr[:-1]
+    present = hits["feature_id"].to_numpy()
+    hits = hits.filter(pl.Series(n_docs[present] > 0)).head(n_concepts)
+    feature_ids = hits["feature_id"].to_numpy()
+    return hits.select(
+        pl.int_range(1, pl.len() + 1).alias("rank"),
+        "feature_id",
+        "label",
+        "similarity",
+        pl.col("auroc").alias("score"),
+        pl.Series("weight", concept_weights(hits.height, temperature)),
+        pl.Series("p90", np.asarray(columns.p90)[feature_ids].astype(np.float64)),
+        pl.Series("n_docs", n_docs[feature_ids].astype(np.int64)),
+    )
+
+
+# -- search ------------------------------------------------------------------------------------------
+
+
+def search_documents(
+    store: Store,
+    query: str,
+    *,
+    corpus: str,
+    mode: Mode = "sae",
+    top: int = 20,
+    n_concepts: int = DEFAULT_CONCEPTS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    min_score: float = DEFAULT_MIN_SCORE,
+    where: str | None = None,
+    flat_below: int = FLAT_BELOW,
+    embedder: SentenceEmbedder | None = None,
+) -> RetrievalResult:
+    """The `top` documents of `corpus` that best have the property `query` (see the module docstring for
+    the modes), optionally among those matching `where` (one expression over documents' columns and meta).
+    Recorded in `analyses` (kind 'search') and `retrieval_results`."""
+    started = time.perf_counter()
+    _check_options(query, mode, top, n_concepts, temperature)
+    predicate = None if where is None else check_predicate(where)
+    corpus_id = store.corpus_id(corpus)
+    embedder = embedder or SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
+    query_vector = embedder.encode([query])[0]
+    allowed = _allowed_documents(store, corpus_id, predicate)
+    depth = top if mode != "fused" else max(top, FUSE_DEPTH)
+    concepts = _empty_concepts()
+    sae = dense = None
+    run: RunInfo | None = None
+    confidence = message = index = None
+    if mode in ("sae", "fused"):
+        run = store.latest_run(corpus)
+        columns = concept_columns(store, run.run_id)
+        concepts = select_concepts(
+            _concept_index(store, run, corpus_id, embedder),
+            query_vector,
+            columns,
+            n_concepts=n_concepts,
+            temperature=temperature,
+            min_score=min_score,
+        )
+        confidence, message = _confidence(concepts, min_score)
+        sae = _sae_ranking(columns, concepts, allowed, depth)
+    if mode in ("dense", "fused"):
+        found = document_index(store, corpus, embedder, flat_below=flat_below)
+        index = found.describe()
+        dense = _dense_ranking(found, query_vector, allowed, depth)
+    documents = _combine(mode, sae, dense, top)
+    if documents.height == 0:
+        message = _empty_message(corpus, predicate, concepts, allowed, message)
+    documents = _present(store, run, concepts, documents, columns if sae is not None else None)
+    params = {
+        "query": query,
+        "corpus": corpus,
+        "mode": mode,
+        "top": top,
+        "n_concepts": n_concepts,
+        "temperature": temperature,
+        "min_score": min_score,
+        "where": predicate,
+        "model": embedder.model_id,
+    }
+    inputs = {
+        "run_id": run.run_id if run is not None else None,
+        "concepts": concepts["feature_id"].to_list(),
+        "index": index,
+        "confidence": confidence,
+        "allowed_documents": None if allowed is None else len(allowed),
+    }
+    seconds = round(time.perf_counter() - started, 4)
+    analysis_id = _record(store, mode, params, inputs, documents, seconds)
+    return RetrievalResult(analysis_id, mode, query, corpus, concepts, documents, index, confidence, message, seconds)
+
+
+def _check_options(query: str, mode: str, top: int, n_concepts: int, temperature: float) -> None:
+    if not query.strip():
+        raise SaeembedError("empty query: say which property the documents should have")
+    if mode not in MODES:
+        raise SaeembedError(f"unknown --mode '{mode}': use sae, dense or fused")
+    if top < 1:
+        raise SaeembedError(f"--top must be at least 1, got {top}")
+    if n_concepts < 1:
+        raise SaeembedError(f"--concepts must be at least 1, got {n_concepts}")
+    if temperature <= 0:
+        raise SaeembedError(f"--temperature must be positive, got {temperature}")
+
+
+def _allowed_documents(store: Store, corpus_id: int, predicate: str | None) -> np.ndarray | None:
+    if predicate is None:
+        return None
+    sql = read_sql("retrieve_documents").replace("AND (TRUE)", f"AND ({predicate})")
+    try:
+        return store.query(sql, {"corpus_id": corpus_id})["doc_id"].to_numpy()
+    except Exception as error:  # a predicate that parses but fails to run (types, unknown JSON function)
+        raise SaeembedError(f"the --where predicate failed: {str(error).splitlines()[0]}") from None
+
+
+def _confidence(concepts: pl.DataFrame, min_score: float) -> tuple[str, str | None]:
+    if concepts.height == 0:
+        return "low", f"no concept label scored at least {min_score} and matched: try --min-score 0"
+    best = concepts["similarity"].max()
+    if best < LOW_CONFIDENCE_BELOW:
+        return "low", (
+            f"low confidence: the closest concept label ('{concepts['label'][0]}') has cosine {best:.2f} to the "
+            f"query (below {LOW_CONFIDENCE_BELOW}); the labels may not cover this wording or language"
+        )
+    return "high", None
+
+
+def _sae_ranking(
+    columns: ConceptColumns, concepts: pl.DataFrame, allowed: np.ndarray | None, depth: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(doc_ids, scores) of the `depth` best-scoring documents with a positive score."""
+    scores, _ = sae_scores(columns, concepts["feature_id"].to_list(), concepts["weight"].to_numpy())
+    if allowed is not None:
+        scores[~np.isin(columns.doc_ids, allowed)] = 0.0
+    candidates = np.flatnonzero(scores > 0)
+    if candidates.size > depth:
+        candidates = candidates[np.argpartition(-scores[candidates], depth - 1)[:depth]]
+    # Ties (documents with the same activations) go to the smaller doc_id, so rankings are reproducible.
+    order = np.lexsort((columns.doc_ids[candidates], -scores[candidates]))
+    best = candidates[order]
+    return np.asarray(columns.doc_ids)[best], scores[best]
+
+
+def _dense_ranking(
+    found: DocumentIndex, query_vector: np.ndarray, allowed: np.ndarray | None, depth: int
+) -> tuple[np.ndarray, np.ndarray]:
+    return search_index(found, query_vector, depth, allowed)
+
+
+def _combine(
+    mode: str, sae: tuple[np.ndarray, np.ndarray] | None, dense: tuple[np.ndarray, np.ndarray] | None, top: int
+) -> pl.DataFrame:
+    """rank, doc_id, score, sae_rank, dense_rank of the top documents."""
+    ranks = {
+        name: {int(d): r for r, d in enumerate(ranking[0], start=1)}
+        for name, ranking in (("sae", sae), ("dense", dense))
+        if ranking is not None
+    }
+    if mode == "fused":
+        chosen = reciprocal_rank_fusion([sae[0].tolist(), dense[0].tolist()])[:top]
+    else:
+        doc_ids, scores = sae if mode == "sae" else dense
+        chosen = list(zip(doc_ids.tolist(), scores.astype(np.float64).tolist(), strict=True))[:top]
+    return pl.DataFrame(
+        {
+            "rank": list(range(1, len(chosen) + 1)),
+            "doc_id": [d for d, _ in chosen],
+            "score": [s for _, s in chosen],
+            "sae_rank": [ranks["sae"].get(d) if "sae" in ranks else None for d, _ in chosen],
+            "dense_rank": [ranks["dense"].get(d) if "dense" in ranks else None for d, _ in chosen],
+        },
+        schema={
+            "rank": pl.Int32,
+            "doc_id": pl.Int64,
+            "score": pl.Float64,
+            "sae_rank": pl.Int32,
+            "dense_rank": pl.Int32,
+        },
+    )
+
+
+def _empty_message(
+    corpus: str, predicate: str | None, concepts: pl.DataFrame, allowed: np.ndarray | None, message: str | None
+) -> str:
+    if allowed is not None and len(allowed) == 0:
+        return f"no document of corpus '{corpus}' matches --where {predicate}"
+    if concepts.height == 0 and message is not None:
+        return f"no documents: {message}"
+    labels = ", ".join(f"'{label}'" for label in concepts["label"].head(3).to_list())
+    scope = f" matching --where {predicate}" if predicate is not None else ""
+    return f"no document of corpus '{corpus}'{scope} has any of the {concepts.height} selected concepts ({labels}, …)"
+
+
+_MATCH = pl.Struct(
+    {
+        "feature_id": pl.Int64,
+        "label": pl.Utf8,
+        "weight": pl.Float64,
+        "activation": pl.Float64,
+        "contribution": pl.Float64,
+    }
+)
+
+
+def _present(
+    store: Store, run: RunInfo | None, concepts: pl.DataFrame, documents: pl.DataFrame, columns: ConceptColumns | None
+) -> pl.DataFrame:
+    """Add external_id, the matched concepts and a snippet to each listed document."""
+    doc_ids = documents["doc_id"].to_list()
+    texts = store.query(
+        "SELECT doc_id, external_id, text FROM documents WHERE doc_id IN (SELECT unnest($ids::BIGINT[]))",
+        {"ids": doc_ids},
+    )
+    documents = documents.join(texts, on="doc_id", how="left").sort("rank")
+    matches: list[list[dict]] = [[] for _ in doc_ids]
+    peaks: list[int | None] = [None] * len(doc_ids)
+    if columns is not None and concepts.height and doc_ids:
+        position = {d: i for i, d in enumerate(doc_ids)}
+        listed_rows = np.searchsorted(columns.doc_ids, doc_ids)
+        for feature_id, label, weight, p90 in concepts.select("feature_id", "label", "weight", "p90").iter_rows():
+            start, end = int(columns.ptr[feature_id]), int(columns.ptr[feature_id + 1])
+            rows = np.asarray(columns.rows[start:end])
+            hit = np.flatnonzero(np.isin(rows, listed_rows))
+            for entry in hit:
+                doc_id = int(columns.doc_ids[rows[entry]])
+                activation = float(columns.max_act[start + entry])
+                matches[position[doc_id]].append(
+                    {
+                        "feature_id": feature_id,
+                        "label": label,
+                        "weight": weight,
+                        "activation": activation,
+                        "contribution": weight * activation / p90,
+                        "argmax_pos": int(columns.argmax_pos[start + entry]),
+                    }
+                )
+        for i, found in enumerate(matches):
+            found.sort(key=lambda m: -m["contribution"])
+            peaks[i] = found[0].pop("argmax_pos") if found else None
+            for m in found:
+                m.pop("argmax_pos", None)
+    texts_in_order = documents["text"].to_list()
+    snippets = [text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "") for text in texts_in_order]
+    marked = [i for i, peak in enumerate(peaks) if peak is not None]
+    if marked and run is not None:
+        offsets = load_tokenizer(run.reader_model).offsets([texts_in_order[i] for i in marked])
+        for i, doc_offsets in zip(marked, offsets, strict=True):
+            snippets[i] = mark_context(texts_in_order[i], doc_offsets, peaks[i])
+    return (
+        documents.drop("text")
+        .with_columns(
+            pl.Series("concepts", matches, dtype=pl.List(_MATCH)), pl.Series("snippet", snippets, dtype=pl.Utf8)
+        )
+        .select("rank", "doc_id", "external_id", "score", "sae_rank", "dense_rank", "concepts", "snippet")
+    )
+
+
+def _empty_concepts() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "rank": pl.Int64,
+            "feature_id": pl.Int32,
+            "label": pl.Utf8,
+            "similarity": pl.Float64,
+            "score": pl.Float32,
+            "weight": pl.Float64,
+            "p90": pl.Float64,
+            "n_docs": pl.Int64,
+        }
+    )
+
+
+def _record(store: Store, mode: str, params: dict, inputs: dict, documents: pl.DataFrame, seconds: float) -> int:
+    concepts = [
+        json.dumps([{k: m[k] for k in ("feature_id", "label", "weight", "activation")} for m in found])
+        if mode != "dense"
+        else None
+        for found in documents["concepts"].to_list()
+    ]
+    rows = pa.table(
+        {
+            "rank": documents["rank"].to_arrow(),
+            "doc_id": documents["doc_id"].to_arrow(),
+            "score": documents["score"].to_arrow(),
+            "concepts": pa.array(concepts, type=pa.string()),
+        }
+    )
+    store.con.register("new_retrieval_rows", rows)  # outside the transaction: see Store.write_batch
+    try:
+        with store.transaction():
+            analysis_id = store.record_analysis("search", params, inputs, seconds)
+            store.con.execute(
+                "INSERT INTO retrieval_results "
+                "SELECT ?, ?, rank, doc_id, score, concepts::JSON FROM new_retrieval_rows",
+                [analysis_id, mode],
+            )
+    finally:
+        store.con.unregister("new_retrieval_rows")
+    return analysis_id

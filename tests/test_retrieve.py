@@ -1,0 +1,408 @@
+"""Property retrieval on real DuckDB stores: hand-built concept vectors and label vectors for the
+arithmetic (weights, p90 normalisation, selection, fusion), the real all-MiniLM-L6-v2 for queries."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import saeembed.analysis.retrieve as retrieve
+import saeembed.doc_index as doc_index
+from saeembed.analysis.retrieve import (
+    concept_percentiles,
+    concept_weights,
+    reciprocal_rank_fusion,
+    search_documents,
+)
+from saeembed.doc_index import document_index, ivf_settings, search_index
+from saeembed.errors import SaeembedError
+from saeembed.store import RunSettings, Store
+
+READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DIM = 4
+E = np.eye(DIM, dtype=np.float32)
+
+
+class FixedEmbedder:
+    """Sentence vectors given by hand: the arithmetic tests must not depend on a model's geometry."""
+
+    model_id = "fixed-test-model"
+    dim = DIM
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.asarray(values + (0.0,) * (DIM - len(values)), dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """Each test starts as a new process would: nothing held in memory."""
+    retrieve._COLUMNS.clear()
+    retrieve._CONCEPT_INDEXES.clear()
+    doc_index._LOADED.clear()
+
+
+def make_store(
+    path: Path, docs: list[tuple[str, dict[int, float]]], *, corpus: str = "c", embed: bool = True, peak: int = 1
+) -> Path:
+    """A store with one corpus whose documents (text, {concept: max_act}) are given, embedded by one run."""
+    with Store.open(path) as store:
+        sae_id = store.register_sae(
+            name="synthetic",
+            fingerprint="r" * 40,
+            path=None,
+            config={
+                "source_format": "saeembed",
+                "arch": "topk",
+                "d_in": 4,
+                "d_sae": 16,
+                "k": 2,
+                "reader_model": READER,
+            },
+        )
+        store.add_documents(
+            corpus,
+            pl.DataFrame(
+                {
+                    "external_id": [f"{corpus}-{i}" for i in range(len(docs))],
+                    "text": [text for text, _ in docs],
+                    "meta": [json.dumps({"i": i}) for i in range(len(docs))],
+                    "content_hash": [f"{corpus}-{i}" for i in range(len(docs))],
+                }
+            ),
+        )
+        if not embed:
+            return path
+        run_id = store.open_run(RunSettings(store.corpus_id(corpus), sae_id, READER, 3, 512, True, "float32"), {})
+        doc_ids = store.pending_documents(run_id)["doc_id"].to_list()
+        rows = [(d, f, a) for d, (_, acts) in zip(doc_ids, docs, strict=True) for f, a in acts.items()]
+        store.write_batch(
+            run_id,
+            pa.table(
+                {
+                    "doc_id": doc_ids,
+                    "n_tokens": [5] * len(doc_ids),
+                    "n_tokens_total": [5] * len(doc_ids),
+                    "truncated": [False] * len(doc_ids),
+                    "n_features": [len(acts) for _, acts in docs],
+                }
+            ),
+            pa.table(
+                {
+                    "doc_id": pa.array([d for d, _, _ in rows], type=pa.int64()),
+                    "feature_id": pa.array([f for _, f, _ in rows], type=pa.int32()),
+                    "max_act": pa.array([a for _, _, a in rows], type=pa.float32()),
+                    "mean_act": pa.array([a / 5 for _, _, a in rows], type=pa.float32()),
+                    "n_active_tokens": pa.array([1] * len(rows), type=pa.int32()),
+                    "argmax_pos": pa.array([peak] * len(rows), type=pa.int32()),
+                }
+            ),
+        )
+    return path
+
+
+def add_labels(path: Path, labels: dict[int, tuple[str, float | None, np.ndarray | None]], model: str | None) -> None:
+    """Labels (text, auroc, embedding or None to have it embedded at search time) for SAE 1."""
+    with Store.open(path) as store:
+        for feature_id, (label, auroc, vector) in labels.items():
+            store.con.execute(
+                "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, auroc, embedding, "
+                "embedding_model) VALUES (1, ?, 'tokens', 'm', ?, 1, ?, ?, ?)",
+                [feature_id, label, auroc, None if vector is None else vector.tolist(), model],
+            )
+
+
+# Concept 1: in 11 documents with activations 1…11 (p90 = 10); concept 2: in 2 with 2 and 4 (p90 = 2 + 0.9·2
+# = 3.8); concept 3: in 1 with 5 (p90 = 5); concept 4: everywhere but far from the query; concept 5: closest
+# label but a poor one (auroc 0.5); concept 6: a label for a concept no document has.
+ARITH_DOCS = [
+    (
+        "alpha beta gamma delta epsilon",
+        {1: float(i + 1), 4: 1.0} | ({2: 2.0} if i == 3 else {}) | ({3: 5.0} if i == 10 else {}),
+    )
+    for i in range(11)
+] + [("zeta eta theta iota kappa", {2: 4.0, 4: 1.0}), ("lambda mu nu xi omicron", {4: 1.0})]
+ARITH_LABELS = {
+    1: ("first", 0.9, unit(1)),
+    2: ("second", 0.9, unit(0.8, 0.6)),
+    3: ("third", 0.9, unit(0.6, 0.8)),
+    4: ("fourth", 0.9, unit(0, 0, 1)),
+    5: ("poor", 0.5, unit(1, 0.01)),
+    6: ("absent", 0.9, unit(1, 0.001)),
+}
+QUERY = FixedEmbedder({"the property": unit(1)})
+
+
+@pytest.fixture()
+def arith_db(tmp_path: Path) -> Path:
+    path = make_store(tmp_path / "arith.duckdb", ARITH_DOCS)
+    add_labels(path, ARITH_LABELS, FixedEmbedder.model_id)
+    return path
+
+
+def test_weights_are_exp_of_minus_rank_over_k_t():
+    assert concept_weights(3, 0.2) == pytest.approx([1.0, math.exp(-1 / 0.6), math.exp(-2 / 0.6)])
+    assert concept_weights(1) == pytest.approx([1.0])
+    with pytest.raises(SaeembedError, match="temperature must be positive"):
+        concept_weights(3, 0.0)
+
+
+def test_p90_is_numpys_percentile_of_nonzero_activations(arith_db):
+    with Store.open(arith_db, read_only=True) as store:
+        p90 = dict(concept_percentiles(store, 1).select("feature_id", "p90").iter_rows())
+    assert p90 == pytest.approx({1: 10.0, 2: 3.8, 3: 5.0, 4: 1.0})
+    assert p90[1] == pytest.approx(np.percentile(np.arange(1, 12), 90))
+
+
+def test_sae_search_selects_concepts_and_scores_by_weighted_normalised_activation(arith_db):
+    with Store.open(arith_db) as store:
+        result = search_documents(store, "the property", corpus="c", n_concepts=3, top=5, embedder=QUERY)
+        stored = store.query(
+            "SELECT rank, doc_id, score, concepts FROM retrieval_results WHERE analysis_id = $a AND mode = 'sae' "
+            "ORDER BY rank",
+            {"a": result.analysis_id},
+        )
+        kind = store.query("SELECT kind FROM analyses WHERE analysis_id = $a", {"a": result.analysis_id})["kind"][0]
+    # 5 is left out (label score 0.5 < 0.6), 6 has no documents, 4 is the fourth closest.
+    assert result.concepts["feature_id"].to_list() == [1, 2, 3]
+    assert result.concepts["similarity"].to_list() == pytest.approx([1.0, 0.8, 0.6], abs=1e-6)
+    w1, w2, w3 = 1.0, math.exp(-1 / 0.6), math.exp(-2 / 0.6)
+    assert result.concepts["weight"].to_list() == pytest.approx([w1, w2, w3])
+    assert result.concepts["p90"].to_list() == pytest.approx([10.0, 3.8, 5.0])
+    # Documents are doc_ids 1…13: doc 11 has concept 1 at 11 and concept 3 at 5; doc 12 only concept 2 at 4.
+    expected = {d: w1 * d / 10 for d in range(1, 12)}
+    expected[4] += w2 * 2 / 3.8
+    expected[11] += w3 * 5 / 5
+    expected[12] = w2 * 4 / 3.8
+    best = sorted(expected.items(), key=lambda item: -item[1])[:5]
+    assert result.documents["doc_id"].to_list() == [d for d, _ in best]
+    assert result.documents["score"].to_list() == pytest.approx([s for _, s in best])
+    assert result.confidence == "high" and result.message is None
+    first = result.documents.row(0, named=True)
+    assert first["doc_id"] == 11
+    assert [m["feature_id"] for m in first["concepts"]] == [1, 3]  # by contribution: 1.1 vs 0.036
+    assert first["concepts"][0]["activation"] == pytest.approx(11.0)
+    assert first["snippet"] == "alpha« beta» gamma delta epsilon"
+    assert kind == "search"
+    assert stored["doc_id"].to_list() == result.documents["doc_id"].to_list()
+    assert stored["score"].to_list() == pytest.approx(result.documents["score"].to_list())
+    assert [c["feature_id"] for c in json.loads(stored["concepts"][0])] == [1, 3]
+
+
+def test_concept_columns_are_rebuilt_when_the_run_gains_documents(arith_db):
+    with Store.open(arith_db) as store:
+        before = retrieve.concept_columns(store, 1)
+        assert (len(before.doc_ids), len(before.rows)) == (13, 11 + 2 + 1 + 13)
+        store.add_documents(
+            "c", pl.DataFrame({"external_id": ["new"], "text": ["new"], "meta": ["{}"], "content_hash": ["new"]})
+        )
+        store.write_batch(
+            1,
+            pa.table({"doc_id": [14], "n_tokens": [5], "n_tokens_total": [5], "truncated": [False], "n_features": [1]}),
+            pa.table(
+                {
+                    "doc_id": pa.array([14], type=pa.int64()),
+                    "feature_id": pa.array([3], type=pa.int32()),
+                    "max_act": pa.array([15.0], type=pa.float32()),
+                    "mean_act": pa.array([1.0], type=pa.float32()),
+                    "n_active_tokens": pa.array([1], type=pa.int32()),
+                    "argmax_pos": pa.array([0], type=pa.int32()),
+                }
+            ),
+        )
+        after = retrieve.concept_columns(store, 1)
+        assert len(after.rows) == len(before.rows) + 1
+        assert after.p90[3] == pytest.approx(5 + 0.9 * 10)  # concept 3 now at 5 and 15
+
+
+def test_reciprocal_rank_fusion_matches_hand_computed_scores():
+    fused = reciprocal_rank_fusion([[10, 20, 30], [30, 10]])
+    assert [d for d, _ in fused] == [10, 30, 20]
+    assert [s for _, s in fused] == pytest.approx([1 / 61 + 1 / 62, 1 / 63 + 1 / 61, 1 / 62])
+
+
+def test_fused_mode_is_rrf_of_the_sae_and_dense_rankings(arith_db):
+    vectors = {"the property": unit(1)} | {text: unit(1, i + 1) for i, (text, _) in enumerate(ARITH_DOCS)}
+    embedder = FixedEmbedder(vectors)
+    with Store.open(arith_db) as store:
+        texts = store.query("SELECT doc_id, text FROM documents ORDER BY doc_id")
+        # Texts repeat, so dense vectors are stored per document: doc d gets unit(1, d), nearest the query first.
+        store.con.executemany(
+            "INSERT INTO doc_embeddings VALUES (?, ?, ?)",
+            [[embedder.model_id, d, unit(1, d).tolist()] for d in texts["doc_id"].to_list()],
+        )
+        sae = search_documents(store, "the property", corpus="c", n_concepts=3, top=13, embedder=embedder)
+        dense = search_documents(store, "the property", corpus="c", mode="dense", top=13, embedder=embedder)
+        fused = search_documents(
+            store, "the property", corpus="c", mode="fused", n_concepts=3, top=5, embedder=embedder
+        )
+    assert dense.documents["doc_id"].to_list() == list(range(1, 14))
+    assert dense.index == "flat (exact, 13 documents)"
+    expected = reciprocal_rank_fusion([sae.documents["doc_id"].to_list(), dense.documents["doc_id"].to_list()])[:5]
+    assert fused.documents["doc_id"].to_list() == [d for d, _ in expected]
+    assert fused.documents["score"].to_list() == pytest.approx([s for _, s in expected])
+    top = fused.documents.row(0, named=True)
+    assert (top["sae_rank"], top["dense_rank"]) == (
+        sae.documents["doc_id"].to_list().index(top["doc_id"]) + 1,
+        top["doc_id"],
+    )
+    assert dense.documents["concepts"].to_list()[0] == [] and dense.confidence is None
+
+
+def test_empty_results_say_why(arith_db):
+    with Store.open(arith_db) as store:
+        nothing = search_documents(
+            store, "the property", corpus="c", n_concepts=3, where="external_id = 'none'", embedder=QUERY
+        )
+        assert nothing.documents.height == 0
+        assert nothing.message == "no document of corpus 'c' matches --where external_id = 'none'"
+        # Document 13 has only concept 4, which is not selected.
+        unmatched = search_documents(
+            store, "the property", corpus="c", n_concepts=3, where="doc_id = 13", embedder=QUERY
+        )
+        assert unmatched.documents.height == 0
+        assert unmatched.message.startswith("no document of corpus 'c' matching --where doc_id = 13 has any of the 3")
+        rows = store.query(
+            "SELECT count(*) AS n FROM retrieval_results WHERE analysis_id = $a", {"a": unmatched.analysis_id}
+        )
+    assert rows["n"][0] == 0
+
+
+def test_bad_input_gets_a_clear_error(tmp_path, arith_db):
+    with Store.open(arith_db) as store:
+        for kwargs, match in [
+            ({"query": "  "}, "empty query"),
+            ({"top": 0}, "--top must be at least 1"),
+            ({"mode": "bm25"}, "unknown --mode 'bm25'"),
+            ({"corpus": "nope"}, "no corpus named 'nope'"),
+            ({"n_concepts": 0}, "--concepts must be at least 1"),
+        ]:
+            with pytest.raises(SaeembedError, match=match):
+                search_documents(store, **{"query": "the property", "corpus": "c", "embedder": QUERY} | kwargs)
+    unembedded = make_store(tmp_path / "raw.duckdb", [("text", {})], embed=False)
+    with Store.open(unembedded) as store, pytest.raises(SaeembedError, match="has not been embedded yet"):
+        search_documents(store, "the property", corpus="c", embedder=QUERY)
+    unlabelled = make_store(tmp_path / "nolabels.duckdb", [("text", {1: 1.0})])
+    with Store.open(unlabelled) as store, pytest.raises(SaeembedError, match="no concept labels yet"):
+        search_documents(store, "the property", corpus="c", embedder=QUERY)
+
+
+def test_dense_index_is_flat_below_the_threshold_ivf_above_and_extended_with_new_documents(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    vectors = rng.normal(size=(n + 10, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    path = make_store(tmp_path / "dense.duckdb", [(f"doc {i}", {}) for i in range(n)], embed=False)
+    embedder = FixedEmbedder({f"doc {i}": vectors[i] for i in range(n + 10)})
+    with Store.open(path) as store:
+        flat = document_index(store, "c", embedder, flat_below=n + 1)
+        assert (flat.kind, flat.action, len(flat.doc_ids)) == ("flat", "built", n)
+        ivf = document_index(store, "c", embedder, flat_below=n)
+        assert (ivf.kind, ivf.nlist, ivf.nprobe, ivf.action) == ("ivf", 80, 5, "built")
+        assert ivf_settings(100_000) == (1265, 80)
+        assert ivf.describe() == "ivf (nlist 80, nprobe 5, 400 documents)"
+        doc_index._LOADED.clear()  # as a new process: read from disk
+        assert document_index(store, "c", embedder, flat_below=n).action == "loaded"
+        store.add_documents(
+            "c",
+            pl.DataFrame(
+                {
+                    "external_id": [f"new-{i}" for i in range(10)],
+                    "text": [f"doc {n + i}" for i in range(10)],
+                    "meta": ["{}"] * 10,
+                    "content_hash": [f"new-{i}" for i in range(10)],
+                }
+            ),
+        )
+        extended = document_index(store, "c", embedder, flat_below=n)
+        assert (extended.kind, extended.action, len(extended.doc_ids)) == ("ivf", "extended", n + 10)
+        # Each document's own vector finds it first (its list is the one probed first).
+        for i in (0, 123, n + 4):
+            doc_ids, scores = search_index(extended, vectors[i], 3)
+            assert doc_ids[0] == extended.doc_ids[i] and scores[0] == pytest.approx(1.0, abs=1e-5)
+        allowed = extended.doc_ids[:50]
+        doc_ids, _ = search_index(extended, vectors[0], 10, allowed)
+        assert set(doc_ids.tolist()) <= set(allowed.tolist()) and doc_ids[0] == extended.doc_ids[0]
+
+
+# -- real queries (all-MiniLM-L6-v2) -------------------------------------------------------------------
+
+
+TOPIC_DOCS = [
+    ("The striker scored twice as the home team won the football match.", {1: 3.0, 9: 1.0}),
+    ("The goalkeeper saved a penalty in the final minute of the game.", {1: 2.0, 9: 1.0}),
+    ("Whisk the eggs with sugar, then bake the cake for forty minutes.", {2: 3.0, 9: 1.0}),
+    ("Simmer the tomato sauce with garlic and basil before serving.", {2: 2.5, 9: 1.0}),
+    ("Shares fell sharply after the bank reported weaker quarterly profits.", {3: 2.0, 9: 1.0}),
+]
+TOPIC_LABELS = {
+    1: ("football, sports match, goal", 0.9, None),
+    2: ("cooking recipe, baking, food", 0.9, None),
+    3: ("stock market, shares, profits", 0.9, None),
+    9: ("the, a, of", 0.9, None),
+}
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from saeembed.dense import SentenceEmbedder
+
+    return SentenceEmbedder.load("all-minilm-l6-v2")
+
+
+@pytest.fixture()
+def topic_db(tmp_path: Path) -> Path:
+    path = make_store(tmp_path / "topics.duckdb", TOPIC_DOCS)
+    add_labels(path, TOPIC_LABELS, None)
+    return path
+
+
+def test_an_english_query_finds_the_documents_with_the_property(topic_db, minilm):
+    with Store.open(topic_db) as store:
+        sae = search_documents(store, "sports", corpus="c", n_concepts=2, top=2, embedder=minilm)
+        dense = search_documents(store, "sports", corpus="c", mode="dense", top=2, embedder=minilm)
+    assert sae.concepts["feature_id"][0] == 1 and sae.confidence == "high"
+    assert sae.documents["doc_id"].to_list() == [1, 2]
+    assert sae.documents["concepts"][0][0]["label"] == "football, sports match, goal"
+    assert set(dense.documents["doc_id"].to_list()) == {1, 2}
+
+
+def test_a_query_in_a_language_the_labels_do_not_cover_still_answers_with_low_confidence(topic_db, minilm):
+    with Store.open(topic_db) as store:
+        result = search_documents(store, "体育比赛的结果", corpus="c", n_concepts=2, top=3, embedder=minilm)
+    assert result.documents.height > 0
+    assert result.confidence == "low"
+    assert result.concepts["similarity"].max() < retrieve.LOW_CONFIDENCE_BELOW
+    assert result.message.startswith("low confidence: the closest concept label")
+
+
+def test_search_index_flow_builds_the_dense_index_and_concept_columns(prefect_harness, topic_db):
+    from saeembed_flows.search_index import search_index_flow
+
+    summary = search_index_flow(corpus="c", db=str(topic_db))
+    again = search_index_flow(corpus="c", db=str(topic_db))
+    assert summary["dense"]["kind"] == "flat"
+    assert (summary["dense"]["documents"], summary["dense"]["newly_embedded"], summary["dense"]["action"]) == (
+        5,
+        5,
+        "built",
+    )
+    assert (again["dense"]["newly_embedded"], again["dense"]["action"]) == (0, "loaded")
+    assert (summary["concepts"]["documents"], summary["concepts"]["rows"]) == (5, 10)
+    assert Path(summary["concepts"]["path"]).is_dir()
+    with Store.open(topic_db, read_only=True) as store:
+        embedded = store.query("SELECT count(*) AS n FROM doc_embeddings")["n"][0]
+    assert embedded == 5
