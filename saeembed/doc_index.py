@@ -63,15 +63,19 @@ def index_paths(db_path: Path, corpus_id: int) -> tuple[Path, Path, Path]:
     )
 
 
-def corpus_key(store: Store, corpus_id: int, model_id: str) -> str:
-    """Identifies the corpus's documents cheaply (documents are only ever added, with rising doc_ids)."""
-    count, largest, total = first_row(
+def corpus_key(store: Store, corpus_id: int, model_id: str) -> tuple[str, str]:
+    """(lineage, key): the key identifies the corpus's documents cheaply (documents are only ever added, with
+    rising doc_ids); the lineage (model, the corpus's creation time) tells apart a database made anew at the
+    same path, whose index must not be extended."""
+    created, count, largest, total = first_row(
         store.con.execute(
-            "SELECT count(*), coalesce(max(doc_id), 0), coalesce(sum(doc_id), 0) FROM documents WHERE corpus_id = ?",
-            [corpus_id],
+            "SELECT (SELECT created_at FROM corpora WHERE corpus_id = $c), count(*), coalesce(max(doc_id), 0), "
+            "coalesce(sum(doc_id), 0) FROM documents WHERE corpus_id = $c",
+            {"c": corpus_id},
         )
     )
-    return f"{model_id}|{count}|{largest}|{total}"
+    lineage = f"{model_id}|{created}"
+    return lineage, f"{lineage}|{count}|{largest}|{total}"
 
 
 def ivf_settings(n_docs: int) -> tuple[int, int]:
@@ -93,7 +97,8 @@ def document_index(
     if flat_below < 1:
         raise SaeembedError(f"flat_below must be at least 1, got {flat_below}")
     corpus_id = store.corpus_id(corpus)
-    key = f"{corpus_key(store, corpus_id, embedder.model_id)}|{flat_below}"
+    lineage, key = corpus_key(store, corpus_id, embedder.model_id)
+    key = f"{key}|{flat_below}"
     index_path, ids_path, sidecar = index_paths(store.path, corpus_id)
     cached = _LOADED.get(index_path)
     if cached is not None and cached[0] == key:
@@ -102,10 +107,10 @@ def document_index(
     if saved.get("key") == key:
         found = _read(index_path, ids_path, saved, "loaded")
     else:
-        found = _update(store, corpus_id, embedder, flat_below, saved, (index_path, ids_path), on_batch)
-        _write(
-            found, (index_path, ids_path, sidecar), {"key": key, "model": embedder.model_id, "flat_below": flat_below}
-        )
+        extendable = saved.get("lineage") == lineage and saved.get("flat_below") == flat_below
+        paths = (index_path, ids_path)
+        found = _update(store, corpus_id, embedder, flat_below, saved if extendable else {}, paths, on_batch)
+        _write(found, (index_path, ids_path, sidecar), {"key": key, "lineage": lineage, "flat_below": flat_below})
     _LOADED[index_path] = (key, found)
     return found
 
@@ -128,14 +133,15 @@ def _update(
     paths: tuple[Path, Path],
     on_batch: Callable[[int], None] | None,
 ) -> DocumentIndex:
-    """Add the new documents to the saved index when that is all that changed; otherwise build anew."""
+    """Add the new documents to the saved index (`saved`: its sidecar, empty when it cannot be extended) when
+    that is all that changed; otherwise build anew."""
     doc_ids = store.query("SELECT doc_id FROM documents WHERE corpus_id = $c ORDER BY doc_id", {"c": corpus_id})[
         "doc_id"
     ].to_numpy()
     if doc_ids.size == 0:
         raise SaeembedError("the corpus has no documents to index")
     kind = "flat" if doc_ids.size < flat_below else "ivf"
-    if saved.get("model") == embedder.model_id and saved.get("kind") == kind and saved.get("flat_below") == flat_below:
+    if saved.get("kind") == kind:
         old = _read(*paths, saved, "extended")
         if np.isin(old.doc_ids, doc_ids).all():
             new = doc_ids[~np.isin(doc_ids, old.doc_ids)]

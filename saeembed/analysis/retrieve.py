@@ -156,15 +156,16 @@ def sae_scores(
 
 
 def _columns_key(store: Store, run_id: int) -> str:
-    """Identifies the run's embedded documents: a run only ever gains documents (with their rows)."""
-    count, largest, total = first_row(
+    """Identifies the run's embedded documents: a run only ever gains documents (with their rows). The run's
+    creation time tells apart a database made anew at the same path."""
+    created, count, largest, total = first_row(
         store.con.execute(
-            "SELECT count(*), coalesce(max(doc_id), 0), coalesce(sum(doc_id), 0) FROM embedded_documents "
-            "WHERE run_id = ?",
-            [run_id],
+            "SELECT (SELECT created_at FROM embed_runs WHERE run_id = $run_id), count(*), coalesce(max(doc_id), 0), "
+            "coalesce(sum(doc_id), 0) FROM embedded_documents WHERE run_id = $run_id",
+            {"run_id": run_id},
         )
     )
-    return f"{run_id}|{count}|{largest}|{total}"
+    return f"{run_id}|{created}|{count}|{largest}|{total}"
 
 
 def columns_path(db_path: Path, run_id: int) -> Path:
