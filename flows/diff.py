@@ -10,6 +10,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.diff import DiffResult, diff, diff_by
+from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
+from saeembed.errors import SaeembedError
+from saeembed.llm import chat_backend
 from saeembed.report import diff_report
 from saeembed.store import Store
 
@@ -19,6 +22,30 @@ def run_diff(store: Store, a: str, b: str | None, by: str | None, options: dict)
     if by is not None:
         return diff_by(store, a, by, **options)
     return diff(store, a, b, **options)
+
+
+# Not retried: LLM calls retry with backoff inside, and every answer is cached for a rerun.
+@task(name="hypotheses", cache_policy=NO_CACHE)
+def run_hypotheses(store: Store, analysis_id: int, chat: object, judged_per_side: int) -> HypothesisResult:
+    return verify_hypotheses(store, analysis_id, chat, judged_per_side=judged_per_side)
+
+
+def _hypothesis_lines(hypotheses: HypothesisResult | None) -> list[str]:
+    if hypotheses is None:
+        return []
+    rows = [
+        f"| {r['hypothesis']} | {r['freq_a']:.0%} | {r['freq_b']:.0%} | {r['q_value']:.2g} | {r['confirmed']} |"
+        for r in hypotheses.table.to_dicts()
+    ]
+    judged = f"judged on {hypotheses.judged_a} + {hypotheses.judged_b} held-out documents"
+    return [
+        "",
+        f"**Hypotheses** ({judged})",
+        "",
+        "| hypothesis | A | B | q | confirmed |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 @flow(name="diff", log_prints=True)
@@ -35,15 +62,27 @@ def diff_flow(
     rank_by: str = "specific",
     report: str | None = None,
     db: str | None = None,
+    llm_local: str | None = None,
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    llm_api_key_env: str = "OPENAI_API_KEY",
+    judged_per_side: int = 40,
 ) -> dict:
-    """Concepts whose frequency differs between corpus A and corpus B (or each level of BY vs the rest)."""
+    """Concepts whose frequency differs between corpus A and corpus B (or each level of BY vs the rest);
+    with an LLM (llm_local or llm_base_url), hypotheses drawn from them and verified on held-out documents."""
     options: dict = {"min_delta": min_delta, "top": top, "rank_by": rank_by}
     if by is None:
         options |= {"where_a": where_a, "where_b": where_b, "paired_on": paired_on}
     else:
         options |= {"where": where}
+    hypotheses = None
     with Store.open(db) as store:
+        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env)
+        if chat is not None and by is not None:
+            raise SaeembedError("hypotheses explain A vs B: leave out --by, or the --llm-* options")
         result = run_diff(store, a, b, by, options)
+        if chat is not None:
+            hypotheses = run_hypotheses(store, result.analysis_id, chat, judged_per_side)
     title = f"saeembed diff {a} vs {b}" if by is None else f"saeembed diff {a} by {by}"
     summary = {"analysis_id": result.analysis_id, "test": result.test, "n_a": result.n_a, "n_b": result.n_b}
     if report is not None:
@@ -61,8 +100,14 @@ def diff_flow(
                 "| concept | label | Δ | q |",
                 "|---|---|---|---|",
                 *lines,
+                *_hypothesis_lines(hypotheses),
             ]
         ),
         description=title,
     )
-    return {**summary, "report": report, "rows": result.table.to_dicts()}
+    return {
+        **summary,
+        "report": report,
+        "rows": result.table.to_dicts(),
+        "hypotheses": hypotheses.table.to_dicts() if hypotheses is not None else None,
+    }

@@ -8,26 +8,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import stage_bars
 
-from saeembed.errors import SaeembedError
 from saeembed.labels import label_concepts
+from saeembed.llm import chat_backend
 from saeembed.store import Store
-
-
-def _chat(
-    store: Store, llm_local: str | None, llm_base_url: str | None, llm_model: str | None, api_key_env: str
-) -> object | None:
-    """The LLM for --method llm, every call cached in the database."""
-    from saeembed.llm import CachedChat, LocalTransformers, OpenAICompatible
-
-    if llm_local and llm_base_url:
-        raise SaeembedError("give either --llm-local or --llm-base-url, not both")
-    if llm_base_url:
-        if not llm_model:
-            raise SaeembedError("--llm-base-url needs --llm-model (the model name the endpoint serves)")
-        return CachedChat(OpenAICompatible(llm_base_url, llm_model, api_key_env=api_key_env), store)
-    if llm_local:
-        return CachedChat(LocalTransformers(llm_local), store)
-    return None
 
 
 # Not retried: LLM calls retry with backoff inside, and a rerun skips concepts already labelled.
@@ -65,7 +48,7 @@ def label_flow(
 ) -> dict:
     """Label CORPUS's concepts with METHOD (tokens | llm) and score each label."""
     with Store.open(db) as store:
-        chat = _chat(store, llm_local, llm_base_url, llm_model, llm_api_key_env) if method == "llm" else None
+        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env) if method == "llm" else None
         summary = label_task(store, corpus, method, features, force, chat, concurrency, show_progress)
         if chat is not None:
             summary["llm_calls"], summary["llm_cache_hits"] = chat.calls, chat.cache_hits

@@ -41,6 +41,16 @@ DbOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+LlmLocalOption = Annotated[
+    str | None, typer.Option("--llm-local", help="Local HF instruct model (id, folder or .gguf).")
+]
+LlmBaseUrlOption = Annotated[
+    str | None, typer.Option("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+]
+LlmModelOption = Annotated[str | None, typer.Option("--llm-model", help="Model name at the endpoint.")]
+LlmKeyOption = Annotated[
+    str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's key.")
+]
 DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 (auto: bf16, fp16 on old GPUs)")]
 
 
@@ -229,16 +239,10 @@ def label(
     method: Annotated[str, typer.Option("--method", help="tokens (offline, fast) | llm")] = "tokens",
     features: Annotated[str, typer.Option("--features", help="all | top:N | ID,ID,…")] = "all",
     force: Annotated[bool, typer.Option("--force", help="Relabel concepts that already have a label.")] = False,
-    llm_local: Annotated[
-        str | None, typer.Option("--llm-local", help="Local HF instruct model (id, folder or .gguf).")
-    ] = None,
-    llm_base_url: Annotated[
-        str | None, typer.Option("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    ] = None,
-    llm_model: Annotated[str | None, typer.Option("--llm-model", help="Model name at the endpoint.")] = None,
-    llm_api_key_env: Annotated[
-        str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's key.")
-    ] = "OPENAI_API_KEY",
+    llm_local: LlmLocalOption = None,
+    llm_base_url: LlmBaseUrlOption = None,
+    llm_model: LlmModelOption = None,
+    llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
     concurrency: Annotated[int, typer.Option("--concurrency", help="LLM requests in flight.")] = 4,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -280,16 +284,26 @@ def diff_command(
     top: Annotated[int, typer.Option("--top", help="Concepts to show.")] = 50,
     rank_by: Annotated[str, typer.Option("--rank-by", help="specific (default) | delta | q")] = "specific",
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    llm_local: LlmLocalOption = None,
+    llm_base_url: LlmBaseUrlOption = None,
+    llm_model: LlmModelOption = None,
+    llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
+    judged_per_side: Annotated[
+        int, typer.Option("--judged-per-side", help="With an LLM: held-out documents per side to judge.")
+    ] = 40,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Concepts whose frequency differs between A and B, with CIs and BH q-values (Prefect flow)."""
+    """Concepts whose frequency differs between A and B, with CIs and BH q-values (Prefect flow). With an
+    LLM (--llm-local or --llm-base-url): ≤ 10 hypotheses drawn from them, verified on held-out documents."""
     if (b is None) == (by is None):
         raise SaeembedError(
             "give corpus B (saeembed diff A B …) or --by COLUMN (saeembed diff A --by COLUMN), not both"
         )
     if by is not None and (where_a or where_b or paired_on):
         raise SaeembedError("--where-a, --where-b and --paired-on compare A with B; with --by use --where")
+    if by is not None and (llm_local or llm_base_url):
+        raise SaeembedError("hypotheses explain A vs B: leave out --by, or the --llm-* options")
     if report is not None and report.suffix.lower() not in (".html", ".htm"):
         raise SaeembedError(f"--report must end in .html, got {report}")
     result = _run_flow(
@@ -306,6 +320,11 @@ def diff_command(
         rank_by=rank_by,
         report=str(report) if report else None,
         db=_db(db),
+        llm_local=llm_local,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        llm_api_key_env=llm_api_key_env,
+        judged_per_side=judged_per_side,
     )
 
     def render() -> None:
@@ -319,6 +338,9 @@ def diff_command(
         ]
         columns = ["rank", "feature_id", "label", "freq_a", "freq_b", "delta", "ci", "q_value"]
         stdout.print(_table(rows, (["grp"] if by else []) + columns))
+        if result["hypotheses"] is not None:
+            columns = ["hypothesis_id", "hypothesis", "more_in", "freq_a", "freq_b", "q_value", "confirmed"]
+            stdout.print(_table(result["hypotheses"], columns, title="hypotheses, judged on held-out documents"))
 
     _emit(result, as_json, render)
 

@@ -340,6 +340,25 @@ class CachedChat:
         return response
 
 
+def chat_backend(
+    store: Store,
+    llm_local: str | None = None,
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+) -> CachedChat | None:
+    """The LLM the `--llm-*` options name, every call cached in the database; None when none is named."""
+    if llm_local and llm_base_url:
+        raise SaeembedError("give either --llm-local or --llm-base-url, not both")
+    if llm_base_url:
+        if not llm_model:
+            raise SaeembedError("--llm-base-url needs --llm-model (the model name the endpoint serves)")
+        return CachedChat(OpenAICompatible(llm_base_url, llm_model, api_key_env=api_key_env), store)
+    if llm_local:
+        return CachedChat(LocalTransformers(llm_local), store)
+    return None
+
+
 def _is_fatal(error: BaseException) -> bool:
     """Endpoint errors end the run; so do errors that are not saeembed's (bugs should surface)."""
     return isinstance(error, EndpointError) or not isinstance(error, SaeembedError)
@@ -453,7 +472,7 @@ class LabelAnswer(NamedTuple):
     """One sentence describing the concept; None when the answer gave none."""
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
+def json_object(text: str) -> dict[str, Any] | None:
     """The first JSON object in `text`: code fences and prose around it are skipped."""
     decoder = json.JSONDecoder()
     for match in re.finditer(r"\{", text):
@@ -468,7 +487,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 def parse_label(text: str) -> LabelAnswer:
     """The label and description in an answer to `label_messages`; MalformedAnswer when there is none."""
-    answer = _json_object(text)
+    answer = json_object(text)
     if answer is None:
         raise MalformedAnswer(f"label answer is not JSON: {_one_line(text, 80)!r}")
     if "label" not in answer:
@@ -486,7 +505,7 @@ _TRUTH = {"true": True, "yes": True, "false": False, "no": False}
 
 def parse_judgement(text: str) -> bool:
     """The judge's verdict: JSON {"applies": true/false}, or an answer starting with yes/no (true/false)."""
-    answer = _json_object(text)
+    answer = json_object(text)
     if answer is not None:
         applies = answer.get("applies")
         if isinstance(applies, bool):

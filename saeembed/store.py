@@ -312,6 +312,21 @@ class Store:
             raise SaeembedError(f"corpus '{corpus}' has not been embedded yet: run `saeembed embed --corpus {corpus}`")
         return RunInfo(row[0], corpus, row[1], row[2], row[3], row[4])
 
+    def run(self, run_id: int) -> RunInfo:
+        """Embedding run `run_id`."""
+        row = first_row(
+            self.con.execute(
+                """
+            SELECT r.run_id, c.name, r.sae_id, r.reader_model, r.layer, r.status
+            FROM embed_runs r JOIN corpora c USING (corpus_id) WHERE r.run_id = ?
+            """,
+                [run_id],
+            )
+        )
+        if row is None:
+            raise SaeembedError(f"embedding run {run_id} does not exist in {self.path}")
+        return RunInfo(*row)
+
     def run_for_document(self, doc_id: int) -> RunInfo:
         """The latest run that embedded document `doc_id`."""
         row = first_row(

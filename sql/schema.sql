@@ -233,3 +233,25 @@ CREATE TABLE IF NOT EXISTS retrieval_results (
     score       DOUBLE NOT NULL,
     concepts    JSON                    -- sae/fused: [{"feature_id", "label", "weight", "activation"}, …]
 );
+
+-- Hypotheses an LLM drew from a diff's top concepts, each judged on held-out documents of both sides.
+CREATE TABLE IF NOT EXISTS diff_hypotheses (
+    analysis_id   BIGINT NOT NULL,      -- the diff's
+    hypothesis_id INTEGER NOT NULL,
+    hypothesis    VARCHAR NOT NULL,
+    more_in       VARCHAR NOT NULL,     -- the side the LLM said it is more common in: 'A' or 'B'
+    n_a           BIGINT NOT NULL,      -- judged documents of A where the judge said it holds
+    n_b           BIGINT NOT NULL,
+    size_a        BIGINT NOT NULL,      -- judgements on A that could be read
+    size_b        BIGINT NOT NULL,
+    freq_a        DOUBLE NOT NULL,
+    freq_b        DOUBLE NOT NULL,
+    delta         DOUBLE NOT NULL,
+    ci_low        DOUBLE NOT NULL,
+    ci_high       DOUBLE NOT NULL,
+    p_value       DOUBLE NOT NULL,
+    q_value       DOUBLE NOT NULL,      -- Benjamini–Hochberg over the diff's hypotheses
+    test          VARCHAR NOT NULL,
+    confirmed     BOOLEAN NOT NULL,     -- q < 0.05 with the difference on the claimed side
+    seconds       DOUBLE
+);

@@ -77,14 +77,14 @@ def diff(
     run_a, run_b = store.latest_run(a), store.latest_run(b)
     if run_a.sae_id != run_b.sae_id:
         raise SaeembedError(f"corpora '{a}' and '{b}' were embedded with different SAEs: their concepts differ")
-    side_a = _side_documents(store, run_a, preds["where_a"], "A", with_meta=paired_on is not None)
-    side_b = _side_documents(store, run_b, preds["where_b"], "B", with_meta=paired_on is not None)
+    side_a = side_documents(store, run_a, preds["where_a"], "A", with_meta=paired_on is not None)
+    side_b = side_documents(store, run_b, preds["where_b"], "B", with_meta=paired_on is not None)
     params = {"a": a, "b": b, **preds, "paired_on": paired_on, "min_delta": min_delta, "rank_by": rank_by}
     for name, side in (("diff_side_a", side_a), ("diff_side_b", side_b)):
         store.con.register(name, pa.table({"doc_id": side["doc_id"].to_arrow()}))
     try:
         if paired_on is not None:
-            pairs = _pairs(side_a, side_b, paired_on)
+            pairs = paired_documents(side_a, side_b, paired_on)
             store.con.register("diff_pairs", pairs.to_arrow())
             counts = store.query(read_sql("diff_paired_counts"), {"run_a": run_a.run_id, "run_b": run_b.run_id})
             table = paired_statistics(counts, pairs.height)
@@ -125,7 +125,7 @@ def diff_by(
     _check_options(min_delta, top, rank_by)
     predicate = _optional(where, "--where")
     run = store.latest_run(corpus)
-    docs = _side_documents(store, run, predicate, "the corpus", with_meta=True)
+    docs = side_documents(store, run, predicate, "the corpus", with_meta=True)
     levels = docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("level"))
     missing = levels["level"].null_count()
     levels = levels.drop_nulls("level")
@@ -283,7 +283,8 @@ def _optional(predicate: str | None, option: str) -> str | None:
     return None if predicate is None else check_predicate(predicate, option)
 
 
-def _side_documents(store: Store, run: RunInfo, predicate: str | None, side: str, *, with_meta: bool) -> pl.DataFrame:
+def side_documents(store: Store, run: RunInfo, predicate: str | None, side: str, *, with_meta: bool) -> pl.DataFrame:
+    """doc_id (and meta, with `with_meta`) of the run's documents satisfying `predicate` (checked already)."""
     sql = read_sql("diff_side_documents")
     if predicate is not None:
         sql = sql.replace("AND (TRUE)", f"AND ({predicate})")
@@ -296,7 +297,8 @@ def _side_documents(store: Store, run: RunInfo, predicate: str | None, side: str
     return docs
 
 
-def _pairs(side_a: pl.DataFrame, side_b: pl.DataFrame, column: str) -> pl.DataFrame:
+def paired_documents(side_a: pl.DataFrame, side_b: pl.DataFrame, column: str) -> pl.DataFrame:
+    """doc_a, doc_b: A's and B's documents with one value of meta `column` (each value once per side)."""
     keyed = []
     for side, docs in (("A", side_a), ("B", side_b)):
         keys = docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("key")).drop_nulls()
