@@ -413,6 +413,56 @@ def _print_demo(result: dict) -> None:
 # -- look-ups (library only, no Prefect) ---------------------------------------------------------
 
 
+@app.command()
+def history(
+    analysis: Annotated[str, typer.Argument(help="Analysis id, or a kind (diff, correlate, cluster) for its latest.")],
+    concepts: Annotated[
+        str | None, typer.Option("--concepts", help="ID,ID,… concepts to follow (default: the latest run's top).")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Concepts (pairs) to follow from the latest run.")] = 10,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """How an analysis's results moved across its runs (same kind and parameters): Δ, NPMI or cluster shares."""
+    from saeembed.history import analysis_history
+    from saeembed.store import Store
+
+    followed = _ids(concepts, "--concepts") if concepts else None
+    with Store.open(_db(db), read_only=True) as store:
+        found = analysis_history(store, analysis, concepts=followed, top=top)
+    payload = {
+        "kind": found.kind,
+        "params": found.params,
+        "runs": found.runs.to_dicts(),
+        "series": found.series.to_dicts(),
+    }
+
+    def render() -> None:
+        stdout.print(f"{found.kind} {json.dumps(found.params)}: {found.runs.height} runs", highlight=False)
+        stdout.print(_table(found.runs.to_dicts(), ["analysis_id", "created_at", "seconds", "inputs"]))
+        value, keys = {
+            "diff": ("delta", ["feature_id", "label"]),
+            "correlate": ("npmi", ["feature_a", "feature_b"]),
+            "cluster": ("share", ["cluster"]),
+        }[found.kind]
+        if found.series.height == 0:
+            stdout.print("no results to follow")
+            return
+        wide = found.series.pivot(on="analysis_id", index=keys, values=value, aggregate_function="first")
+        run_columns = [str(i) for i in found.runs["analysis_id"].to_list() if str(i) in wide.columns]
+        title = f"{value} per run (columns: analysis ids)"
+        stdout.print(_table(wide.to_dicts(), [*keys, *run_columns], title=title))
+
+    _emit(payload, as_json, render)
+
+
+def _ids(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SaeembedError(f"{option} takes comma-separated concept ids, e.g. 12,40; got {text!r}") from None
+
+
 @docs_app.command("show")
 def docs_show(
     doc_id: Annotated[int, typer.Argument(help="doc_id from the documents table.")],
