@@ -136,9 +136,9 @@ ARITH_DOCS = [
     for i in range(11)
 ] + [("zeta eta theta iota kappa", {2: 4.0, 4: 1.0}), ("lambda mu nu xi omicron", {4: 1.0})]
 ARITH_LABELS = {
-    1: ("first", 0.9, unit(1)),
-    2: ("second", 0.9, unit(0.8, 0.6)),
-    3: ("third", 0.9, unit(0.6, 0.8)),
+    1: ("property one", 0.9, unit(1)),
+    2: ("property two", 0.9, unit(0.8, 0.6)),
+    3: ("property three", 0.9, unit(0.6, 0.8)),
     4: ("fourth", 0.9, unit(0, 0, 1)),
     5: ("poor", 0.5, unit(1, 0.01)),
     6: ("absent", 0.9, unit(1, 0.001)),
@@ -385,8 +385,20 @@ def test_a_query_in_a_language_the_labels_do_not_cover_still_answers_with_low_co
         result = search_documents(store, "体育比赛的结果", corpus="c", n_concepts=2, top=3, embedder=minilm)
     assert result.documents.height > 0
     assert result.confidence == "low"
-    assert result.concepts["similarity"].max() < retrieve.LOW_CONFIDENCE_BELOW
-    assert result.message.startswith("low confidence: the closest concept label")
+    assert result.message.startswith("low confidence: none of the query's words appears in any concept label")
+
+
+def test_confidence_is_low_for_a_far_label_or_words_no_label_has():
+    concepts = pl.DataFrame({"label": ["football, goal"], "similarity": [0.9]})
+    vocabulary = frozenset({"football", "goal"})
+    assert retrieve.query_confidence("football", concepts, vocabulary, 0.6) == ("high", None)
+    low, why = retrieve.query_confidence("le football", concepts.with_columns(similarity=pl.lit(0.2)), vocabulary, 0.6)
+    assert low == "low" and why.startswith(
+        "low confidence: the closest concept label ('football, goal') has cosine 0.20"
+    )
+    low, why = retrieve.query_confidence("les matchs de foot", concepts, vocabulary, 0.6)
+    assert low == "low" and "none of the query's words" in why
+    assert retrieve.query_confidence("x", concepts.clear(), vocabulary, 0.6)[0] == "low"
 
 
 def test_search_index_flow_builds_the_dense_index_and_concept_columns(prefect_harness, topic_db):

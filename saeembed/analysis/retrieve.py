@@ -20,6 +20,7 @@ instead of scanning a table ordered by document (DuckDB: ≈ 1 s per query at 50
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -49,8 +50,12 @@ RRF_K = 60
 FUSE_DEPTH = 100
 """Documents of each ranking that reciprocal rank fusion considers (at least `top`)."""
 LOW_CONFIDENCE_BELOW = 0.35
-"""Cosine between the query and its closest concept label below which the concepts match it poorly (e.g. a
-query in a language the labels are not in): results come with confidence 'low'."""
+"""Cosine between the query and its closest concept label below which the concepts match it poorly: results
+come with confidence 'low'. The cosine alone misses most queries in a language the labels are not in
+(all-MiniLM-L6-v2 puts Chinese text near labels of single whitespace tokens at 0.4–0.5), so a query none of
+whose words appears in any label is of low confidence too."""
+WORD = re.compile(r"[^\W\d_]{3,}")
+"""A word, for the vocabulary check: letters only, at least three (short function words carry no topic)."""
 SNIPPET_CHARS = 200
 
 
@@ -102,7 +107,7 @@ class ConceptColumns(NamedTuple):
 
 _COLUMN_FILES = ("doc_ids", "ptr", "rows", "max_act", "argmax_pos", "p90")
 # Concept indexes and column caches opened in this process: queries after the first skip reading them.
-_CONCEPT_INDEXES: dict[tuple, ConceptIndex] = {}
+_CONCEPT_INDEXES: dict[tuple, tuple[ConceptIndex, frozenset[str]]] = {}
 _COLUMNS: dict[Path, tuple[str, ConceptColumns]] = {}
 
 
@@ -235,15 +240,19 @@ def _write_columns(store: Store, run_id: int, folder: Path, key: str) -> None:
 # -- concept selection -------------------------------------------------------------------------------
 
 
-def _concept_index(store: Store, run: RunInfo, corpus_id: int, embedder: SentenceEmbedder) -> ConceptIndex:
-    """search.concept_index, kept in memory while the SAE's labels stay the same (labels are only ever
-    added, so their count and newest id identify them)."""
+def _concept_index(
+    store: Store, run: RunInfo, corpus_id: int, embedder: SentenceEmbedder
+) -> tuple[ConceptIndex, frozenset[str]]:
+    """search.concept_index and the words of its labels, kept in memory while the SAE's labels stay the
+    same (labels are only ever added, so their count and newest id identify them)."""
     count, newest = first_row(
         store.con.execute("SELECT count(*), max(label_id) FROM features WHERE sae_id = ?", [run.sae_id])
     )
     key = (str(store.path.resolve()), run.sae_id, corpus_id, embedder.model_id, count, newest)
     if key not in _CONCEPT_INDEXES:
-        _CONCEPT_INDEXES[key] = concept_index(store, run.sae_id, corpus_id, embedder)
+        found = concept_index(store, run.sae_id, corpus_id, embedder)
+        vocabulary = frozenset(word.lower() for label in found.labels["label"] for word in WORD.findall(label))
+        _CONCEPT_INDEXES[key] = (found, vocabulary)
     return _CONCEPT_INDEXES[key]
 
 
@@ -314,15 +323,16 @@ def search_documents(
     if mode in ("sae", "fused"):
         run = store.latest_run(corpus)
         columns = concept_columns(store, run.run_id)
+        found_concepts, vocabulary = _concept_index(store, run, corpus_id, embedder)
         concepts = select_concepts(
-            _concept_index(store, run, corpus_id, embedder),
+            found_concepts,
             query_vector,
             columns,
             n_concepts=n_concepts,
             temperature=temperature,
             min_score=min_score,
         )
-        confidence, message = _confidence(concepts, min_score)
+        confidence, message = query_confidence(query, concepts, vocabulary, min_score)
         sae = _sae_ranking(columns, concepts, allowed, depth)
     if mode in ("dense", "fused"):
         found = document_index(store, corpus, embedder, flat_below=flat_below)
@@ -378,9 +388,19 @@ def _allowed_documents(store: Store, corpus_id: int, predicate: str | None) -> n
         raise SaeembedError(f"the --where predicate failed: {str(error).splitlines()[0]}") from None
 
 
-def _confidence(concepts: pl.DataFrame, min_score: float) -> tuple[str, str | None]:
+def query_confidence(
+    query: str, concepts: pl.DataFrame, vocabulary: frozenset[str], min_score: float
+) -> tuple[str, str | None]:
+    """('high' or 'low', why it is low): low when no concept was selected, when the closest label is far
+    from the query, or when none of the query's words appears in any label (`vocabulary`)."""
     if concepts.height == 0:
         return "low", f"no concept label scored at least {min_score} and matched: try --min-score 0"
+    words = {word.lower() for word in WORD.findall(query)}
+    if words and not words & vocabulary:
+        return "low", (
+            "low confidence: none of the query's words appears in any concept label; the labels may not cover "
+            f"this language or wording (closest label: '{concepts['label'][0]}')"
+        )
     best = concepts["similarity"].max()
     if best < LOW_CONFIDENCE_BELOW:
         return "low", (

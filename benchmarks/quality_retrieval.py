@@ -1,0 +1,213 @@
+"""Does property retrieval find the documents that have a property? A mixed corpus of labelled offline data
+(sae-probes files), embedded by SmolLM2-135M-Instruct with the default SAE; 18 property queries, each with
+the documents that truly have the property as its relevant set; average precision per query and mode.
+
+    python benchmarks/quality_retrieval.py [--db ~/.cache/saeembed/bench/retrieval.duckdb] [--top 3500]
+
+The corpus (≈ 3,500 documents): Amazon 1★ and 5★ reviews, Yelp reviews (1–5★), SMS spam and ham, AG News
+(four topics), human and AI-written student essays, clickbait and factual headlines, emotional tweets
+(happiness, sadness, worry, surprise), toxic and harmless prompts, fake (21st Century Wire) and real
+(Reuters) political news, Python code. Queries are "topic" properties (what a document is about: sports
+news, restaurant reviews, code) or "non-topic" ones (sentiment, spam, style, emotion, toxicity, source).
+
+Everything is embedded once: the store is kept at --db and reused (a rerun takes seconds). Two label sets are
+compared: the labels shipped with the SAE (made from its training data), and token labels made from this
+corpus (`label_concepts`, in a copy of the store beside --db, `…-labelled.duckdb`).
+
+Average precision is computed over the top --top documents of each mode (the whole corpus by default), so a
+relevant document not returned counts as missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+
+from saeembed.analysis.retrieve import DEFAULT_CONCEPTS, DEFAULT_TEMPERATURE, search_documents
+from saeembed.corpora import demo_corpus, read_sae_probes
+from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
+from saeembed.embed import EmbedOptions
+from saeembed.labels import label_concepts
+from saeembed.pipeline import embed, ingest
+from saeembed.search import DEFAULT_MIN_SCORE
+from saeembed.store import Store
+
+CORPUS = "mixed"
+DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "retrieval.duckdb"
+SEED = 0
+
+
+def _sample(frame: pl.DataFrame, target: str, n: int, source: str, label: str) -> pl.DataFrame:
+    rows = frame.filter(pl.col("target") == target).unique("prompt", keep="first", maintain_order=True)
+    rows = rows.sample(n=min(n, rows.height), seed=SEED, shuffle=True)
+    return rows.select(pl.col("prompt").alias("text"), pl.lit(source).alias("source"), pl.lit(label).alias("label"))
+
+
+def mixed_corpus() -> pl.DataFrame:
+    """The benchmark corpus: text, source, label (see the module docstring), id."""
+    parts = [
+        _sample(read_sae_probes("157"), "0", 300, "amazon", "1star"),
+        _sample(read_sae_probes("157"), "1", 300, "amazon", "5star"),
+        *[_sample(read_sae_probes("111"), str(t), 60, "yelp", f"{t + 1}star") for t in range(5)],
+        _sample(read_sae_probes("96"), "1", 200, "sms", "spam"),
+        _sample(read_sae_probes("96"), "0", 200, "sms", "ham"),
+        _sample(read_sae_probes("94"), "1", 150, "essay", "ai"),
+        _sample(read_sae_probes("94"), "0", 150, "essay", "human"),
+        _sample(read_sae_probes("105"), "clickbait", 150, "headline", "clickbait"),
+        _sample(read_sae_probes("105"), "factual", 150, "headline", "factual"),
+        *[_sample(read_sae_probes("102"), e, 100, "tweet", e) for e in ("happiness", "sadness", "worry", "surprise")],
+        _sample(read_sae_probes("95"), "1", 100, "prompt", "toxic"),
+        _sample(read_sae_probes("95"), "0", 100, "prompt", "harmless"),
+        _sample(read_sae_probes("100"), "0", 150, "politics", "fake"),
+        _sample(read_sae_probes("100"), "1", 150, "politics", "real"),
+        _sample(read_sae_probes("159"), "1", 100, "code", "python"),
+        demo_corpus(n=600, seed=SEED).select("text", pl.lit("agnews").alias("source"), pl.col("topic").alias("label")),
+    ]
+    frame = pl.concat(parts).unique("text", keep="first", maintain_order=True)
+    return frame.with_columns(pl.format("{}-{}", pl.col("source"), pl.int_range(pl.len())).alias("id"))
+
+
+class Query(NamedTuple):
+    text: str
+    """The property, as a user would type it."""
+    kind: str
+    """'topic' (what the document is about) or 'non-topic' (sentiment, spam, style, emotion, …)."""
+    relevant: pl.Expr
+    """Which documents have the property (over columns source and label)."""
+
+
+def _is(source: str, *labels: str) -> pl.Expr:
+    return (pl.col("source") == source) & pl.col("label").is_in(labels)
+
+
+QUERIES = [
+    Query(
+        "negative review, disappointed customer", "non-topic", _is("amazon", "1star") | _is("yelp", "1star", "2star")
+    ),
+    Query("positive review, delighted customer", "non-topic", _is("amazon", "5star") | _is("yelp", "4star", "5star")),
+    Query("spam message: you have won a prize, call now", "non-topic", _is("sms", "spam")),
+    Query("essay written by an AI language model", "non-topic", _is("essay", "ai")),
+    Query("clickbait headline", "non-topic", _is("headline", "clickbait")),
+    Query("toxic, offensive or harmful request", "non-topic", _is("prompt", "toxic")),
+    Query("fake news, conspiracy and propaganda", "non-topic", _is("politics", "fake")),
+    Query("sadness, feeling sad", "non-topic", _is("tweet", "sadness")),
+    Query("happiness, feeling happy", "non-topic", _is("tweet", "happiness")),
+    Query("worry and anxiety", "non-topic", _is("tweet", "worry")),
+    Query("surprise, astonishment", "non-topic", _is("tweet", "surprise")),
+    Query("sports news", "topic", _is("agnews", "Sports")),
+    Query("business and economy news", "topic", _is("agnews", "Business")),
+    Query("science and technology news", "topic", _is("agnews", "Sci/Tech")),
+    Query("world news and international politics", "topic", _is("agnews", "World")),
+    Query("restaurant review", "topic", pl.col("source") == "yelp"),
+    Query("Python source code", "topic", pl.col("source") == "code"),
+    Query("product review", "topic", pl.col("source").is_in(["amazon"])),
+]
+
+
+def build(db: Path) -> None:
+    """Ingest and embed the corpus into `db` (skipping what is done), with MiniLM embeddings of every document."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with Store.open(db) as store, tempfile.TemporaryDirectory() as folder:
+        if CORPUS not in store.corpus_names():
+            path = Path(folder) / "mixed.parquet"
+            mixed_corpus().write_parquet(path)
+            ingest(store, path, corpus=CORPUS, id_col="id")
+        started = time.perf_counter()
+        summary = embed(store, CORPUS, options=EmbedOptions(max_tokens=128))
+        if summary.documents:
+            print(f"embedded {summary.documents} documents in {time.perf_counter() - started:.0f} s")
+        doc_ids = store.query("SELECT doc_id FROM documents ORDER BY doc_id")["doc_id"].to_list()
+        document_embeddings(store, doc_ids, SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL))
+
+
+def labelled_copy(db: Path) -> Path:
+    """A copy of `db` with token labels made from the corpus (made once)."""
+    target = db.with_name(db.stem + "-labelled.duckdb")
+    if not target.exists():
+        staging = target.with_name(target.name + ".tmp")
+        shutil.copyfile(db, staging)
+        with Store.open(staging) as store:
+            started = time.perf_counter()
+            label_concepts(store, CORPUS)
+            print(f"token labels made from the corpus in {time.perf_counter() - started:.0f} s")
+        staging.replace(target)
+    return target
+
+
+def average_precision(ranked: list[int], relevant: set[int]) -> float:
+    """Mean of precision@k over the ranks k of the relevant documents found; relevant documents not in
+    `ranked` count as precision 0."""
+    if not relevant:
+        return float("nan")
+    hits = np.isin(np.asarray(ranked, dtype=np.int64), np.fromiter(relevant, dtype=np.int64))
+    precision = np.cumsum(hits) / np.arange(1, len(ranked) + 1)
+    return float(precision[hits].sum() / len(relevant))
+
+
+def evaluate(
+    db: Path, embedder: SentenceEmbedder, modes: tuple[str, ...], options: dict, show: bool
+) -> dict[tuple[str, str], float]:
+    """AP of each (query, mode) on the store at `db`."""
+    scores: dict[tuple[str, str], float] = {}
+    with Store.open(db) as store:
+        docs = store.query("SELECT doc_id, meta->>'source' AS source, meta->>'label' AS label FROM documents")
+        for query in QUERIES:
+            relevant = set(docs.filter(query.relevant)["doc_id"].to_list())
+            for mode in modes:
+                result = search_documents(
+                    store, query.text, corpus=CORPUS, mode=mode, top=docs.height, embedder=embedder, **options
+                )
+                scores[(query.text, mode)] = average_precision(result.documents["doc_id"].to_list(), relevant)
+                if show and mode == "sae":
+                    labels = "; ".join(result.concepts["label"].head(3).to_list())
+                    print(f"    {query.text[:40]:<40} → {labels[:100]}")
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB)
+    parser.add_argument("--concepts", type=int, default=DEFAULT_CONCEPTS)
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE)
+    parser.add_argument("--show-concepts", action="store_true", help="print each query's top 3 concept labels")
+    args = parser.parse_args()
+    build(args.db)
+    labelled = labelled_copy(args.db)
+    embedder = SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
+    options = {"n_concepts": args.concepts, "temperature": args.temperature, "min_score": args.min_score}
+    print(f"options: {options}")
+    shipped = evaluate(args.db, embedder, ("sae", "dense", "fused"), options, args.show_concepts)
+    corpus = evaluate(labelled, embedder, ("sae", "fused"), options, args.show_concepts)
+    columns = {
+        "sae (shipped)": lambda q: shipped[(q, "sae")],
+        "sae (corpus)": lambda q: corpus[(q, "sae")],
+        "dense": lambda q: shipped[(q, "dense")],
+        "fused (shipped)": lambda q: shipped[(q, "fused")],
+        "fused (corpus)": lambda q: corpus[(q, "fused")],
+    }
+    with Store.open(args.db, read_only=True) as store:
+        docs = store.query("SELECT meta->>'source' AS source, meta->>'label' AS label FROM documents")
+    header = f"| {'query':<46} | {'kind':<9} | rel. | " + " | ".join(f"{c:>15}" for c in columns) + " |"
+    print("\naverage precision over the whole ranking (labels: shipped with the SAE / token labels from this corpus)")
+    print(header)
+    print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
+    for query in QUERIES:
+        cells = " | ".join(f"{columns[c](query.text):>15.3f}" for c in columns)
+        print(f"| {query.text:<46} | {query.kind:<9} | {docs.filter(query.relevant).height:>4} | {cells} |")
+    for kind in ("non-topic", "topic", None):
+        chosen = [q.text for q in QUERIES if kind is None or q.kind == kind]
+        cells = " | ".join(f"{np.mean([columns[c](q) for q in chosen]):>15.3f}" for c in columns)
+        name = f"**MAP {kind or 'all'}** ({len(chosen)} queries)"
+        print(f"| {name:<46} | {'':<9} | {'':>4} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
