@@ -392,6 +392,63 @@ def correlate(
     _emit(result, as_json, render)
 
 
+@app.command("compare-releases")
+def compare_releases_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Table of prompt_id, prompt, model, release, released_at, response (.parquet/.csv/.jsonl), "
+            "'example' for the bundled one, or 'none' to compare what --corpus holds."
+        ),
+    ] = "example",
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus the responses go to.")] = "releases",
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Release every other is compared with (default: the first).")
+    ] = None,
+    sae: Annotated[str, typer.Option("--sae", help="default | folder of an SAE.")] = "default",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens read per response.")] = 256,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    min_delta: Annotated[float, typer.Option("--min-delta", help="Least |Δ| to report.")] = 0.03,
+    top: Annotated[int, typer.Option("--top", help="Concepts per comparison.")] = 10,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare releases answering the same prompts: paired diffs against the previous release and a baseline
+    (Prefect flow: ingest, embed, diffs, report)."""
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        raise SaeembedError(f"--report must end in .html, got {report}")
+    result = _run_flow(
+        "compare_releases",
+        source=None if source.lower() == "none" else source,
+        corpus=corpus,
+        baseline=baseline,
+        sae=sae,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype,
+        min_delta=min_delta,
+        top=top,
+        report=str(report) if report else None,
+        db=_db(db),
+        show_progress=not as_json,
+    )
+
+    def render() -> None:
+        stdout.print(
+            f"analysis {result['analysis_id']}: {result['embedded']} responses newly embedded"
+            + (f"; report: {result['report']}" if result["report"] else "")
+        )
+        columns = ["model", "release", "against", "against_kind", "pairs", "rising", "falling"]
+        stdout.print(_table(result["steps"], columns, title="paired diffs (significant concepts, q < 0.05)"))
+        rows = [{**r, "delta": f"{r['delta']:+.3f}"} for r in result["changes"] if r["rank"] <= 3]
+        columns = ["release", "against", "rank", "feature_id", "label", "freq_a", "freq_b", "delta", "q_value"]
+        stdout.print(_table(rows, columns, title="top 3 concepts per comparison (freq_a: the newer release)"))
+
+    _emit(result, as_json, render)
+
+
 @app.command()
 def demo(
     db: DbOption = None,

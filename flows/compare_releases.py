@@ -1,0 +1,99 @@
+"""Flow: compare model releases answering the same prompts — ingest new responses, embed them, paired
+diffs of each release against the previous one and a baseline, a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from saeembed_flows.embed import embed_flow
+
+from saeembed.release_report import releases_report
+from saeembed.releases import ReleaseComparison, compare_releases, example_releases, ingest_releases, read_releases
+from saeembed.store import Store
+
+EXAMPLE = "example"
+"""`source` value naming the bundled example releases table."""
+
+
+@task(name="ingest-releases", cache_policy=NO_CACHE)
+def ingest_task(source: str, corpus: str, db: str | None) -> dict:
+    frame = example_releases() if source == EXAMPLE else read_releases(source)
+    with Store.open(db) as store:
+        counts = ingest_releases(store, frame, corpus=corpus, source=source)
+    return {"rows": frame.height, **counts._asdict()}
+
+
+@task(name="compare-releases", cache_policy=NO_CACHE)
+def compare_task(corpus: str, baseline: str | None, min_delta: float, top: int, db: str | None) -> ReleaseComparison:
+    with Store.open(db) as store:
+        return compare_releases(store, corpus, baseline=baseline, min_delta=min_delta, top=top)
+
+
+@flow(name="compare-releases", log_prints=True)
+def compare_releases_flow(
+    source: str | None = EXAMPLE,
+    corpus: str = "releases",
+    baseline: str | None = None,
+    sae: str = "default",
+    reader: str | None = None,
+    layer: int | None = None,
+    max_tokens: int = 256,
+    device: str = "auto",
+    dtype: str = "auto",
+    min_delta: float = 0.03,
+    top: int = 10,
+    report: str | None = None,
+    db: str | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """Releases in SOURCE (a .parquet/.csv/.jsonl table of prompt_id, prompt, model, release, released_at,
+    response; 'example' for the bundled one; None to use what CORPUS holds) compared release by release.
+    Only new rows are ingested and only new responses embedded, so a schedule picks up a new release
+    as soon as its rows appear."""
+    ingested = ingest_task(source, corpus, db) if source is not None else None
+    embedded = embed_flow(
+        corpus=corpus,
+        sae=sae,
+        db=db,
+        reader=reader,
+        layer=layer,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype,
+        show_progress=show_progress,
+    )
+    result = compare_task(corpus, baseline, min_delta, top, db)
+    title = f"saeembed compare-releases {corpus}"
+    if report is not None:
+        Path(report).write_text(releases_report(title, result), encoding="utf-8")
+    steps = result.steps.to_dicts()
+    create_markdown_artifact(
+        key="compare-releases-summary",
+        markdown="\n".join(
+            [
+                f"**{title}** (analysis {result.analysis_id}; report: {report or 'none'})",
+                "",
+                "| model | release | against | rising | falling |",
+                "|---|---|---|---|---|",
+                *(
+                    f"| {s['model']} | {s['release']} | {s['against']} ({s['against_kind']}) | {s['rising']} "
+                    f"| {s['falling']} |"
+                    for s in steps
+                ),
+            ]
+        ),
+        description=title,
+    )
+    return {
+        "analysis_id": result.analysis_id,
+        "ingested": ingested,
+        "embedded": embedded["documents"],
+        "report": report,
+        "steps": steps,
+        "changes": result.changes.to_dicts(),
+        "trend": result.trend.to_dicts(),
+    }

@@ -1,0 +1,120 @@
+"""Release comparison: reading and storing a releases table, paired diffs across releases, the trend of
+concepts, on real DuckDB stores with known concept vectors."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from saeembed.errors import SaeembedError
+from saeembed.releases import check_releases, compare_releases, example_releases, ingest_releases, read_releases
+from saeembed.store import Store
+from tests.test_diff import build_store
+
+RELEASE_DATES = {"v1": "2024-01-15", "v2": "2024-04-15", "v3": "2024-07-15"}
+
+
+def release_docs(n: int = 40) -> list[tuple[str, dict, list[int]]]:
+    """n prompts answered by three releases: concept 5 ("bullet list") in 4 of 40 answers of v1, 32 of v2
+    and 2 of v3; concept 1 everywhere."""
+    lists = {"v1": range(4), "v2": range(32), "v3": range(2)}
+    return [
+        (
+            f"answer {release} {i}",
+            {"prompt_id": f"p{i}", "model": "bot", "release": release, "released_at": RELEASE_DATES[release]},
+            [1, 5] if i in lists[release] else [1],
+        )
+        for release in ("v2", "v1", "v3")  # stored out of release order on purpose
+        for i in range(n)
+    ]
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with Store.open(build_store(tmp_path / "r.duckdb", {"r": release_docs()})) as opened:
+        yield opened
+
+
+def test_each_release_against_the_previous_and_the_baseline(store):
+    result = compare_releases(store, "r", top=5)
+    steps = result.steps.select("release", "against", "against_kind", "pairs", "rising", "falling").rows()
+    assert steps == [
+        ("v2", "v1", "previous", 40, 1, 0),
+        ("v3", "v2", "previous", 40, 0, 1),
+        ("v3", "v1", "baseline", 40, 0, 0),  # 2 vs 4 of 40: not significant
+    ]
+    rise = result.changes.filter((pl.col("release") == "v2") & (pl.col("feature_id") == 5)).row(0, named=True)
+    assert (rise["freq_a"], rise["freq_b"], rise["delta"]) == pytest.approx((0.8, 0.1, 0.7))
+    assert rise["q_value"] < 1e-6
+    trend = result.trend.filter(pl.col("feature_id") == 5).sort("released_at")
+    assert trend["release"].to_list() == ["v1", "v2", "v3"]
+    assert trend["freq"].to_list() == pytest.approx([0.1, 0.8, 0.05])
+    recorded = store.query("SELECT kind, inputs FROM analyses WHERE analysis_id = $a", {"a": result.analysis_id})
+    assert recorded["kind"][0] == "compare-releases"
+    assert json.loads(recorded["inputs"][0])["diffs"] == result.steps["diff_id"].to_list()
+
+
+def test_a_chosen_baseline(store):
+    result = compare_releases(store, "r", baseline="v2", top=5)
+    steps = result.steps.select("release", "against", "against_kind").rows()
+    # Both comparisons with the baseline v2 are already comparisons with a previous release.
+    assert steps == [("v2", "v1", "previous"), ("v3", "v2", "previous")]
+    with pytest.raises(SaeembedError, match="'v9' is not a release of bot"):
+        compare_releases(store, "r", baseline="v9")
+
+
+def test_a_table_that_grows_by_a_release_adds_only_that_release(tmp_path):
+    table = example_releases()
+    with Store.open(tmp_path / "x.duckdb") as store:
+        first = ingest_releases(store, table.filter(pl.col("release") != "v3"), corpus="rel", source="t")
+        second = ingest_releases(store, table, corpus="rel", source="t")
+        meta = json.loads(store.query("SELECT meta FROM documents LIMIT 1")["meta"][0])
+    assert (first.inserted, second.inserted, second.already_present) == (96, 48, 96)
+    assert set(meta) == {"prompt_id", "prompt", "model", "release", "released_at"}
+
+
+def test_the_example_is_three_releases_of_48_prompts():
+    table = example_releases()
+    assert table.height == 144 and table["release"].unique().sort().to_list() == ["v1", "v2", "v3"]
+    assert table.group_by("release").len()["len"].to_list() == [48, 48, 48]
+    v2_lists = table.filter(pl.col("release") == "v2")["response"].str.contains(r"(?m)^\s*[-*•] ").mean()
+    v1_lists = table.filter(pl.col("release") == "v1")["response"].str.contains(r"(?m)^\s*[-*•] ").mean()
+    assert v2_lists > v1_lists
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop("released_at"), "lacks column"),
+        (lambda f: f.with_columns(pl.lit(" ").alias("response")), "empty responses"),
+        (lambda f: pl.concat([f, f.head(1)]), "appears more than once"),
+        (lambda f: f.with_columns(pl.lit("soon").alias("released_at")), "released_at must be a date"),
+    ],
+)
+def test_bad_tables_are_refused_naming_the_problem(change, message):
+    frame = example_releases().with_columns(pl.col("released_at").cast(pl.Utf8))
+    with pytest.raises(SaeembedError, match=message):
+        check_releases(change(frame))
+
+
+def test_read_releases_errors(tmp_path):
+    with pytest.raises(SaeembedError, match="no releases table"):
+        read_releases(tmp_path / "missing.parquet")
+    (tmp_path / "t.txt").write_text("x")
+    with pytest.raises(SaeembedError, match=r"\.parquet, \.csv or \.jsonl"):
+        read_releases(tmp_path / "t.txt")
+
+
+def test_one_release_is_nothing_to_compare(tmp_path):
+    docs = [d for d in release_docs() if d[1]["release"] == "v1"]
+    with Store.open(build_store(tmp_path / "one.duckdb", {"r": docs})) as store:
+        with pytest.raises(SaeembedError, match="one release only"):
+            compare_releases(store, "r")
+        with pytest.raises(SaeembedError, match="has no releases"):
+            store.add_documents(
+                "plain",
+                pl.DataFrame({"external_id": ["x"], "text": ["t"], "meta": ["{}"], "content_hash": ["h"]}),
+            )
+            compare_releases(store, "plain")
