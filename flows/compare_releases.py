@@ -69,6 +69,7 @@ def compare_releases_flow(
     result = compare_task(corpus, baseline, min_delta, top, db)
     title = f"saeembed compare-releases {corpus}"
     if report is not None:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
         Path(report).write_text(releases_report(title, result), encoding="utf-8")
     steps = result.steps.to_dicts()
     create_markdown_artifact(

@@ -86,6 +86,7 @@ def diff_flow(
     title = f"saeembed diff {a} vs {b}" if by is None else f"saeembed diff {a} by {by}"
     summary = {"analysis_id": result.analysis_id, "test": result.test, "n_a": result.n_a, "n_b": result.n_b}
     if report is not None:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
         Path(report).write_text(diff_report(title, {**summary, **options}, result.table), encoding="utf-8")
     head = result.table.head(10)
     lines = [

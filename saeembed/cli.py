@@ -450,6 +450,23 @@ def compare_releases_command(
 
 
 @app.command()
+def serve(
+    project: Annotated[Path, typer.Option("--project", help="The Prefect project file.")] = Path("prefect.yaml"),
+    only: Annotated[str | None, typer.Option("--only", help="NAME,NAME,… deployments to serve (default: all).")] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="DuckDB file every flow uses (default: each deployment's own).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Flow runs at once (DuckDB has one writer).")] = 1,
+) -> None:
+    """Serve prefect.yaml's deployments from this machine (Prefect's serve: schedules run, the UI can trigger
+    runs). Needs a Prefect server: `prefect server start`, and PREFECT_API_URL pointing at it."""
+    from saeembed_flows.serve import serve_project
+
+    names = [name.strip() for name in only.split(",") if name.strip()] if only else None
+    serve_project(project, only=names, db=str(db) if db else None, limit=limit)
+
+
+@app.command()
 def demo(
     db: DbOption = None,
     n_docs: Annotated[int, typer.Option("--n-docs", help="News articles in the demo corpus.")] = 3000,
