@@ -41,7 +41,7 @@ from saeembed.tokens import load_tokenizer, mark_context
 
 Mode = Literal["sae", "dense", "fused"]
 MODES = ("sae", "dense", "fused")
-DEFAULT_CONCEPTS = 10
+DEFAULT_CONCEPTS = 20
 """Concepts a query selects (k)."""
 DEFAULT_TEMPERATURE = 0.2
 """T in w_r = exp(−r / (k·T)): the weight of the last selected concept is e^(−1/T) ≈ 0.007 at 0.2."""
