@@ -8,6 +8,7 @@ Rows with no text are counted and reported, never dropped silently.
 from __future__ import annotations
 
 import codecs
+import glob
 import gzip
 import hashlib
 from pathlib import Path
@@ -204,10 +205,16 @@ def read_source(path: str | Path, *, text_col: str = "text", id_col: str | None 
     objects); dates and times become ISO text, binary becomes base64, NaN/inf become null. Rows get a null
     meta when there are no other columns.
 
+    A glob (`data/*.parquet`, `in/**/*.jsonl`) reads every matching file, in name order, as one source: a
+    scheduled ingest of a glob adds only the rows of files (or file versions) not seen before, since
+    stored rows are skipped by content hash.
+
     A folder is read recursively: one document per .txt file (other files are ignored), its path relative
     to the folder as the external id and as meta {"path": ...}; text_col and id_col do not apply.
     Errors (missing path, unknown format, no rows, missing column, non-UTF-8 text) raise SaeembedError.
     """
+    if any(character in str(path) for character in "*?["):
+        return _read_glob(str(path), text_col=text_col, id_col=id_col)
     path = Path(path).expanduser()
     if not path.exists():
         raise SaeembedError(f"no such file or directory: {path}")
@@ -255,4 +262,20 @@ def read_source(path: str | Path, *, text_col: str = "text", id_col: str | None 
         skipped_empty=empty.height,
         skipped_duplicate=rows.height - unique.height,
         empty_examples=examples,
+    )
+
+
+def _read_glob(pattern: str, *, text_col: str, id_col: str | None) -> SourceRows:
+    files = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser()), recursive=True) if Path(p).is_file())
+    if not files:
+        raise SaeembedError(f"no file matches {pattern}")
+    parts = [read_source(file, text_col=text_col, id_col=id_col) for file in files]
+    rows = pl.concat([part.rows for part in parts])
+    unique = rows.filter(pl.col("content_hash").is_first_distinct())
+    return SourceRows(
+        rows=unique,
+        n_read=sum(part.n_read for part in parts),
+        skipped_empty=sum(part.skipped_empty for part in parts),
+        skipped_duplicate=sum(part.skipped_duplicate for part in parts) + rows.height - unique.height,
+        empty_examples=[e for part in parts for e in part.empty_examples][:MAX_EMPTY_EXAMPLES],
     )

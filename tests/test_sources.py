@@ -227,3 +227,14 @@ def test_non_utf8_files_are_named_with_the_offset(tmp_path, monkeypatch):
     (folder / "sub" / "bad.txt").write_bytes(b"ok \xff")
     with pytest.raises(SaeembedError, match=r"sub/bad\.txt is not UTF-8: invalid byte 0xff at offset 3$"):
         read_source(folder)
+
+
+def test_a_glob_reads_every_matching_file_as_one_source(tmp_path):
+    pl.DataFrame({"id": [1, 2], "text": ["first", "second"]}).write_parquet(tmp_path / "a.parquet")
+    pl.DataFrame({"id": [2, 3], "text": ["second", "third"]}).write_parquet(tmp_path / "b.parquet")
+    (tmp_path / "notes.txt").write_text("not matched")
+    source = read_source(tmp_path / "*.parquet")
+    assert source.rows["text"].to_list() == ["first", "second", "third"]
+    assert (source.n_read, source.skipped_duplicate) == (4, 1)
+    with pytest.raises(SaeembedError, match=r"no file matches .*\*\.jsonl"):
+        read_source(tmp_path / "*.jsonl")
