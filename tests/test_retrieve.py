@@ -418,3 +418,43 @@ def test_search_index_flow_builds_the_dense_index_and_concept_columns(prefect_ha
     with Store.open(topic_db, read_only=True) as store:
         embedded = store.query("SELECT count(*) AS n FROM doc_embeddings")["n"][0]
     assert embedded == 5
+
+
+# -- the LLM concept filter (a real HTTP server with scripted replies) ----------------------------------
+
+
+def test_parse_llm_choice_keeps_named_candidates_in_order():
+    assert retrieve.parse_llm_choice("3, 1, 3, 99", 4) == [2, 0]
+    assert retrieve.parse_llm_choice("None of them.", 4) == []
+    assert retrieve.parse_llm_choice("I cannot tell.", 4) is None
+
+
+def test_an_llm_chooses_and_orders_the_concepts(arith_db):
+    from saeembed.llm import OpenAICompatible
+    from tests.test_llm import ChatServer, completion
+
+    picks = ChatServer(lambda number, request: completion("3, 1"))
+    refuses = ChatServer(lambda number, request: completion("none"))
+    try:
+        with Store.open(arith_db) as store, OpenAICompatible(picks.base_url, "test-model") as chat:
+            chosen = search_documents(store, "the property", corpus="c", n_concepts=2, embedder=QUERY, chat=chat)
+            params = json.loads(
+                store.query("SELECT params FROM analyses WHERE analysis_id = $a", {"a": chosen.analysis_id})["params"][
+                    0
+                ]
+            )
+        with Store.open(arith_db) as store, OpenAICompatible(refuses.base_url, "test-model") as chat:
+            kept = search_documents(store, "the property", corpus="c", n_concepts=2, embedder=QUERY, chat=chat)
+    finally:
+        picks.close()
+        refuses.close()
+    # Candidates: the 3·2 closest labels that pass the score and have documents, i.e. concepts 1, 2, 3, 4.
+    prompt = picks.requests[0]["messages"][-1]["content"]
+    assert "Property: the property" in prompt
+    assert "1: property one\n2: property two\n3: property three\n4: fourth\n" in prompt
+    assert chosen.concepts["feature_id"].to_list() == [3, 1]
+    assert chosen.concepts["weight"].to_list() == pytest.approx([1.0, math.exp(-1 / 0.4)])
+    assert chosen.documents["doc_id"][0] == 11  # the only document with concept 3 (5 / p90 5 = 1, plus 1.1·w)
+    assert params["llm"] == "test-model"
+    assert kept.concepts["feature_id"].to_list() == [1, 2]
+    assert kept.message == "the LLM found no concept that shows this property; concepts kept in embedding order"

@@ -8,6 +8,8 @@ Three modes:
   percentile of the concept's nonzero activations over the run, so concepts with large activations do
   not drown the others.
 - dense: cosine of all-MiniLM-L6-v2 embeddings of the query and the documents (FAISS; see doc_index).
+- with an LLM (`chat`), the concepts are the LLM's choice, in its order, among the 3k closest labels: a
+  label can be close in wording and wrong in meaning ("review" for "negative review").
 - fused: reciprocal rank fusion of the two rankings (Cormack, Clarke & Büttcher 2009, "Reciprocal rank
   fusion outperforms Condorcet and individual rank learning methods", SIGIR), k = 60.
 
@@ -24,7 +26,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -36,6 +38,7 @@ from saeembed.analysis.predicates import check_predicate
 from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
 from saeembed.errors import SaeembedError
+from saeembed.llm import ChatBackend
 from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
 from saeembed.store import RunInfo, Store, first_row, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
@@ -58,6 +61,9 @@ whose words appears in any label is of low confidence too."""
 WORD = re.compile(r"[^\W\d_]{3,}")
 """A word, for the vocabulary check: letters only, at least three (short function words carry no topic)."""
 SNIPPET_CHARS = 200
+LLM_CANDIDATES = 3
+"""With an LLM, it chooses the k concepts among the LLM_CANDIDATES·k closest labels."""
+LLM_MAX_TOKENS = 200
 
 
 class RetrievalResult(NamedTuple):
@@ -263,9 +269,12 @@ def select_concepts(
     n_concepts: int,
     temperature: float,
     min_score: float,
+    choose: Callable[[pl.DataFrame], list[int]] | None = None,
 ) -> pl.DataFrame:
     """The `n_concepts` concepts whose labels are closest to the query among those whose label scored at
-    least `min_score` and that are present in the run, with their weights and p90 (see RetrievalResult)."""
+    least `min_score` and that are present in the run, with their weights and p90 (see RetrievalResult).
+    `choose(candidates)` (the LLM filter), given the closest LLM_CANDIDATES·n_concepts, returns the rows
+    to keep in order."""
     similarity, rows = found.index.search(query_vector.reshape(1, -1), found.labels.height)
     hits = found.labels[rows[0].tolist()].with_columns(pl.Series("similarity", similarity[0].astype(np.float64)))
     if min_score > 0:
@@ -273,7 +282,11 @@ def select_concepts(
     ptr = np.asarray(columns.ptr)
     n_docs = ptr[1:] - ptr[:-1]
     present = hits["feature_id"].to_numpy()
-    hits = hits.filter(pl.Series(n_docs[present] > 0)).head(n_concepts)
+    hits = hits.filter(pl.Series(n_docs[present] > 0))
+    if choose is not None:
+        candidates = hits.head(LLM_CANDIDATES * n_concepts)
+        hits = candidates[choose(candidates)]
+    hits = hits.head(n_concepts)
     feature_ids = hits["feature_id"].to_numpy()
     return hits.select(
         pl.int_range(1, pl.len() + 1).alias("rank"),
@@ -303,10 +316,12 @@ def search_documents(
     where: str | None = None,
     flat_below: int = FLAT_BELOW,
     embedder: SentenceEmbedder | None = None,
+    chat: ChatBackend | None = None,
 ) -> RetrievalResult:
     """The `top` documents of `corpus` that best have the property `query` (see the module docstring for
     the modes), optionally among those matching `where` (one expression over documents' columns and meta).
-    Recorded in `analyses` (kind 'search') and `retrieval_results`."""
+    With `chat` (a saeembed.llm backend, e.g. `chat_backend(store, …)`), an LLM chooses the concepts among
+    the closest labels (see `llm_choice`). Recorded in `analyses` (kind 'search') and `retrieval_results`."""
     started = time.perf_counter()
     _check_options(query, mode, top, n_concepts, temperature)
     predicate = None if where is None else check_predicate(where)
@@ -319,6 +334,7 @@ def search_documents(
     sae = dense = None
     run: RunInfo | None = None
     confidence = message = index = None
+    llm_notes: list[str] = []
     if mode in ("sae", "fused"):
         run = store.latest_run(corpus)
         columns = concept_columns(store, run.run_id)
@@ -330,8 +346,11 @@ def search_documents(
             n_concepts=n_concepts,
             temperature=temperature,
             min_score=min_score,
+            choose=None if chat is None else lambda candidates: llm_choice(chat, query, candidates, llm_notes),
         )
         confidence, message = query_confidence(query, concepts, vocabulary, min_score)
+        if llm_notes:
+            message = " ".join(filter(None, [message, *llm_notes]))
         sae = _sae_ranking(columns, concepts, allowed, depth)
     if mode in ("dense", "fused"):
         found = document_index(store, corpus, embedder, flat_below=flat_below)
@@ -351,6 +370,7 @@ def search_documents(
         "min_score": min_score,
         "where": predicate,
         "model": embedder.model_id,
+        "llm": None if chat is None else chat.model,
     }
     inputs = {
         "run_id": run.run_id if run is not None else None,
@@ -362,6 +382,51 @@ def search_documents(
     seconds = round(time.perf_counter() - started, 4)
     analysis_id = _record(store, mode, params, inputs, documents, seconds)
     return RetrievalResult(analysis_id, mode, query, corpus, concepts, documents, index, confidence, message, seconds)
+
+
+def llm_messages(query: str, candidates: pl.DataFrame) -> list[dict[str, str]]:
+    """The request asking an LLM which of the candidate concepts show that a document has the property."""
+    listed = "\n".join(f"{i}: {label}" for i, label in enumerate(candidates["label"].to_list(), start=1))
+    return [
+        {
+            "role": "system",
+            "content": "You select features of a text classifier. Each feature fires on the words or ideas its "
+            "label describes.",
+        },
+        {
+            "role": "user",
+            "content": f"Property: {query}\n\nFeatures (number: label):\n{listed}\n\nWhich features indicate "
+            "that a text has the property? Answer with their numbers only, most indicative first, separated by "
+            "commas, or 'none'.",
+        },
+    ]
+
+
+def parse_llm_choice(answer: str, n_candidates: int) -> list[int] | None:
+    """The 0-based rows an answer like '3, 1, 7' names (in its order, each once, within range); [] for
+    'none'; None when the answer names nothing readable."""
+    numbers = [int(n) for n in re.findall(r"\d+", answer)]
+    if not numbers:
+        return [] if "none" in answer.lower() else None
+    rows = [n - 1 for n in numbers if 1 <= n <= n_candidates]
+    return list(dict.fromkeys(rows)) or None
+
+
+def llm_choice(chat: ChatBackend, query: str, candidates: pl.DataFrame, notes: list[str]) -> list[int]:
+    """The candidates (rows) the LLM keeps, in its order; all of them, in embedding order, with a note in
+    `notes` when it keeps none or its answer cannot be read (the search still answers)."""
+    everything = list(range(candidates.height))
+    if candidates.height == 0:
+        return everything
+    answer = chat.complete(llm_messages(query, candidates), max_tokens=LLM_MAX_TOKENS, temperature=0.0)
+    rows = parse_llm_choice(answer, candidates.height)
+    if rows is None:
+        notes.append(f"the LLM's answer named no concept ({answer[:80]!r}); concepts kept in embedding order")
+        return everything
+    if not rows:
+        notes.append("the LLM found no concept that shows this property; concepts kept in embedding order")
+        return everything
+    return rows
 
 
 def _check_options(query: str, mode: str, top: int, n_concepts: int, temperature: float) -> None:
