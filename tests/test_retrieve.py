@@ -458,3 +458,23 @@ def test_an_llm_chooses_and_orders_the_concepts(arith_db):
     assert params["llm"] == "test-model"
     assert kept.concepts["feature_id"].to_list() == [1, 2]
     assert kept.message == "the LLM found no concept that shows this property; concepts kept in embedding order"
+
+
+def test_fused_results_may_hold_documents_the_run_has_not_embedded(arith_db):
+    embedder = FixedEmbedder({"the property": unit(1)})
+    with Store.open(arith_db) as store:
+        store.add_documents(
+            "c",
+            pl.DataFrame({"external_id": ["late"], "text": ["late arrival"], "meta": ["{}"], "content_hash": ["l"]}),
+        )
+        store.con.executemany(
+            "INSERT INTO doc_embeddings VALUES (?, ?, ?)",
+            [[embedder.model_id, d, unit(1, 0.1 * d).tolist()] for d in range(1, 15)],
+        )
+        fused = search_documents(
+            store, "the property", corpus="c", mode="fused", n_concepts=3, top=14, embedder=embedder
+        )
+    late = fused.documents.filter(pl.col("doc_id") == 14).row(0, named=True)
+    assert (late["sae_rank"], late["dense_rank"], late["concepts"]) == (None, 14, [])
+    assert late["snippet"] == "late arrival"
+    assert fused.documents.height == 14

@@ -565,7 +565,9 @@ def _present(
     peaks: list[int | None] = [None] * len(doc_ids)
     if columns is not None and concepts.height and doc_ids:
         position = {d: i for i, d in enumerate(doc_ids)}
-        listed_rows = np.searchsorted(columns.doc_ids, doc_ids)
+        # Rows of the listed documents the run embedded (a fused result may hold dense-only documents).
+        listed_rows = np.searchsorted(columns.doc_ids, doc_ids).clip(max=max(len(columns.doc_ids) - 1, 0))
+        listed_rows = listed_rows[columns.doc_ids[listed_rows] == np.asarray(doc_ids)]
         for feature_id, label, weight, p90 in concepts.select("feature_id", "label", "weight", "p90").iter_rows():
             start, end = int(columns.ptr[feature_id]), int(columns.ptr[feature_id + 1])
             rows = np.asarray(columns.rows[start:end])
