@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,8 @@ import pyarrow as pa
 from saeembed.errors import SaeembedError
 
 DEFAULT_DB = "saeembed.duckdb"
+BUSY_POLL_SECONDS = 0.5
+"""How often a waiting `Store.open` retries a database another process is writing."""
 
 
 def default_db_path() -> Path:
@@ -91,22 +94,34 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, read_only: bool = False) -> Store:
-        """Open (and, unless read_only, create or migrate) the database at `path`."""
+    def open(cls, path: str | Path | None = None, *, read_only: bool = False, wait: float | None = None) -> Store:
+        """Open (and, unless read_only, create or migrate) the database at `path`.
+
+        DuckDB lets one process at a time open a file for writing. While another holds it, this waits up
+        to `wait` seconds (default: $SAEEMBED_DB_WAIT, else 0) for it to finish, then fails with
+        "database busy".
+        """
         path = Path(path) if path is not None else default_db_path()
         if read_only and not path.exists():
             raise SaeembedError(f"no database at {path}: run `saeembed ingest` (or `saeembed demo`) first")
         if not path.parent.exists():
             raise SaeembedError(f"cannot create database {path}: folder {path.parent} does not exist")
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as error:
-            if "lock" in str(error).lower():
-                raise SaeembedError(
-                    f"database busy: {path} is open for writing in another process; "
-                    "wait for it to finish or use another --db"
-                ) from None
-            raise SaeembedError(f"cannot open database {path}: {error}") from None
+        wait = float(os.environ.get("SAEEMBED_DB_WAIT", "0")) if wait is None else wait
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise SaeembedError(f"cannot open database {path}: {error}") from None
+                if time.monotonic() >= deadline:
+                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                    raise SaeembedError(
+                        f"database busy: {path} is open for writing in another process{waited}; "
+                        "wait for it to finish (SAEEMBED_DB_WAIT=SECONDS waits for you) or use another --db"
+                    ) from None
+                time.sleep(min(BUSY_POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
         store = cls(con, path)
         if not read_only:
             con.execute(read_sql("schema"))
@@ -355,6 +370,10 @@ class Store:
             )
         )
         return row[0]
+
+    def check(self) -> list[str]:
+        """What is wrong with the stored data (see sql/consistency.sql); empty when it is consistent."""
+        return [f"{problem}: {n}" for problem, n in self.con.execute(read_sql("consistency")).fetchall()]
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.con)

@@ -154,3 +154,42 @@ def test_sql_files_are_installed():
     assert "CREATE TABLE IF NOT EXISTS doc_features" in read_sql("schema")
     with pytest.raises(SaeembedError, match=r"no SQL file named nope.sql"):
         read_sql("nope")
+
+
+def test_a_writer_waits_for_the_other_process_when_asked(db_path):
+    import subprocess
+    import sys
+    import time
+
+    # The other process holds the database for about 2 s; waiting up to 60 s gets it once released.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time\ncon = duckdb.connect({str(db_path)!r})\nprint('held', flush=True)\ntime.sleep(2)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with pytest.raises(SaeembedError, match="database busy"):
+        Store.open(db_path, wait=0.2)
+    with Store.open(db_path, wait=60) as store:
+        assert store.check() == []
+    assert time.monotonic() - started > 0.5
+    holder.wait(timeout=30)
+
+
+def test_the_consistency_check_names_damage(tmp_path):
+    from tests.test_diff import build_store
+
+    path = build_store(tmp_path / "c.duckdb", {"a": [("x", {}, [1, 2]), ("y", {}, [3])]})
+    with Store.open(path) as store:
+        assert store.check() == []
+        store.con.execute("DELETE FROM doc_features WHERE feature_id = 3")
+        store.con.execute("INSERT INTO doc_features SELECT * FROM doc_features WHERE feature_id = 1")
+        assert store.check() == [
+            "documents whose n_features differs from their concept rows: 2",
+            "concept rows stored twice: 1",
+        ]
