@@ -196,6 +196,7 @@ def test_sae_search_selects_concepts_and_scores_by_weighted_normalised_activatio
     assert [m["feature_id"] for m in first["concepts"]] == [1, 3]  # by contribution: 1.1 vs 0.036
     assert first["concepts"][0]["activation"] == pytest.approx(11.0)
     assert first["snippet"] == "alpha« beta» gamma delta epsilon"
+    assert first["marked"] == "alpha «beta» gamma delta epsilon"  # both concepts peak on token 1
     assert kind == "search"
     assert stored["doc_id"].to_list() == result.documents["doc_id"].to_list()
     assert stored["score"].to_list() == pytest.approx(result.documents["score"].to_list())
@@ -476,5 +477,5 @@ def test_fused_results_may_hold_documents_the_run_has_not_embedded(arith_db):
         )
     late = fused.documents.filter(pl.col("doc_id") == 14).row(0, named=True)
     assert (late["sae_rank"], late["dense_rank"], late["concepts"]) == (None, 14, [])
-    assert late["snippet"] == "late arrival"
+    assert (late["snippet"], late["marked"]) == ("late arrival", None)
     assert fused.documents.height == 14

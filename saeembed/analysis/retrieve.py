@@ -41,7 +41,7 @@ from saeembed.errors import SaeembedError
 from saeembed.llm import ChatBackend
 from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
 from saeembed.store import RunInfo, Store, first_row, read_sql
-from saeembed.tokens import load_tokenizer, mark_context
+from saeembed.tokens import load_tokenizer, mark_context, mark_positions
 
 Mode = Literal["sae", "dense", "fused"]
 MODES = ("sae", "dense", "fused")
@@ -83,8 +83,9 @@ class RetrievalResult(NamedTuple):
     """The top documents, best first: rank, doc_id, external_id, score (sae: Σ w·a/p90; dense: cosine;
     fused: Σ 1/(60 + rank)), sae_rank and dense_rank (null where a mode did not rank it or was not run),
     concepts (the selected concepts the document has, by contribution: feature_id, label, weight,
-    activation (max_act), contribution (w·a/p90)), snippet (around the firing token of the strongest
-    matched concept, marked «like this»; the start of the text when none matched)."""
+    activation (max_act), contribution (w·a/p90), argmax_pos (the token where it peaks)), snippet (around
+    the firing token of the strongest matched concept, marked «like this»; the start of the text when none
+    matched), marked (the whole text with every matched concept's firing token marked; null when none)."""
     index: str | None
     """The dense index used (dense and fused), e.g. 'flat (exact, 3,500 documents)' or 'ivf (nlist …)'."""
     confidence: str | None
@@ -547,6 +548,7 @@ _MATCH = pl.Struct(
         "weight": pl.Float64,
         "activation": pl.Float64,
         "contribution": pl.Float64,
+        "argmax_pos": pl.Int64,
     }
 )
 
@@ -587,22 +589,24 @@ def _present(
                 )
         for i, found in enumerate(matches):
             found.sort(key=lambda m: -m["contribution"])
-            peaks[i] = found[0].pop("argmax_pos") if found else None
-            for m in found:
-                m.pop("argmax_pos", None)
+            peaks[i] = found[0]["argmax_pos"] if found else None
     texts_in_order = documents["text"].to_list()
     snippets = [text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "") for text in texts_in_order]
-    marked = [i for i, peak in enumerate(peaks) if peak is not None]
-    if marked and run is not None:
-        offsets = load_tokenizer(run.reader_model).offsets([texts_in_order[i] for i in marked])
-        for i, doc_offsets in zip(marked, offsets, strict=True):
+    marked: list[str | None] = [None] * len(doc_ids)
+    with_peaks = [i for i, peak in enumerate(peaks) if peak is not None]
+    if with_peaks and run is not None:
+        offsets = load_tokenizer(run.reader_model).offsets([texts_in_order[i] for i in with_peaks])
+        for i, doc_offsets in zip(with_peaks, offsets, strict=True):
             snippets[i] = mark_context(texts_in_order[i], doc_offsets, peaks[i])
+            marked[i] = mark_positions(texts_in_order[i], doc_offsets, [m["argmax_pos"] for m in matches[i]])
     return (
         documents.drop("text")
         .with_columns(
-            pl.Series("concepts", matches, dtype=pl.List(_MATCH)), pl.Series("snippet", snippets, dtype=pl.Utf8)
+            pl.Series("concepts", matches, dtype=pl.List(_MATCH)),
+            pl.Series("snippet", snippets, dtype=pl.Utf8),
+            pl.Series("marked", marked, dtype=pl.Utf8),
         )
-        .select("rank", "doc_id", "external_id", "score", "sae_rank", "dense_rank", "concepts", "snippet")
+        .select("rank", "doc_id", "external_id", "score", "sae_rank", "dense_rank", "concepts", "snippet", "marked")
     )
 
 
