@@ -2,15 +2,17 @@
 
 A releases table has one row per (prompt, release): prompt_id, prompt, model, release, released_at,
 response. The bundled example (`saeembed/data/release_example.parquet`) was generated on this project's
-machines by SmolLM2-135M-Instruct (greedy decoding) for 48 ShareGPT questions under three system
-prompts, treated as three releases of one assistant whose known differences are the instructions:
+machines by SmolLM2-135M-Instruct (greedy decoding, at most 120 new tokens) for 48 ShareGPT questions,
+treated as three releases of one assistant whose prompt template changed — the known differences:
 
-    2024-01 v1  a plain helpful assistant
-    2024-04 v2  told to answer as a bulleted list of short points
-    2024-07 v3  told to answer in one or two plain sentences, without lists
+    2024-01-15 v1  the question as asked
+    2024-04-15 v2  "Answer as a bulleted list of short points." appended to every question
+    2024-07-15 v3  "Answer in French." appended instead
 
-so a release comparison should see list-formatting concepts rise at v2 and fall at v3. Regenerate it
-with `python -m saeembed.releases OUT.parquet` (about 5 minutes on 2 CPU cores).
+so a release comparison should see list-formatting concepts rise at v2, and French rise (and lists
+fall) at v3. (A system prompt would be the natural place for such instructions, but this 135M model
+all but ignores system prompts: asked there for bullet points, 2% of its answers had any.) Regenerate
+it with `python -m saeembed.releases OUT.parquet` (≈ 10 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -37,24 +39,15 @@ class Release(NamedTuple):
     """Release name, e.g. 'v2'."""
     released_at: str
     """ISO date of the release (orders the releases)."""
-    system: str
-    """The system prompt that makes this release what it is."""
+    instruction: str
+    """What this release's prompt template appends to every question ('' for none)."""
 
 
 EXAMPLE_MODEL = "smollm2-assistant"
 EXAMPLE_RELEASES = (
-    Release("v1", "2024-01-15", "You are a helpful assistant."),
-    Release(
-        "v2",
-        "2024-04-15",
-        "You are a helpful assistant. Always format your answer as a bulleted list of short points, "
-        "each line starting with '- '.",
-    ),
-    Release(
-        "v3",
-        "2024-07-15",
-        "You are a helpful assistant. Answer in one or two plain sentences. Never use lists or bullet points.",
-    ),
+    Release("v1", "2024-01-15", ""),
+    Release("v2", "2024-04-15", "Answer as a bulleted list of short points."),
+    Release("v3", "2024-07-15", "Answer in French."),
 )
 
 
@@ -203,50 +196,83 @@ def compare_releases(
                     "falling": significant["falling"],
                 }
             )
-            changes.append(
-                table.select(
-                    pl.lit(result.analysis_id).alias("diff_id"),
-                    pl.lit(model).alias("model"),
-                    pl.lit(release).alias("release"),
-                    pl.lit(other).alias("against"),
-                    pl.lit(kind).alias("against_kind"),
-                    "rank",
-                    "feature_id",
-                    "label",
-                    "freq_a",
-                    "freq_b",
-                    "delta",
-                    "ci_low",
-                    "ci_high",
-                    "q_value",
-                    "example_a",
-                    "example_b",
-                )
-            )
+            changes.append(_changes(table, steps[-1]))
     if not steps:
         raise SaeembedError(f"corpus '{corpus}' has one release only: nothing to compare it with")
     step_table = pl.DataFrame(steps)
     change_table = pl.concat(changes)
     followed = change_table.sort("q_value").unique("feature_id", keep="first", maintain_order=True).head(top)
+    trend = _trend(store, corpus, releases, followed.select("feature_id", "label"))
+    analysis_id = store.record_analysis(
+        "compare-releases",
+        {"corpus": corpus, "baseline": baseline, "min_delta": min_delta, "top": top},
+        {
+            "diffs": step_table["diff_id"].to_list(),
+            "documents": int(releases["documents"].sum()),
+            "steps": steps,
+            "followed": followed["feature_id"].to_list(),
+        },
+        round(time.perf_counter() - started, 3),
+    )
+    return ReleaseComparison(analysis_id, step_table, change_table, trend)
+
+
+def load_comparison(store: Store, analysis_id: int) -> ReleaseComparison:
+    """A stored release comparison, as `compare_releases` returned it (examples and trend re-read)."""
+    from saeembed.analysis.diff import load_diff
+    from saeembed.store import first_row
+
+    row = first_row(store.con.execute("SELECT kind, params, inputs FROM analyses WHERE analysis_id = ?", [analysis_id]))
+    if row is None or row[0] != "compare-releases":
+        problem = "does not exist" if row is None else f"is a {row[0]!r}, not a release comparison"
+        raise SaeembedError(f"analysis {analysis_id} {problem}")
+    params, inputs = json.loads(row[1]), json.loads(row[2])
+    steps = pl.DataFrame(inputs["steps"])
+    changes = pl.concat(
+        [_changes(load_diff(store, step["diff_id"], top=params["top"]).table, step) for step in inputs["steps"]]
+    )
+    releases = store.query(read_sql("release_list"), {"corpus": params["corpus"]})
+    labels = changes.select("feature_id", "label").unique("feature_id")
+    followed = pl.DataFrame({"feature_id": inputs["followed"]}, schema={"feature_id": pl.Int32})
+    trend = _trend(store, params["corpus"], releases, followed.join(labels, on="feature_id", how="left"))
+    return ReleaseComparison(analysis_id, steps, changes, trend)
+
+
+def _changes(table: pl.DataFrame, step: dict) -> pl.DataFrame:
+    return table.select(
+        pl.lit(step["diff_id"]).alias("diff_id"),
+        pl.lit(step["model"]).alias("model"),
+        pl.lit(step["release"]).alias("release"),
+        pl.lit(step["against"]).alias("against"),
+        pl.lit(step["against_kind"]).alias("against_kind"),
+        "rank",
+        "feature_id",
+        "label",
+        "freq_a",
+        "freq_b",
+        "delta",
+        "ci_low",
+        "ci_high",
+        "q_value",
+        "example_a",
+        "example_b",
+    )
+
+
+def _trend(store: Store, corpus: str, releases: pl.DataFrame, followed: pl.DataFrame) -> pl.DataFrame:
+    """Every release × followed concept (feature_id, label): the share of the release's responses where
+    the concept is present, 0 where it is in none."""
     present = store.query(
         read_sql("release_trend"), {"corpus": corpus, "feature_ids": followed["feature_id"].to_list()}
     )
-    # Every release × followed concept, 0 where the concept was in none of the release's responses.
-    trend = (
+    return (
         releases.select("model", "release", "released_at")
-        .join(followed.select("feature_id", "label"), how="cross")
+        .join(followed, how="cross")
         .join(
             present.select("model", "release", "feature_id", "freq"), on=["model", "release", "feature_id"], how="left"
         )
         .with_columns(pl.col("freq").fill_null(0.0))
     )
-    analysis_id = store.record_analysis(
-        "compare-releases",
-        {"corpus": corpus, "baseline": baseline, "min_delta": min_delta, "top": top},
-        {"diffs": step_table["diff_id"].to_list(), "documents": int(releases["documents"].sum())},
-        round(time.perf_counter() - started, 3),
-    )
-    return ReleaseComparison(analysis_id, step_table, change_table, trend)
 
 
 def _release_predicate(model: str, release: str) -> str:
@@ -288,7 +314,7 @@ def generate_example(out: Path, *, n_prompts: int = 48, max_tokens: int = 120, b
             part = prompts.slice(start, batch_size)
             texts = [
                 tokenizer.apply_chat_template(
-                    [{"role": "system", "content": release.system}, {"role": "user", "content": prompt}],
+                    [{"role": "user", "content": f"{prompt}\n\n{release.instruction}".strip()}],
                     tokenize=False,
                     add_generation_prompt=True,
                 )

@@ -238,3 +238,29 @@ def test_diff_command_refuses_contradictory_options(two_corpora):
     ]:
         result = runner.invoke(app, [*args, "--db", str(two_corpora)])
         assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_stored_diffs_load_as_they_were_returned(tmp_path):
+    from saeembed.analysis.diff import load_diff
+
+    rng = np.random.default_rng(1)
+    docs = planted(100, 0.4, rng, "x") + planted(100, 0.0, rng, "y")
+    with Store.open(build_store(tmp_path / "one.duckdb", {"mixed": docs})) as store:
+        made = [
+            diff(store, "mixed", "mixed", where_a="meta->>'side' = 'x'", where_b="meta->>'side' = 'y'", top=5),
+            diff(
+                store,
+                "mixed",
+                "mixed",
+                where_a="meta->>'side' = 'x'",
+                where_b="meta->>'side' = 'y'",
+                paired_on="prompt",
+            ),
+            diff_by(store, "mixed", "side", top=5),
+        ]
+        loaded = [load_diff(store, result.analysis_id, top=5 if i != 1 else 50) for i, result in enumerate(made)]
+        with pytest.raises(SaeembedError, match="analysis 99 does not exist"):
+            load_diff(store, 99)
+    for result, again in zip(made, loaded, strict=True):
+        assert (again.n_a, again.n_b, again.test) == (result.n_a, result.n_b, result.test)
+        assert again.table.equals(result.table.select(again.table.columns))

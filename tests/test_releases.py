@@ -118,3 +118,15 @@ def test_one_release_is_nothing_to_compare(tmp_path):
                 pl.DataFrame({"external_id": ["x"], "text": ["t"], "meta": ["{}"], "content_hash": ["h"]}),
             )
             compare_releases(store, "plain")
+
+
+def test_a_stored_comparison_loads_as_it_was_returned(store):
+    from saeembed.releases import load_comparison
+
+    made = compare_releases(store, "r", top=5)
+    loaded = load_comparison(store, made.analysis_id)
+    assert loaded.steps.equals(made.steps.select(loaded.steps.columns))
+    assert loaded.changes.equals(made.changes)
+    assert loaded.trend.sort("release", "feature_id").equals(made.trend.sort("release", "feature_id"))
+    with pytest.raises(SaeembedError, match="not a release comparison"):
+        load_comparison(store, made.steps["diff_id"][0])

@@ -21,6 +21,7 @@ available (`rank_by="delta"`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
@@ -32,7 +33,7 @@ from scipy import stats
 
 from saeembed.analysis.predicates import check_predicate
 from saeembed.errors import SaeembedError
-from saeembed.store import RunInfo, Store, read_sql
+from saeembed.store import RunInfo, Store, first_row, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
 
 RankBy = Literal["specific", "delta", "q"]
@@ -126,9 +127,8 @@ def diff_by(
     predicate = _optional(where, "--where")
     run = store.latest_run(corpus)
     docs = side_documents(store, run, predicate, "the corpus", with_meta=True)
-    levels = docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("level"))
-    missing = levels["level"].null_count()
-    levels = levels.drop_nulls("level")
+    levels = _levels(docs, column)
+    missing = docs.height - levels.height
     sizes = levels.group_by("level").len().sort("level")
     if sizes.height < 2:
         raise SaeembedError(
@@ -154,6 +154,51 @@ def diff_by(
     inputs = {"documents": total, "without_level": missing, "levels": dict(sizes.iter_rows()), "run": run.run_id}
     analysis_id = _store(store, "diff", params, inputs, table, started)
     shown = _with_labels(store, run, corpus, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
+    return DiffResult(analysis_id, total, total, "one-vs-rest", _level_examples(store, run, levels, shown))
+
+
+def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
+    """A stored diff as `diff` (or `diff_by`) returned it: per group, the first `top` concepts that pass
+    its filters, with labels and examples (for reports made later, e.g. `saeembed report`)."""
+    row = first_row(store.con.execute("SELECT kind, params, inputs FROM analyses WHERE analysis_id = ?", [analysis_id]))
+    if row is None or row[0] != "diff":
+        problem = "does not exist" if row is None else f"is a {row[0]!r}, not a diff"
+        raise SaeembedError(f"analysis {analysis_id} {problem}")
+    params, inputs = json.loads(row[1]), json.loads(row[2])
+    table = store.query(
+        "SELECT * EXCLUDE (analysis_id) FROM diff_results WHERE analysis_id = $a ORDER BY grp NULLS FIRST, rank",
+        {"a": analysis_id},
+    )
+    passes = pl.col("delta").abs() >= params["min_delta"]
+    if params["rank_by"] == "specific":
+        passes = passes & (pl.col("q_value") < ALPHA)
+    table = table.filter(passes & (pl.col("rank") <= top))
+    if "by" in params:
+        run = store.run(inputs["run"])
+        docs = side_documents(store, run, params["where"], "the corpus", with_meta=True)
+        shown = _with_labels(store, run, params["corpus"], table)
+        shown = _level_examples(store, run, _levels(docs, params["by"]), shown)
+        return DiffResult(analysis_id, inputs["documents"], inputs["documents"], "one-vs-rest", shown)
+    run_a, run_b = store.run(inputs["run_a"]), store.run(inputs["run_b"])
+    side_a = side_documents(store, run_a, params["where_a"], "A", with_meta=False)
+    side_b = side_documents(store, run_b, params["where_b"], "B", with_meta=False)
+    for name, side in (("diff_side_a", side_a), ("diff_side_b", side_b)):
+        store.con.register(name, pa.table({"doc_id": side["doc_id"].to_arrow()}))
+    try:
+        shown = _with_examples(store, run_a, run_b, _with_labels(store, run_a, params["a"], table))
+    finally:
+        _unregister(store)
+    test = "paired" if params["paired_on"] else "independent"
+    return DiffResult(analysis_id, inputs["n_a"], inputs["n_b"], test, shown)
+
+
+def _levels(docs: pl.DataFrame, column: str) -> pl.DataFrame:
+    """doc_id, level (meta `column` as text) of the documents that have one."""
+    return docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("level")).drop_nulls("level")
+
+
+def _level_examples(store: Store, run: RunInfo, levels: pl.DataFrame, shown: pl.DataFrame) -> pl.DataFrame:
+    """shown with examples: for each group, its level's documents against the rest."""
     parts = []
     for (level,), rows in shown.group_by("grp", maintain_order=True):
         in_level = levels.filter(pl.col("level") == level)["doc_id"]
@@ -164,8 +209,7 @@ def diff_by(
             parts.append(_with_examples(store, run, run, rows))
         finally:
             _unregister(store)
-    shown = pl.concat(parts) if parts else _with_examples(store, run, run, shown)
-    return DiffResult(analysis_id, total, total, "one-vs-rest", shown)
+    return pl.concat(parts) if parts else _with_examples(store, run, run, shown)
 
 
 # -- statistics --------------------------------------------------------------------------------------
