@@ -12,7 +12,7 @@ The corpus (≈ 3,500 documents): Amazon 1★ and 5★ reviews, Yelp reviews (1�
 (Reuters) political news, Python code. Queries are "topic" properties (what a document is about: sports
 news, restaurant reviews, code) or "non-topic" ones (sentiment, spam, style, emotion, toxicity, source).
 
-Everything is embedded once: the store is kept at --db and reused (a rerun takes seconds). Two label sets are
+Everything is embedded once: the store is kept at --db and reused (a rerun only searches: ≈ 2 min). Two label sets are
 compared: the labels shipped with the SAE (made from its training data), and token labels made from this
 corpus (`label_concepts`, in a copy of the store beside --db, `…-labelled.duckdb`).
 
