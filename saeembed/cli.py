@@ -537,6 +537,28 @@ def _ids(text: str, option: str) -> list[int]:
         raise SaeembedError(f"{option} takes comma-separated concept ids, e.g. 12,40; got {text!r}") from None
 
 
+@app.command()
+def report(
+    analysis: Annotated[str, typer.Argument(help="Analysis id, or a kind (diff, correlate, …) for its latest.")],
+    html: Annotated[Path, typer.Option("--html", help="Where to write the self-contained HTML page.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the HTML report of a stored analysis (tables, charts, marked examples; no external resources)."""
+    from saeembed.analysis_report import analysis_report
+    from saeembed.store import Store
+
+    if html.suffix.lower() not in (".html", ".htm"):
+        raise SaeembedError(f"--html must end in .html, got {html}")
+    if not html.parent.exists():
+        raise SaeembedError(f"cannot write {html}: folder {html.parent} does not exist")
+    with Store.open(_db(db), read_only=True) as store:
+        analysis_id, page = analysis_report(store, analysis)
+    html.write_text(page, encoding="utf-8")
+    payload = {"analysis_id": analysis_id, "html": str(html.resolve()), "bytes": len(page)}
+    _emit(payload, as_json, lambda: stdout.print(f"analysis {analysis_id}: wrote {html} ({len(page):,} bytes)"))
+
+
 @docs_app.command("show")
 def docs_show(
     doc_id: Annotated[int, typer.Argument(help="doc_id from the documents table.")],

@@ -33,7 +33,7 @@ def analysis_history(store: Store, analysis: int | str, *, concepts: list[int] |
     kind) and how its results moved: for a diff, the Δ of `concepts` (default: the latest run's `top`
     concepts) in every run; for correlations, the NPMI of pairs with those concepts; for a clustering,
     every cluster's share."""
-    analysis_id = _analysis_id(store, analysis)
+    analysis_id = resolve_analysis(store, analysis)
     kind, params = first_row(
         store.con.execute("SELECT kind, params FROM analyses WHERE analysis_id = ?", [analysis_id])
     )
@@ -54,7 +54,8 @@ def analysis_history(store: Store, analysis: int | str, *, concepts: list[int] |
     return History(kind, json.loads(params), runs, series)
 
 
-def _analysis_id(store: Store, analysis: int | str) -> int:
+def resolve_analysis(store: Store, analysis: int | str) -> int:
+    """The analysis id `analysis` names: an id (checked), or a kind for the latest analysis of it."""
     if isinstance(analysis, int) or str(analysis).isdigit():
         analysis_id = int(analysis)
         if first_row(store.con.execute("SELECT 1 FROM analyses WHERE analysis_id = ?", [analysis_id])) is None:

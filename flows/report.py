@@ -1,0 +1,29 @@
+"""Flow: write the HTML report of a stored analysis (by id, or the latest of a kind) — e.g. every Monday
+after the scheduled diff, for someone to read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from saeembed.analysis_report import analysis_report
+from saeembed.store import Store
+
+
+@flow(name="report", log_prints=True)
+def report_flow(analysis: str, html: str, db: str | None = None) -> dict:
+    """Write the report of ANALYSIS (an analysis id, or diff / correlate / compare-releases for the latest)."""
+    with Store.open(db, read_only=True) as store:
+        analysis_id, page = analysis_report(store, analysis)
+    path = Path(html)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    create_markdown_artifact(
+        key="report",
+        markdown=f"Report of analysis {analysis_id}: `{path.resolve()}` ({len(page):,} bytes)",
+        description=f"report {analysis_id}",
+    )
+    return {"analysis_id": analysis_id, "html": str(path.resolve()), "bytes": len(page)}

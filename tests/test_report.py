@@ -1,0 +1,85 @@
+"""Reports of stored analyses, written later by id: the command, the flow, and what the pages hold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from saeembed.analysis.correlate import correlate_column, correlate_pairs
+from saeembed.analysis.diff import diff
+from saeembed.analysis_report import analysis_report
+from saeembed.cli import app
+from saeembed.errors import SaeembedError
+from saeembed.releases import compare_releases
+from saeembed.store import Store
+from tests.test_correlate import DOCS, PEAK
+from tests.test_diff import build_store
+from tests.test_releases import release_docs
+
+
+@pytest.fixture()
+def path(tmp_path):
+    return build_store(tmp_path / "rep.duckdb", {"c": DOCS, "r": release_docs()}, peak=PEAK)
+
+
+def self_contained(page: str) -> bool:
+    return page.startswith("<!doctype html>") and "http" not in page and "src=" not in page
+
+
+def test_every_kind_of_analysis_gets_a_page(path):
+    with Store.open(path) as store:
+        made = {
+            "diff": diff(store, "c", "c", where_a="meta->>'half' = 'first'", where_b="meta->>'half' = 'second'"),
+            "correlate": correlate_pairs(store, "c", min_npmi=0.3, min_count=2),
+            "correlate-column": correlate_column(store, "c", "half", min_count=2),
+            "compare-releases": compare_releases(store, "r", top=5),
+        }
+        pages = {kind: analysis_report(store, result.analysis_id)[1] for kind, result in made.items()}
+        assert analysis_report(store, "compare-releases")[0] == made["compare-releases"].analysis_id  # the latest
+    assert all(self_contained(page) for page in pages.values())
+    assert "<svg" in pages["diff"] and "5 " in pages["diff"]  # concept 5 is in the first half only
+    results = pages["correlate"].split("<table>")[2]  # after the parameters' table
+    assert results.count("<tr>") == 1 + made["correlate"].pairs.height
+    assert "chi-square" in pages["correlate-column"]
+    assert "<polyline" in pages["compare-releases"] and "v2 vs v1" in pages["compare-releases"]
+
+
+def test_report_command_and_its_errors(path, tmp_path):
+    with Store.open(path) as store:
+        analysis_id = diff(
+            store, "c", "c", where_a="meta->>'half' = 'first'", where_b="meta->>'half' = 'second'"
+        ).analysis_id
+    runner = CliRunner()
+    out = tmp_path / "d.html"
+    result = runner.invoke(app, ["report", str(analysis_id), "--html", str(out), "--db", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bytes"] == len(out.read_text()) and self_contained(out.read_text())
+    for args, message in [
+        (["report", "99", "--html", str(out)], "analysis 99 does not exist"),
+        (["report", "cluster", "--html", str(out)], "no 'cluster' analysis"),
+        (["report", str(analysis_id), "--html", str(tmp_path / "d.txt")], "--html must end in .html"),
+        (["report", str(analysis_id), "--html", str(tmp_path / "no" / "d.html")], "folder"),
+    ]:
+        refused = runner.invoke(app, [*args, "--db", str(path)])
+        assert refused.exit_code != 0 and message in str(refused.exception), args
+
+
+def test_unsupported_kinds_are_named(path):
+    with Store.open(path) as store:
+        analysis_id = store.record_analysis("search", {}, {}, 0.1)
+        with pytest.raises(SaeembedError, match="is a 'search'"):
+            analysis_report(store, analysis_id)
+
+
+def test_report_flow_writes_the_latest_diff(prefect_harness, path, tmp_path):
+    from saeembed_flows.report import report_flow
+
+    with Store.open(path) as store:
+        analysis_id = diff(
+            store, "c", "c", where_a="meta->>'half' = 'first'", where_b="meta->>'half' = 'second'"
+        ).analysis_id
+    written = report_flow(analysis="diff", html=str(tmp_path / "reports" / "latest.html"), db=str(path))
+    assert written["analysis_id"] == analysis_id
+    assert self_contained((tmp_path / "reports" / "latest.html").read_text())
