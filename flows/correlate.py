@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow, task
@@ -9,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
+from saeembed.analysis_report import analysis_report
 from saeembed.store import Store
 
 
@@ -31,6 +34,7 @@ def correlate_flow(
     min_count: int = 5,
     max_same_token: float = 0.5,
     top: int = 50,
+    report: str | None = None,
     db: str | None = None,
 ) -> dict:
     """Concept pairs of CORPUS with high NPMI and dissimilar labels (or concepts tracking WITH_COLUMN)."""
@@ -39,11 +43,29 @@ def correlate_flow(
         options |= {"min_npmi": min_npmi, "max_label_sim": max_label_sim, "max_same_token": max_same_token}
     with Store.open(db) as store:
         result = run_correlate(store, corpus, with_column, options)
+        if report is not None:
+            Path(report).parent.mkdir(parents=True, exist_ok=True)
+            Path(report).write_text(analysis_report(store, result["analysis_id"])[1], encoding="utf-8")
     title = f"saeembed correlate {corpus}" + (f" --with-column {with_column}" if with_column else "")
     rows = next((v for v in result.values() if isinstance(v, list)), [])
+    head = [
+        f"| {r['feature_a']} {r.get('label_a') or ''} | {r['feature_b']} {r.get('label_b') or ''} | {r['npmi']:.2f} |"
+        if with_column is None
+        else f"| {r['feature_id']} {r.get('label') or ''} | {r.get('level') or ''} | {r['q_value']:.2g} |"
+        for r in rows[:10]
+    ]
+    columns = "| concept a | concept b | NPMI |" if with_column is None else "| concept | level | q |"
     create_markdown_artifact(
         key="correlate-summary",
-        markdown=f"**{title}**: analysis {result.get('analysis_id')}, {len(rows)} rows",
+        markdown="\n".join(
+            [
+                f"**{title}**: analysis {result.get('analysis_id')}, {len(rows)} rows; report: {report or 'none'}",
+                "",
+                columns,
+                "|---|---|---|",
+                *head,
+            ]
+        ),
         description=title,
     )
-    return result
+    return {**result, "report": report}

@@ -362,10 +362,13 @@ def correlate(
         typer.Option("--max-same-token", help="Most share of co-occurrences where both peak on the same token."),
     ] = 0.5,
     top: Annotated[int, typer.Option("--top", help="Rows to show.")] = 50,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Concept pairs that go together (NPMI), or concepts that track a metadata column (Prefect flow)."""
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        raise SaeembedError(f"--report must end in .html, got {report}")
     result = _run_flow(
         "correlate",
         corpus=corpus,
@@ -376,6 +379,7 @@ def correlate(
         min_count=min_count,
         max_same_token=max_same_token,
         top=top,
+        report=str(report) if report else None,
         db=_db(db),
     )
 
@@ -449,6 +453,21 @@ def compare_releases_command(
     _emit(result, as_json, render)
 
 
+@app.command("search-index")
+def search_index(
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus whose search indexes to build.")],
+    flat_below: Annotated[
+        int, typer.Option("--flat-below", help="Documents below which the dense index is flat (else IVF).")
+    ] = 50_000,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build what `saeembed search` reads (Prefect flow): the dense FAISS index of the corpus's documents
+    (all-MiniLM-L6-v2) and the concept-major cache of its latest run. Search builds them when missing too."""
+    summary = _run_flow("search_index", corpus=corpus, flat_below=flat_below, db=_db(db), show_progress=not as_json)
+    _emit(summary, as_json, lambda: _summary(f"search-index {corpus}", summary))
+
+
 @app.command()
 def serve(
     project: Annotated[Path, typer.Option("--project", help="The Prefect project file.")] = Path("prefect.yaml"),
@@ -485,6 +504,71 @@ def _print_demo(result: dict) -> None:
 
 
 # -- look-ups (library only, no Prefect) ---------------------------------------------------------
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help='The property to find, e.g. "negative review" or "refuses to answer".')],
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus to search (default: the only one).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="sae | dense | fused")] = "sae",
+    top: Annotated[int, typer.Option("--top", help="Documents to return.")] = 20,
+    n_concepts: Annotated[int, typer.Option("--concepts", help="sae/fused: concepts the query is mapped to.")] = 20,
+    temperature: Annotated[float, typer.Option("--temperature", help="sae/fused: T in w_r = exp(-r/(k·T)).")] = 0.2,
+    where: Annotated[str | None, typer.Option("--where", help="SQL predicate selecting the documents.")] = None,
+    llm_local: LlmLocalOption = None,
+    llm_base_url: LlmBaseUrlOption = None,
+    llm_model: LlmModelOption = None,
+    llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Documents that have a property: concepts whose labels match it (sae), a dense FAISS index (dense), or
+    both fused by reciprocal rank (fused). No Prefect. With an LLM, it picks the concepts."""
+    import polars as pl
+
+    from saeembed.analysis.retrieve import search_documents
+    from saeembed.llm import chat_backend
+    from saeembed.lookup import only_corpus
+    from saeembed.store import Store
+
+    with Store.open(_db(db)) as store:
+        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env)
+        result = search_documents(
+            store,
+            query,
+            corpus=corpus or only_corpus(store),
+            mode=mode,
+            top=top,
+            n_concepts=n_concepts,
+            temperature=temperature,
+            where=where,
+            chat=chat,
+        )
+    payload = {k: v.to_dicts() if isinstance(v, pl.DataFrame) else v for k, v in result._asdict().items()}
+
+    def render() -> None:
+        facts = [f"analysis {result.analysis_id}", f"mode {result.mode}", f"{result.seconds * 1000:.0f} ms"]
+        if result.index:
+            facts.append(f"dense index: {result.index}")
+        if result.confidence:
+            facts.append(f"confidence: {result.confidence}")
+        stdout.print(", ".join(facts), highlight=False)
+        if result.message:
+            stdout.print(result.message, style="yellow", highlight=False)
+        if result.mode != "dense" and result.concepts.height:
+            columns = ["rank", "feature_id", "label", "similarity", "weight", "p90"]
+            stdout.print(_table(result.concepts.head(10).to_dicts(), columns, title="concepts the query maps to"))
+        rows = [
+            {
+                **r,
+                "matched": ", ".join(str(c["feature_id"]) for c in (r["concepts"] or [])[:5]),
+                "snippet": (r["snippet"] or "")[:160],
+            }
+            for r in result.documents.to_dicts()
+        ]
+        stdout.print(_table(rows, ["rank", "doc_id", "score", "matched", "snippet"], title="documents"))
+
+    _emit(payload, as_json, render)
 
 
 @app.command()

@@ -401,8 +401,10 @@ def test_correlate_flow_and_command(prefect_harness, store_path):
 
     pairs = correlate_flow(corpus="c", db=str(store_path), min_npmi=0.3, min_count=2)
     assert pairs["pairs"][0]["feature_a"] == 1 and pairs["n_docs"] == 20
-    column = correlate_flow(corpus="c", with_column="half", db=str(store_path), min_count=2)
+    report = store_path.parent / "out" / "half.html"
+    column = correlate_flow(corpus="c", with_column="half", db=str(store_path), min_count=2, report=str(report))
     assert column["kind"] == "categorical" and column["table"][0]["feature_id"] == 5
+    assert column["report"] == str(report) and "chi-square" in report.read_text()
     with Store.open(store_path, read_only=True) as store:
         kinds = store.query("SELECT kind FROM analyses ORDER BY analysis_id")["kind"].to_list()
     assert kinds == ["correlate", "correlate-column"]
