@@ -479,3 +479,22 @@ def test_fused_results_may_hold_documents_the_run_has_not_embedded(arith_db):
     assert (late["sae_rank"], late["dense_rank"], late["concepts"]) == (None, 14, [])
     assert (late["snippet"], late["marked"]) == ("late arrival", None)
     assert fused.documents.height == 14
+
+
+def test_search_command_prints_the_documents_and_why_they_matched(topic_db):
+    from typer.testing import CliRunner
+
+    from saeembed.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["search", "sports", "--db", str(topic_db), "--concepts", "2", "--top", "2"])
+    assert shown.exit_code == 0, shown.output
+    assert "mode sae" in shown.stdout and "confidence: high" in shown.stdout and "football" in shown.stdout
+    payload = json.loads(
+        runner.invoke(
+            app, ["search", "sports", "--corpus", "c", "--db", str(topic_db), "--mode", "fused", "--json"]
+        ).stdout
+    )
+    assert payload["mode"] == "fused" and payload["documents"][0]["doc_id"] in (1, 2)
+    refused = runner.invoke(app, ["search", "sports", "--db", str(topic_db), "--mode", "magic"])
+    assert refused.exit_code != 0 and "magic" in str(refused.exception)
