@@ -82,3 +82,109 @@ def diff_report(title: str, summary: dict[str, object], table: pl.DataFrame) -> 
         f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1><table>{header}</table>"
         f"{''.join(sections)}</body></html>"
     )
+
+
+# Okabe–Ito's colour-blind-safe palette (Okabe & Ito 2008), then Tableau's; cycled past 15 clusters.
+CLUSTER_COLOURS = (
+    "#e69f00",
+    "#56b4e9",
+    "#009e73",
+    "#f0e442",
+    "#0072b2",
+    "#d55e00",
+    "#cc79a7",
+    "#1f77b4",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#d62728",
+)
+NOISE_COLOUR = "#b0b0b0"
+
+
+def cluster_colour(cluster: int) -> str:
+    """The colour of a cluster in maps and tables: grey for noise (-1)."""
+    return NOISE_COLOUR if cluster < 0 else CLUSTER_COLOURS[cluster % len(CLUSTER_COLOURS)]
+
+
+def cluster_map(assignments: pl.DataFrame, *, width: int = 720, height: int = 520) -> str:
+    """The documents' 2-D map (x, y) as an inline SVG scatter, coloured by cluster, noise grey; each point's
+    tooltip names its document and cluster. Documents without coordinates are left out."""
+    points = assignments.filter(pl.col("x").is_not_null() & pl.col("y").is_not_null())
+    if points.height == 0:
+        return "<p class='muted'>No 2-D map: too few documents were clustered (or mapping was turned off).</p>"
+    pad = 12
+    xs, ys = points["x"], points["y"]
+    x_low, y_low = xs.min(), ys.min()
+    x_span, y_span = (xs.max() - x_low) or 1.0, (ys.max() - y_low) or 1.0
+    parts = [
+        f"<svg width='{width}' height='{height}' role='img' aria-label='2-D map of the documents by cluster'>",
+        f"<rect x='0' y='0' width='{width}' height='{height}' fill='#fafafa' stroke='#ddd'/>",
+    ]
+    # Noise first, so clustered points are drawn over it.
+    for row in points.sort(pl.col("cluster") >= 0).to_dicts():
+        px = pad + (row["x"] - x_low) / x_span * (width - 2 * pad)
+        py = height - pad - (row["y"] - y_low) / y_span * (height - 2 * pad)
+        name = "noise" if row["cluster"] < 0 else f"cluster {row['cluster']}"
+        parts.append(
+            f"<circle cx='{px:.1f}' cy='{py:.1f}' r='3' fill='{cluster_colour(row['cluster'])}' opacity='0.8'>"
+            f"<title>document {row['doc_id']}: {name}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def cluster_report(
+    title: str,
+    summary: dict[str, object],
+    concepts: pl.DataFrame,
+    summaries: pl.DataFrame,
+    assignments: pl.DataFrame,
+) -> str:
+    """A page with the clustering's parameters, the selected concepts, the 2-D map and, per cluster, its top
+    concepts and typical documents (the columns of `ClusterResult`'s fields of the same names)."""
+    header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
+    selected = "".join(
+        f"<tr><td class='num'>{r['feature_id']}</td><td>{escape(r['label'] or '')}</td>"
+        f"<td class='num'>{_number(r.get('similarity'))}</td><td class='num'>{_number(r.get('freq'))}</td></tr>"
+        for r in concepts.to_dicts()
+    )
+    total = assignments.height
+    without = assignments.filter(~pl.col("has_concepts")).height
+    sections = []
+    for r in summaries.to_dicts():
+        name = "Noise" if r["cluster"] < 0 else f"Cluster {r['cluster']}"
+        swatch = f"<span style='color:{cluster_colour(r['cluster'])}'>●</span>"
+        top = "".join(
+            f"<tr><td class='num'>{c['feature_id']}</td><td>{escape(c['label'] or '')}</td>"
+            f"<td class='num'>{c['freq_in']:.3f}</td><td class='num'>{c['freq_out']:.3f}</td>"
+            f"<td class='num'>{c['delta']:+.3f}</td></tr>"
+            for c in r["top_concepts"]
+        )
+        typical = "".join(
+            f"<li><span class='muted'>{d['doc_id']}</span> <span class='ex'>{escape(d['text'])}</span></li>"
+            for d in r["typical_docs"]
+        )
+        sections.append(
+            f"<h2>{swatch} {name}: {r['size']} documents ({r['size'] / max(total, 1):.1%})</h2>"
+            "<table><tr><th>concept</th><th>label</th><th>freq in</th><th>freq out</th><th>Δ</th></tr>"
+            f"{top}</table><p>Most typical documents:</p><ol>{typical}</ol>"
+        )
+    note = (
+        f"<p>{without} of {total} documents have none of the selected concepts: they are not clustered.</p>"
+        if without
+        else ""
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1><table>{header}</table>"
+        "<h2>Selected concepts</h2><table><tr><th>concept</th><th>label</th><th>similarity</th><th>freq</th></tr>"
+        f"{selected}</table><h2>Map</h2>{cluster_map(assignments)}{note}{''.join(sections)}</body></html>"
+    )

@@ -1,0 +1,92 @@
+"""Flow: concept-filtered clustering — group a corpus's documents by the concepts about one thing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
+from saeembed.report import cluster_report
+from saeembed.store import Store
+
+
+@task(name="cluster", cache_policy=NO_CACHE)
+def run_cluster(store: Store, corpus: str, options: dict) -> ClusterResult:
+    return cluster_documents(store, corpus, **options)
+
+
+@flow(name="cluster", log_prints=True)
+def cluster_flow(
+    corpus: str,
+    about: str | None = None,
+    concepts: list[int] | None = None,
+    method: str = "hdbscan",
+    k: int | None = None,
+    min_cluster_size: int | None = None,
+    n_concepts: int = DEFAULT_CONCEPTS,
+    where: str | None = None,
+    dense: bool = False,
+    report: str | None = None,
+    db: str | None = None,
+) -> dict:
+    """Cluster CORPUS's documents on the concepts closest to ABOUT (or the feature ids in CONCEPTS); with
+    DENSE, the same documents on all-MiniLM-L6-v2 embeddings, for comparison."""
+    options = {
+        "about": about,
+        "concepts": concepts,
+        "method": method,
+        "k": k,
+        "min_cluster_size": min_cluster_size,
+        "n_concepts": n_concepts,
+        "where": where,
+        "dense": dense,
+    }
+    with Store.open(db) as store:
+        result = run_cluster(store, corpus, options)
+    title = (
+        f"saeembed cluster {corpus}"
+        + (f" about {about!r}" if about is not None else "")
+        + (" (dense)" if dense else "")
+    )
+    summary = {
+        "analysis_id": result.analysis_id,
+        "method": result.method,
+        "representation": result.representation,
+        "n_docs": result.n_docs,
+        "n_without_concepts": result.n_without_concepts,
+        "n_clusters": result.n_clusters,
+        "min_cluster_size": result.min_cluster_size,
+    }
+    if report is not None:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
+        page = cluster_report(title, summary, result.concepts, result.summaries, result.assignments)
+        Path(report).write_text(page, encoding="utf-8")
+    lines = []
+    for r in result.summaries.to_dicts():
+        top = "; ".join(c["label"] or str(c["feature_id"]) for c in r["top_concepts"][:3])
+        lines.append(f"| {r['cluster']} | {r['size']} | {top} |")
+    create_markdown_artifact(
+        key="cluster-summary",
+        markdown="\n".join(
+            [
+                f"**{title}** (analysis {result.analysis_id}, {result.method} on {result.representation}; "
+                f"{result.n_without_concepts} of {result.n_docs} documents without the selected concepts; "
+                f"report: {report or 'none'})",
+                "",
+                "| cluster | size | top concepts |",
+                "|---|---|---|",
+                *lines,
+            ]
+        ),
+        description=title,
+    )
+    return {
+        **summary,
+        "report": report,
+        "concepts": result.concepts.to_dicts(),
+        "summaries": result.summaries.to_dicts(),
+    }
