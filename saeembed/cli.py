@@ -131,19 +131,24 @@ def _summary(title: str, values: dict) -> None:
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help=".parquet, .csv, .jsonl file or a folder of .txt files")],
+    path: Annotated[
+        str,
+        typer.Argument(help=".parquet/.csv/.jsonl file, a glob of them (quoted), a folder of .txt, or a .duckdb file"),
+    ],
     corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (created if new).")],
     text_col: Annotated[str, typer.Option("--text-col", help="Column holding the text.")] = "text",
     id_col: Annotated[
         str | None, typer.Option("--id-col", help="Column holding your ids (default: 'id' when present).")
     ] = None,
+    table: Annotated[str | None, typer.Option("--table", help="With a .duckdb file: the table to read.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Add documents to a corpus; other columns become metadata (SQL: meta->>'column')."""
-    if not path.exists():
+    """Add documents to a corpus; other columns become metadata (SQL: meta->>'column'). Rows already stored
+    are skipped, so a scheduled ingest of a growing source adds only the new ones."""
+    if not any(character in path for character in "*?[") and not Path(path).expanduser().exists():
         raise SaeembedError(f"no such file or directory: {path}")
-    report = _run_flow("ingest", path=str(path), corpus=corpus, text_col=text_col, id_col=id_col, db=_db(db))
+    report = _run_flow("ingest", path=path, corpus=corpus, text_col=text_col, id_col=id_col, table=table, db=_db(db))
     _emit(report, as_json, lambda: _summary(f"ingest → {corpus}", report))
     if report["skipped_empty"]:
         examples = ", ".join(report["empty_examples"])

@@ -42,10 +42,18 @@ class IngestReport(NamedTuple):
 
 
 def ingest(
-    store: Store, path: str | Path, *, corpus: str, text_col: str = "text", id_col: str | None = None
+    store: Store,
+    path: str | Path,
+    *,
+    corpus: str,
+    text_col: str = "text",
+    id_col: str | None = None,
+    table: str | None = None,
 ) -> IngestReport:
-    """Read a .parquet/.csv/.jsonl file or a folder of .txt files into corpus `corpus`."""
-    return store_source(store, read_source(path, text_col=text_col, id_col=id_col), corpus=corpus, path=path)
+    """Read a .parquet/.csv/.jsonl file, a glob of them, a folder of .txt files or a DuckDB table into
+    corpus `corpus`."""
+    source = read_source(path, text_col=text_col, id_col=id_col, table=table)
+    return store_source(store, source, corpus=corpus, path=path)
 
 
 def store_source(store: Store, source: SourceRows, *, corpus: str, path: str | Path) -> IngestReport:

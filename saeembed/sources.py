@@ -11,6 +11,7 @@ import codecs
 import glob
 import gzip
 import hashlib
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,7 +23,11 @@ from saeembed.errors import SaeembedError
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson"}
 # polars decompresses these itself (it looks at the magic bytes); we open them only to check the UTF-8.
 COMPRESSIONS = {".gz": gzip.open, ".zst": zstandard.open}
-SUPPORTED = ".parquet, .csv, .jsonl, .ndjson (the last three also as .gz or .zst), or a folder of .txt files"
+SUPPORTED = (
+    ".parquet, .csv, .jsonl, .ndjson (the last three also as .gz or .zst), a folder of .txt files, "
+    "or a table of a DuckDB file (.duckdb with --table)"
+)
+DUCKDB_SUFFIXES = (".duckdb", ".db")
 DEFAULT_ID_COL = "id"
 MAX_EMPTY_EXAMPLES = 5
 # Rows hashed per batch: bounds the Python objects alive at once for sources of millions of rows.
@@ -194,7 +199,9 @@ def _meta_column(name: str, dtype: pl.DataType, source: str) -> pl.Expr:
     return column
 
 
-def read_source(path: str | Path, *, text_col: str = "text", id_col: str | None = None) -> SourceRows:
+def read_source(
+    path: str | Path, *, text_col: str = "text", id_col: str | None = None, table: str | None = None
+) -> SourceRows:
     """Rows of a corpus file, or of a folder of .txt files, ready for `Store.add_documents`.
 
     text_col: the column holding the text (it must exist and hold text).
@@ -209,6 +216,8 @@ def read_source(path: str | Path, *, text_col: str = "text", id_col: str | None 
     scheduled ingest of a glob adds only the rows of files (or file versions) not seen before, since
     stored rows are skipped by content hash.
 
+    A DuckDB file (.duckdb, .db) is read from its table `table` (a name, or schema.name), opened read-only.
+
     A folder is read recursively: one document per .txt file (other files are ignored), its path relative
     to the folder as the external id and as meta {"path": ...}; text_col and id_col do not apply.
     Errors (missing path, unknown format, no rows, missing column, non-UTF-8 text) raise SaeembedError.
@@ -218,9 +227,13 @@ def read_source(path: str | Path, *, text_col: str = "text", id_col: str | None 
     path = Path(path).expanduser()
     if not path.exists():
         raise SaeembedError(f"no such file or directory: {path}")
+    if table is not None and path.suffix.lower() not in DUCKDB_SUFFIXES:
+        raise SaeembedError(f"--table names a table of a DuckDB file; {path.name} is not one (.duckdb, .db)")
     if path.is_dir():
         frame = _read_text_folder(path)
         text_col, id_col = "text", "id"
+    elif path.suffix.lower() in DUCKDB_SUFFIXES:
+        frame = _read_duckdb_table(path, table)
     else:
         frame = _read_table(path, text_col=text_col, id_col=id_col)
     if frame.height == 0:
@@ -279,3 +292,19 @@ def _read_glob(pattern: str, *, text_col: str, id_col: str | None) -> SourceRows
         skipped_duplicate=sum(part.skipped_duplicate for part in parts) + rows.height - unique.height,
         empty_examples=[e for part in parts for e in part.empty_examples][:MAX_EMPTY_EXAMPLES],
     )
+
+
+def _read_duckdb_table(path: Path, table: str | None) -> pl.DataFrame:
+    import duckdb
+
+    if table is None:
+        raise SaeembedError(f"{path.name} is a DuckDB file: say which table to read with --table NAME")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
+        raise SaeembedError(f"--table must be a table name (or schema.name), got {table!r}")
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.sql(f"SELECT * FROM {table}").pl()
+    except duckdb.CatalogException:
+        raise SaeembedError(f"no table {table!r} in {path}") from None
+    except duckdb.IOException as error:
+        raise SaeembedError(f"cannot read {path}: {str(error).splitlines()[0]}") from None

@@ -238,3 +238,27 @@ def test_a_glob_reads_every_matching_file_as_one_source(tmp_path):
     assert (source.n_read, source.skipped_duplicate) == (4, 1)
     with pytest.raises(SaeembedError, match=r"no file matches .*\*\.jsonl"):
         read_source(tmp_path / "*.jsonl")
+
+
+def test_a_duckdb_table_is_a_source(tmp_path):
+    import duckdb
+
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE tickets AS "
+            "SELECT 'T' || i AS id, 'ticket text ' || i AS body, i % 2 AS urgent FROM range(5) t(i)"
+        )
+    source = read_source(path, text_col="body", table="tickets")
+    assert source.rows["external_id"].to_list() == ["T0", "T1", "T2", "T3", "T4"]
+    assert json.loads(source.rows["meta"][1]) == {"urgent": 1}
+    for table, message in [
+        (None, "say which table to read with --table"),
+        ("nope", "no table 'nope'"),
+        ("tickets; DROP TABLE tickets", "must be a table name"),
+    ]:
+        with pytest.raises(SaeembedError, match=message):
+            read_source(path, text_col="body", table=table)
+    pl.DataFrame({"text": ["a"]}).write_csv(tmp_path / "x.csv")
+    with pytest.raises(SaeembedError, match="x.csv is not one"):
+        read_source(tmp_path / "x.csv", table="tickets")
