@@ -87,7 +87,25 @@ def _run_flow(flow_name: str, **parameters: Any) -> dict:
     setup_logging()  # Prefect adds its handlers lazily; make them exist to filter the console one
     for handler in logging.getLogger().handlers:
         handler.addFilter(_HideUserErrors())
+    _console_logs_to_current_stderr()
     return flow(**parameters)
+
+
+def _console_logs_to_current_stderr() -> None:
+    """Point Prefect's console handlers at today's sys.stderr: Prefect configures logging once per process,
+    so a second command run in one process (tests, notebooks) would otherwise log to the first one's
+    stream, closed by then."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and handler.stream is not sys.stderr:
+                with handler.lock:  # not setStream: it flushes the old stream, which may be closed
+                    handler.stream = sys.stderr
+                    handler.console.file = sys.stderr
 
 
 class _HideUserErrors(logging.Filter):
@@ -397,6 +415,67 @@ def correlate(
             columns = ["feature_id", "label", "level", "statistic", "test", "q_value"]
         present = [c for c in columns if rows and c in rows[0]]
         stdout.print(_table(rows, present))
+
+    _emit(result, as_json, render)
+
+
+@app.command()
+def cluster(
+    corpus: Annotated[str, typer.Argument(help="Corpus whose documents to cluster.")],
+    about: Annotated[
+        str | None, typer.Option("--about", help='The axis to cluster along, e.g. "tone" or "complaints".')
+    ] = None,
+    concepts: Annotated[str | None, typer.Option("--concepts", help="ID,ID,… concepts to cluster on instead.")] = None,
+    method: Annotated[str, typer.Option("--method", help="hdbscan (no k needed) | spectral (needs --k)")] = "hdbscan",
+    k: Annotated[int | None, typer.Option("--k", help="Clusters, for spectral.")] = None,
+    min_cluster_size: Annotated[
+        int | None, typer.Option("--min-cluster-size", help="HDBSCAN's smallest cluster (default: from the size).")
+    ] = None,
+    n_concepts: Annotated[int, typer.Option("--n-concepts", help="With --about: concepts to select.")] = 20,
+    where: Annotated[str | None, typer.Option("--where", help="SQL predicate selecting the documents.")] = None,
+    dense: Annotated[
+        bool, typer.Option("--dense", help="Cluster the same documents on all-MiniLM-L6-v2 embeddings instead.")
+    ] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cluster documents along an axis you name: only the concepts about it count (Jaccard; HDBSCAN or
+    spectral), or dense embeddings for comparison (Prefect flow)."""
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        raise SaeembedError(f"--report must end in .html, got {report}")
+    result = _run_flow(
+        "cluster",
+        corpus=corpus,
+        about=about,
+        concepts=_ids(concepts, "--concepts") if concepts else None,
+        method=method,
+        k=k,
+        min_cluster_size=min_cluster_size,
+        n_concepts=n_concepts,
+        where=where,
+        dense=dense,
+        report=str(report) if report else None,
+        db=_db(db),
+    )
+
+    def render() -> None:
+        stdout.print(
+            f"analysis {result['analysis_id']}: {result['method']} on {result['representation']}, "
+            f"{result['n_clusters']} clusters; {result['n_without_concepts']} of {result['n_docs']} documents "
+            "have none of the selected concepts" + (f"; report: {result['report']}" if result["report"] else ""),
+            highlight=False,
+        )
+        rows = [
+            {
+                "cluster": "noise" if r["cluster"] == -1 else r["cluster"],
+                "size": r["size"],
+                "top concepts": "; ".join(c["label"] or str(c["feature_id"]) for c in r["top_concepts"][:3]),
+                "typical document": ((r["typical_docs"] or [{}])[0].get("text") or "")[:100],
+            }
+            for r in result["summaries"]
+        ]
+        stdout.print(_table(rows, ["cluster", "size", "top concepts", "typical document"]))
 
     _emit(result, as_json, render)
 

@@ -146,3 +146,28 @@ def test_concept_lookups_name_the_problem(labelled_cli_db, args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_cluster_command_runs_the_flow_and_summarises_the_clusters(prefect_harness, tmp_path):
+    from tests.test_cluster import DOCS, LABELS
+    from tests.test_diff import build_store
+
+    path = build_store(tmp_path / "cluster.duckdb", {"c": DOCS})
+    with Store.open(path) as store:
+        for feature_id, label in LABELS.items():
+            store.con.execute(
+                "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, auroc) "
+                "VALUES (1, ?, 'tokens', 'm', ?, 1, 0.9)",
+                [feature_id, label],
+            )
+    report = tmp_path / "c.html"
+    args = ["cluster", "c", "--concepts", "1,2,3,4,5,6", "--db", str(path), "--report", str(report)]
+    shown = runner.invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    assert "hdbscan on concepts" in shown.stdout and report.read_text().startswith("<!doctype html>")
+    spectral = runner.invoke(app, [*args, "--method", "spectral", "--k", "2", "--json"])
+    assert spectral.exit_code == 0, spectral.exception
+    payload = json.loads(spectral.stdout)
+    assert payload["method"] == "spectral" and payload["n_clusters"] == 2
+    refused = runner.invoke(app, ["cluster", "c", "--concepts", "1,2", "--report", "x.txt", "--db", str(path)])
+    assert refused.exit_code != 0 and "--report must end in .html" in str(refused.exception)

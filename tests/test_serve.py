@@ -131,7 +131,8 @@ def test_every_declared_deployment_names_a_flow_that_takes_its_parameters():
 
     declared = project_deployments(REPO / "prefect.yaml")
     names = {d["name"] for d in declared}
-    expected = {"ingest", "embed", "train-sae", "label", "diff", "correlate", "search-index", "compare-releases"}
+    expected = {"ingest", "embed", "train-sae", "label", "diff", "correlate", "cluster", "search-index"}
+    expected |= {"compare-releases", "report"}
     assert expected <= names
     for deployment in declared:
         flow = entrypoint_flow(deployment["entrypoint"])
