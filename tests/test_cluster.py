@@ -216,7 +216,7 @@ def test_where_narrows_the_documents(store_path):
 def test_concepts_selected_by_about_with_minilm(store_path):
     with Store.open(store_path) as store:
         result = cluster_documents(store, "c", about="sports", n_concepts=3, method="spectral", k=2)
-        both = cluster_documents(store, "c", about="sports, stock markets and banking", n_concepts=6)
+        both = cluster_documents(store, "c", about="sports; stock markets and banking", n_concepts=6)
         doc_kinds = kinds(store)
     assert set(result.concepts["feature_id"].to_list()) == {1, 2, 3}
     assert set(both.concepts["feature_id"].to_list()) == {1, 2, 3, 4, 5, 6}
