@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +42,7 @@ class Release(NamedTuple):
     """What this release's prompt template appends to every question ('' for none)."""
 
 
+EXAMPLE_PATH = Path(__file__).parent / "data" / "release_example.parquet"
 EXAMPLE_MODEL = "smollm2-assistant"
 EXAMPLE_RELEASES = (
     Release("v1", "2024-01-15", ""),
@@ -53,8 +53,7 @@ EXAMPLE_RELEASES = (
 
 def example_releases() -> pl.DataFrame:
     """The bundled example releases table (144 rows: 48 prompts × 3 releases)."""
-    path = resources.files("saeembed") / "data" / "release_example.parquet"
-    return pl.read_parquet(Path(str(path)))
+    return pl.read_parquet(EXAMPLE_PATH)
 
 
 def check_releases(frame: pl.DataFrame) -> pl.DataFrame:
@@ -69,7 +68,10 @@ def check_releases(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("prompt_id").cast(pl.Utf8), pl.col("model").cast(pl.Utf8), pl.col("release").cast(pl.Utf8)
     )
     if frame["released_at"].dtype == pl.Utf8:
-        parsed = frame["released_at"].str.to_datetime(strict=False)
+        try:
+            parsed = frame["released_at"].str.to_datetime(strict=False)
+        except pl.exceptions.ComputeError:  # no date format fits any value
+            parsed = pl.Series([None] * frame.height, dtype=pl.Datetime)
         if parsed.null_count() > frame["released_at"].null_count():
             bad = frame.filter(parsed.is_null() & pl.col("released_at").is_not_null())["released_at"][0]
             raise SaeembedError(f"released_at must be a date, got {bad!r}")

@@ -130,3 +130,37 @@ def test_a_stored_comparison_loads_as_it_was_returned(store):
     assert loaded.trend.sort("release", "feature_id").equals(made.trend.sort("release", "feature_id"))
     with pytest.raises(SaeembedError, match="not a release comparison"):
         load_comparison(store, made.steps["diff_id"][0])
+
+
+def test_compare_releases_flow_embeds_new_responses_only_and_writes_the_report(prefect_harness, tmp_path):
+    from saeembed_flows.compare_releases import compare_releases_flow
+
+    from tests.test_embed import small_sae
+
+    first_six = example_releases()["prompt_id"].unique().sort()[:6].to_list()
+    table = example_releases().filter(pl.col("prompt_id").is_in(first_six))
+    source = tmp_path / "releases.parquet"
+    table.filter(pl.col("release") != "v3").write_parquet(source)
+    options = {
+        "source": str(source),
+        "corpus": "rel",
+        "sae": str(small_sae(tmp_path / "sae")),
+        "max_tokens": 32,
+        "device": "cpu",
+        "db": str(tmp_path / "rel.duckdb"),
+    }
+    first = compare_releases_flow(**options)
+    table.write_parquet(source)  # v3 appears
+    report = tmp_path / "out" / "releases.html"
+    second = compare_releases_flow(**options, report=str(report))
+    assert (first["ingested"]["inserted"], first["embedded"]) == (12, 12)
+    assert (second["ingested"]["inserted"], second["embedded"]) == (6, 6)
+    assert [(s["release"], s["against"]) for s in first["steps"]] == [("v2", "v1")]
+    assert [(s["release"], s["against"], s["against_kind"]) for s in second["steps"]] == [
+        ("v2", "v1", "previous"),
+        ("v3", "v2", "previous"),
+        ("v3", "v1", "baseline"),
+    ]
+    assert all(s["pairs"] == 6 for s in second["steps"])
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and "Top concepts across releases" in page and "http" not in page
