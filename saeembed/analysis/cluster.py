@@ -1,7 +1,7 @@
 """Concept-filtered clustering: group documents by the concepts about one thing, not by everything in them.
 
-1. Select concepts: those whose labels are closest to an `about` text (concept search), or an explicit
-   list of feature ids.
+1. Select concepts: those whose labels are closest to an `about` text (concept search; facets separated
+   by ';' are searched one by one), or an explicit list of feature ids.
 2. Restrict each document's binarized concept vector (present = max_act > 0) to those concepts. Documents
    with none of them are reported as such (cluster NULL), never forced into a cluster.
 3. Jaccard distances between the restricted vectors, from a sparse binary matrix (intersections = X·Xᵀ).
