@@ -203,7 +203,10 @@ def compare_releases(
         raise SaeembedError(f"corpus '{corpus}' has one release only: nothing to compare it with")
     step_table = pl.DataFrame(steps)
     change_table = pl.concat(changes)
-    followed = change_table.sort("q_value").unique("feature_id", keep="first", maintain_order=True).head(top)
+    # The trend follows the first few concepts of every comparison, so that one large change (a new
+    # language) does not crowd out the others (list formatting).
+    per_step = max(2, top // len(steps))
+    followed = change_table.filter(pl.col("rank") <= per_step).unique("feature_id", keep="first", maintain_order=True)
     trend = _trend(store, corpus, releases, followed.select("feature_id", "label"))
     analysis_id = store.record_analysis(
         "compare-releases",
