@@ -49,9 +49,89 @@ def analysis_report(store: Store, analysis: int | str) -> tuple[int, str]:
         return analysis_id, releases_report(title, load_comparison(store, analysis_id))
     if kind in ("correlate", "correlate-column"):
         return analysis_id, _correlation_page(store, title, kind, analysis_id, {**params, **inputs})
+    if kind == "cluster":
+        return analysis_id, _cluster_page(store, title, analysis_id, params, inputs)
+    if kind == "search":
+        return analysis_id, _search_page(store, title, analysis_id, params)
     raise SaeembedError(
-        f"analysis {analysis_id} is a {kind!r}: reports are made for diff, correlate and compare-releases"
+        f"analysis {analysis_id} is a {kind!r}: reports are made for diff, correlate, cluster, search and "
+        "compare-releases"
     )
+
+
+def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inputs: dict) -> str:
+    """The clustering's page from its stored rows (the page the cluster flow writes)."""
+    from saeembed.report import cluster_report
+    from saeembed.search import current_labels
+
+    run = store.run(inputs["run"])
+    assignments = store.query(
+        "SELECT doc_id, cluster, has_concepts, x, y FROM clusters WHERE analysis_id = $a ORDER BY doc_id",
+        {"a": analysis_id},
+    )
+    stored = store.query(
+        "SELECT cluster, size, top_concepts, typical_docs FROM cluster_summaries WHERE analysis_id = $a",
+        {"a": analysis_id},
+    )
+    typical = [json.loads(docs) for docs in stored["typical_docs"]]
+    texts = dict(
+        store.query(
+            "SELECT doc_id, text FROM documents WHERE list_contains($ids, doc_id)",
+            {"ids": [doc_id for docs in typical for doc_id in docs]},
+        ).iter_rows()
+    )
+    summaries = pl.DataFrame(
+        {
+            "cluster": stored["cluster"],
+            "size": stored["size"],
+            "top_concepts": [json.loads(top) for top in stored["top_concepts"]],
+            "typical_docs": [[{"doc_id": d, "text": texts.get(d, "")[:300]} for d in docs] for docs in typical],
+        }
+    ).sort([pl.col("cluster") < 0, pl.col("size")], descending=[False, True])
+    clustered = assignments.filter(pl.col("has_concepts"))["doc_id"].to_list()
+    frequency = store.query(
+        "SELECT feature_id, count(*) AS n FROM doc_features WHERE run_id = $run "
+        "AND list_contains($features, feature_id) AND list_contains($docs, doc_id) GROUP BY feature_id",
+        {"run": run.run_id, "features": inputs["feature_ids"], "docs": clustered},
+    )
+    labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
+    concepts = (
+        pl.DataFrame({"feature_id": inputs["feature_ids"]}, schema={"feature_id": pl.Int32})
+        .join(labels, on="feature_id", how="left")
+        .join(frequency.with_columns(pl.col("feature_id").cast(pl.Int32)), on="feature_id", how="left")
+        .select(
+            "feature_id",
+            "label",
+            pl.lit(None, dtype=pl.Float64).alias("similarity"),
+            (pl.col("n").fill_null(0) / max(len(clustered), 1)).alias("freq"),
+        )
+    )
+    summary = {
+        "analysis_id": analysis_id,
+        "method": params["method"],
+        "representation": inputs["representation"],
+        "n_docs": inputs["n_docs"],
+        "n_without_concepts": assignments.height - len(clustered),
+        "n_clusters": int((summaries["cluster"] >= 0).sum()),
+        "min_cluster_size": inputs.get("min_cluster_size"),
+        **{k: v for k, v in params.items() if k in ("about", "where")},
+    }
+    return cluster_report(title, summary, concepts, summaries, assignments)
+
+
+def _search_page(store: Store, title: str, analysis_id: int, params: dict) -> str:
+    """The documents a search returned, with the concepts each matched."""
+    table = store.query(
+        "SELECT r.rank, r.mode, r.doc_id, r.score, r.concepts, d.text FROM retrieval_results r "
+        "JOIN documents d USING (doc_id) WHERE r.analysis_id = $a ORDER BY r.rank",
+        {"a": analysis_id},
+    )
+    matched = [
+        "; ".join(str(c.get("label") or c.get("feature_id")) for c in json.loads(concepts or "[]")[:5])
+        for concepts in table["concepts"]
+    ]
+    table = table.with_columns(pl.Series("matched", matched), pl.col("text").str.slice(0, 300))
+    return table_page(title, params, table, ("rank", "mode", "doc_id", "score", "matched", "text"))
 
 
 def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, summary: dict) -> str:

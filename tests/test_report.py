@@ -68,9 +68,22 @@ def test_report_command_and_its_errors(path, tmp_path):
 
 def test_unsupported_kinds_are_named(path):
     with Store.open(path) as store:
-        analysis_id = store.record_analysis("search", {}, {}, 0.1)
-        with pytest.raises(SaeembedError, match="is a 'search'"):
+        analysis_id = store.record_analysis("correlate-later", {}, {}, 0.1)
+        with pytest.raises(SaeembedError, match="is a 'correlate-later'"):
             analysis_report(store, analysis_id)
+
+
+def test_a_stored_clustering_gets_the_page_the_flow_wrote(tmp_path):
+    from saeembed.analysis.cluster import cluster_documents
+    from tests.test_cluster import DOCS
+
+    with Store.open(build_store(tmp_path / "cl.duckdb", {"c": DOCS})) as store:
+        result = cluster_documents(store, "c", concepts=[1, 2, 3, 4, 5, 6])
+        _, page = analysis_report(store, "cluster")
+    assert self_contained(page) and "<circle" in page
+    for row in result.summaries.iter_rows(named=True):
+        name = "Noise" if row["cluster"] < 0 else f"Cluster {row['cluster']}"
+        assert f"{name}: {row['size']} documents" in page
 
 
 def test_report_flow_writes_the_latest_diff(prefect_harness, path, tmp_path):

@@ -498,3 +498,13 @@ def test_search_command_prints_the_documents_and_why_they_matched(topic_db):
     assert payload["mode"] == "fused" and payload["documents"][0]["doc_id"] in (1, 2)
     refused = runner.invoke(app, ["search", "sports", "--db", str(topic_db), "--mode", "magic"])
     assert refused.exit_code != 0 and "magic" in str(refused.exception)
+
+
+def test_a_search_has_a_report_page(arith_db):
+    from saeembed.analysis_report import analysis_report
+
+    with Store.open(arith_db) as store:
+        result = search_documents(store, "the property", corpus="c", n_concepts=3, top=5, embedder=QUERY)
+        analysis_id, page = analysis_report(store, result.analysis_id)
+    assert analysis_id == result.analysis_id and page.startswith("<!doctype html>") and "http" not in page
+    assert page.count("<td class='num'>11</td>") >= 1  # doc 11, first
