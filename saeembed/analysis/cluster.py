@@ -260,13 +260,13 @@ def cluster_distances(
     affinity, with k-means label assignment seeded for reproducible results."""
     n = distances.shape[0]
     if method == "hdbscan":
-        from sklearn.cluster import HDBSCAN
+        from hdbscan import HDBSCAN
 
         if n < min_cluster_size:
             raise SaeembedError(
                 f"only {n} documents have a selected concept, fewer than --min-cluster-size {min_cluster_size}"
             )
-        model = HDBSCAN(min_cluster_size=min_cluster_size, metric="precomputed", copy=True)
+        model = HDBSCAN(min_cluster_size=min_cluster_size, metric="precomputed")
         return model.fit_predict(distances.astype(np.float64)).astype(np.int64)
     from sklearn.cluster import SpectralClustering
 
