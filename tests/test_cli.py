@@ -149,17 +149,9 @@ def test_concept_lookups_name_the_problem(labelled_cli_db, args, message):
 
 
 def test_cluster_command_runs_the_flow_and_summarises_the_clusters(prefect_harness, tmp_path):
-    from tests.test_cluster import DOCS, LABELS
-    from tests.test_diff import build_store
+    from tests.test_cluster import labelled_store
 
-    path = build_store(tmp_path / "cluster.duckdb", {"c": DOCS})
-    with Store.open(path) as store:
-        for feature_id, label in LABELS.items():
-            store.con.execute(
-                "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, auroc) "
-                "VALUES (1, ?, 'tokens', 'm', ?, 1, 0.9)",
-                [feature_id, label],
-            )
+    path = labelled_store(tmp_path / "cluster.duckdb")
     report = tmp_path / "c.html"
     args = ["cluster", "c", "--concepts", "1,2,3,4,5,6", "--db", str(path), "--report", str(report)]
     shown = runner.invoke(app, args)

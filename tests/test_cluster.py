@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -72,7 +73,12 @@ ALL = list(range(1, 9))
 
 @pytest.fixture()
 def store_path(tmp_path):
-    path = build_store(tmp_path / "cluster.duckdb", {"c": DOCS})
+    return labelled_store(tmp_path / "cluster.duckdb")
+
+
+def labelled_store(path: Path) -> Path:
+    """The DOCS store with the LABELS as token labels of run 1."""
+    build_store(path, {"c": DOCS})
     with Store.open(path) as store:
         for feature_id, label in LABELS.items():
             store.con.execute(
