@@ -92,9 +92,9 @@ def _run_flow(flow_name: str, **parameters: Any) -> dict:
 
 
 def _console_logs_to_current_stderr() -> None:
-    """Point Prefect's console handlers at today's sys.stderr: Prefect configures logging once per process,
-    so a second command run in one process (tests, notebooks) would otherwise log to the first one's
-    stream, closed by then."""
+    """Point Prefect's console handlers at whatever sys.stderr is when they write: Prefect configures
+    logging once per process, so a second command run in one process (tests, notebooks) would otherwise
+    log to the stream the first one had, closed by then."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     loggers = [logging.getLogger()] + [
@@ -102,10 +102,27 @@ def _console_logs_to_current_stderr() -> None:
     ]
     for logger in loggers:
         for handler in logger.handlers:
-            if isinstance(handler, PrefectConsoleHandler) and handler.stream is not sys.stderr:
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.stream, _CurrentStderr):
                 with handler.lock:  # not setStream: it flushes the old stream, which may be closed
-                    handler.stream = sys.stderr
-                    handler.console.file = sys.stderr
+                    handler.stream = _CurrentStderr()
+                    handler.console.file = handler.stream
+
+
+class _CurrentStderr:
+    """A text stream that writes to sys.stderr as it is at the time of writing."""
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 class _HideUserErrors(logging.Filter):
