@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
+from saeembed.llm import chat_backend
 from saeembed.report import cluster_report
 from saeembed.store import Store
 
@@ -32,6 +33,10 @@ def cluster_flow(
     dense: bool = False,
     report: str | None = None,
     db: str | None = None,
+    llm_local: str | None = None,
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    llm_api_key_env: str = "OPENAI_API_KEY",
 ) -> dict:
     """Cluster CORPUS's documents on the concepts closest to ABOUT (or the feature ids in CONCEPTS); with
     DENSE, the same documents on all-MiniLM-L6-v2 embeddings, for comparison."""
@@ -46,7 +51,8 @@ def cluster_flow(
         "dense": dense,
     }
     with Store.open(db) as store:
-        result = run_cluster(store, corpus, options)
+        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env)
+        result = run_cluster(store, corpus, {**options, "chat": chat})
     title = (
         f"saeembed cluster {corpus}"
         + (f" about {about!r}" if about is not None else "")
@@ -60,6 +66,7 @@ def cluster_flow(
         "n_without_concepts": result.n_without_concepts,
         "n_clusters": result.n_clusters,
         "min_cluster_size": result.min_cluster_size,
+        "keyphrases": list(result.keyphrases),
     }
     if report is not None:
         Path(report).parent.mkdir(parents=True, exist_ok=True)

@@ -454,6 +454,10 @@ def cluster(
         bool, typer.Option("--dense", help="Cluster the same documents on all-MiniLM-L6-v2 embeddings instead.")
     ] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    llm_local: LlmLocalOption = None,
+    llm_base_url: LlmBaseUrlOption = None,
+    llm_model: LlmModelOption = None,
+    llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -474,6 +478,10 @@ def cluster(
         dense=dense,
         report=str(report) if report else None,
         db=_db(db),
+        llm_local=llm_local,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        llm_api_key_env=llm_api_key_env,
     )
 
     def render() -> None:
@@ -483,6 +491,8 @@ def cluster(
             "have none of the selected concepts" + (f"; report: {result['report']}" if result["report"] else ""),
             highlight=False,
         )
+        if result["keyphrases"]:
+            stdout.print(f"keyphrases from the LLM: {'; '.join(result['keyphrases'])}", highlight=False)
         rows = [
             {
                 "cluster": "noise" if r["cluster"] == -1 else r["cluster"],

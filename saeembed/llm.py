@@ -465,6 +465,40 @@ def judge_messages(label: str, text: str) -> list[Message]:
     return [{"role": "user", "content": content}]
 
 
+MAX_KEYPHRASES = 5
+"""Keyphrases an LLM may add to a clustering's --about text."""
+
+
+def keyphrase_messages(about: str) -> list[Message]:
+    """The expansion prompt of directed clustering (Jiang et al. 2025): the axis the user named →
+    JSON {"keyphrases": [≤ 5 short phrases naming the properties along it]}."""
+    content = (
+        f'A user wants to group texts by this aspect: "{about}".\n\n'
+        f"List up to {MAX_KEYPHRASES} short keyphrases (2–5 words each) naming the different properties a text "
+        "can have along this aspect, specific enough to recognise in one text (for the aspect "
+        '"tone": "angry complaint", "polite request", "enthusiastic praise").\n\n'
+        'Answer with only a JSON object: {"keyphrases": ["...", "..."]}'
+    )
+    return [{"role": "user", "content": content}]
+
+
+def parse_keyphrases(text: str) -> list[str]:
+    """The keyphrases in an answer to `keyphrase_messages` (at most MAX_KEYPHRASES, duplicates and ';'
+    dropped); MalformedAnswer when there is none."""
+    answer = json_object(text)
+    items = answer.get("keyphrases") if answer is not None else None
+    if not isinstance(items, list):
+        raise MalformedAnswer(f'keyphrase answer has no "keyphrases" list: {_one_line(text, 80)!r}')
+    phrases: list[str] = []
+    for item in items:
+        phrase = " ".join(str(item).replace(";", ",").split()) if isinstance(item, str) else ""
+        if phrase and phrase.lower() not in {p.lower() for p in phrases}:
+            phrases.append(phrase)
+    if not phrases:
+        raise MalformedAnswer(f"keyphrase answer lists no keyphrase: {_one_line(text, 80)!r}")
+    return phrases[:MAX_KEYPHRASES]
+
+
 class LabelAnswer(NamedTuple):
     label: str
     """The concept's name: a short phrase."""

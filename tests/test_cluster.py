@@ -235,6 +235,42 @@ def test_concepts_selected_by_about_with_minilm(store_path):
     assert by_kind["finance"] == by_kind["other"] == by_kind["alone"] == {None}
 
 
+def test_an_llm_expands_about_into_keyphrases_searched_as_facets(store_path):
+    import json as json_module
+
+    from saeembed.llm import CachedChat, OpenAICompatible
+    from tests.test_llm import ChatServer, completion, last_user_text
+
+    answers = iter(
+        [
+            {"keyphrases": ["football matches", "stock market shares", "Football  matches", "a;b"]},
+            "I would group them by subject.",
+        ]
+    )
+
+    def script(number, request):
+        assert 'group texts by this aspect: "subject"' in last_user_text(request)
+        answer = next(answers)
+        return completion(answer if isinstance(answer, str) else json_module.dumps(answer))
+
+    server = ChatServer(script)
+    try:
+        with Store.open(store_path) as store:
+            chat = CachedChat(OpenAICompatible(server.base_url, "test-model", retry_base_delay=0.01), store)
+            expanded = cluster_documents(store, "c", about="subject", n_concepts=6, chat=chat)
+            chat.backend.model = "another-model"  # a new cache key: the unreadable answer comes next
+            unexpanded = cluster_documents(store, "c", about="subject", n_concepts=6, chat=chat)
+            recorded = store.query("SELECT inputs->'keyphrases' AS k FROM analyses ORDER BY analysis_id")["k"]
+    finally:
+        server.close()
+    assert expanded.keyphrases == ("football matches", "stock market shares", "a,b")
+    # Each facet's best concept comes first, in facet order: football (1; also the best for "subject"),
+    # stock market (4), then the letter e (9) for "a,b"; then each facet's second best.
+    assert expanded.concepts["feature_id"].to_list()[:3] == [1, 4, 9]
+    assert unexpanded.keyphrases == ()  # an unreadable answer: the clustering goes on with --about alone
+    assert [json_module.loads(k) for k in recorded] == [list(expanded.keyphrases), []]
+
+
 def test_dense_clusters_the_same_documents_on_sentence_embeddings(store_path):
     with Store.open(store_path) as store:
         sae = cluster_documents(store, "c", concepts=[1, 2, 3, 4, 5, 6], method="spectral", k=2)

@@ -35,6 +35,7 @@ from scipy import sparse
 from saeembed.analysis.predicates import check_predicate
 from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
 from saeembed.errors import SaeembedError
+from saeembed.llm import ChatBackend, MalformedAnswer, keyphrase_messages, parse_keyphrases
 from saeembed.store import RunInfo, Store, read_sql
 
 Method = Literal["hdbscan", "spectral"]
@@ -79,6 +80,8 @@ class ClusterResult(NamedTuple):
     assignments: pl.DataFrame
     """One row per document considered: doc_id, cluster (-1 noise, null without concepts), has_concepts,
     x, y (2-D map; null when not mapped)."""
+    keyphrases: tuple[str, ...] = ()
+    """With an LLM: the keyphrases it added to `about` (each searched as a facet of its own)."""
 
 
 def cluster_documents(
@@ -95,6 +98,7 @@ def cluster_documents(
     dense: bool = False,
     mapped: bool = True,
     embedder: SentenceEmbedder | None = None,
+    chat: ChatBackend | None = None,
 ) -> ClusterResult:
     """Cluster `corpus`'s documents (those satisfying `where`) on the concepts about `about` (or the
     feature ids in `concepts`); with `dense`, the same documents on sentence embeddings instead. Stores
@@ -105,8 +109,9 @@ def cluster_documents(
     run = store.latest_run(corpus)
     if about is not None or dense:
         embedder = embedder or SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
+    keyphrases = expand_about(about, chat) if about is not None and chat is not None else []
     if about is not None:
-        selected = select_concepts(store, corpus, about, n_concepts, embedder)
+        selected = select_concepts(store, corpus, "; ".join([about, *keyphrases]), n_concepts, embedder)
     else:
         selected = explicit_concepts(store, run, corpus, concepts)
     doc_ids = _documents(store, run, predicate)
@@ -147,6 +152,7 @@ def cluster_documents(
         "n_concepts": n_concepts,
         "where": predicate,
         "dense": dense,
+        "llm": getattr(chat, "model", None),
     }
     inputs = {
         "run": run.run_id,
@@ -155,6 +161,7 @@ def cluster_documents(
         "n_clustered": int(clustered.size),
         "feature_ids": selected["feature_id"].to_list(),
         "min_cluster_size": size,
+        "keyphrases": keyphrases,
     }
     analysis_id = _store(store, params, inputs, assignments, summaries, started)
     return ClusterResult(
@@ -168,10 +175,20 @@ def cluster_documents(
         min_cluster_size=size,
         summaries=summaries,
         assignments=assignments,
+        keyphrases=tuple(keyphrases),
     )
 
 
 # -- concept selection -------------------------------------------------------------------------------
+
+
+def expand_about(about: str, chat: ChatBackend) -> list[str]:
+    """Keyphrases an LLM adds to `about` (the paper's query expansion); none when its answer is unreadable,
+    so the clustering goes on with `about` alone."""
+    try:
+        return parse_keyphrases(chat.complete(keyphrase_messages(about), max_tokens=200, temperature=0.0))
+    except MalformedAnswer:
+        return []
 
 
 def select_concepts(store: Store, corpus: str, about: str, n_concepts: int, embedder: SentenceEmbedder) -> pl.DataFrame:
