@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import polars as pl
+from bench_store import build, labelled_copy
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
 from saeembed.corpora import demo_corpus, read_sae_probes
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
-from saeembed.embed import EmbedOptions
-from saeembed.labels import label_concepts
-from saeembed.pipeline import embed, ingest
+from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.store import Store
 
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "cluster.duckdb"
@@ -75,38 +71,6 @@ def corpora() -> dict[str, pl.DataFrame]:
     )
     news = demo_corpus(n=AG_NEWS, seed=SEED).select("id", "text", "topic")
     return {"amazon": amazon, "agnews": news}
-
-
-def build(db: Path) -> None:
-    """Ingest and embed both corpora into `db` (skipping what is done), with MiniLM embeddings of every document."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with Store.open(db) as store, tempfile.TemporaryDirectory() as folder:
-        for name, frame in corpora().items():
-            if name not in store.corpus_names():
-                path = Path(folder) / f"{name}.parquet"
-                frame.write_parquet(path)
-                ingest(store, path, corpus=name, id_col="id")
-            started = time.perf_counter()
-            summary = embed(store, name, options=EmbedOptions(max_tokens=128))
-            if summary.documents:
-                print(f"embedded {summary.documents} documents of {name} in {time.perf_counter() - started:.0f} s")
-        doc_ids = store.query("SELECT doc_id FROM documents ORDER BY doc_id")["doc_id"].to_list()
-        document_embeddings(store, doc_ids, SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL))
-
-
-def labelled_copy(db: Path) -> Path:
-    """A copy of `db` with token labels made from each corpus (made once)."""
-    target = db.with_name(db.stem + "-labelled.duckdb")
-    if not target.exists():
-        staging = target.with_name(target.name + ".tmp")
-        shutil.copyfile(db, staging)
-        with Store.open(staging) as store:
-            for task in TASKS:
-                started = time.perf_counter()
-                label_concepts(store, task.corpus)
-                print(f"token labels made from {task.corpus} in {time.perf_counter() - started:.0f} s")
-        staging.replace(target)
-    return target
 
 
 def scores(store: Store, task: Task, result: ClusterResult) -> tuple[float, float]:
@@ -176,8 +140,8 @@ def main() -> None:
         "--concepts", type=int, nargs="+", default=[DEFAULT_CONCEPTS, 60], help="concepts selected per --about"
     )
     args = parser.parse_args()
-    build(args.db)
-    labelled = labelled_copy(args.db)
+    build(args.db, corpora())
+    labelled = labelled_copy(args.db, list(dict.fromkeys(task.corpus for task in TASKS)))
     embedder = SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
     rows = evaluate(args.db, "shipped", embedder, args.concepts) + evaluate(labelled, "corpus", embedder, args.concepts)
     table = pl.DataFrame(rows).sort(

@@ -24,21 +24,16 @@ number of concepts per query (20, was 10) was chosen on this benchmark (one glob
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import polars as pl
+from bench_store import build, labelled_copy
 
 from saeembed.analysis.retrieve import DEFAULT_CONCEPTS, DEFAULT_TEMPERATURE, search_documents
 from saeembed.corpora import demo_corpus, read_sae_probes
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
-from saeembed.embed import EmbedOptions
-from saeembed.labels import label_concepts
-from saeembed.pipeline import embed, ingest
+from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.search import DEFAULT_MIN_SCORE
 from saeembed.store import Store
 
@@ -114,36 +109,6 @@ QUERIES = [
 ]
 
 
-def build(db: Path) -> None:
-    """Ingest and embed the corpus into `db` (skipping what is done), with MiniLM embeddings of every document."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with Store.open(db) as store, tempfile.TemporaryDirectory() as folder:
-        if CORPUS not in store.corpus_names():
-            path = Path(folder) / "mixed.parquet"
-            mixed_corpus().write_parquet(path)
-            ingest(store, path, corpus=CORPUS, id_col="id")
-        started = time.perf_counter()
-        summary = embed(store, CORPUS, options=EmbedOptions(max_tokens=128))
-        if summary.documents:
-            print(f"embedded {summary.documents} documents in {time.perf_counter() - started:.0f} s")
-        doc_ids = store.query("SELECT doc_id FROM documents ORDER BY doc_id")["doc_id"].to_list()
-        document_embeddings(store, doc_ids, SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL))
-
-
-def labelled_copy(db: Path) -> Path:
-    """A copy of `db` with token labels made from the corpus (made once)."""
-    target = db.with_name(db.stem + "-labelled.duckdb")
-    if not target.exists():
-        staging = target.with_name(target.name + ".tmp")
-        shutil.copyfile(db, staging)
-        with Store.open(staging) as store:
-            started = time.perf_counter()
-            label_concepts(store, CORPUS)
-            print(f"token labels made from the corpus in {time.perf_counter() - started:.0f} s")
-        staging.replace(target)
-    return target
-
-
 def average_precision(ranked: list[int], relevant: set[int]) -> float:
     """Mean of precision@k over the ranks k of the relevant documents found; relevant documents not in
     `ranked` count as precision 0."""
@@ -182,8 +147,8 @@ def main() -> None:
     parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE)
     parser.add_argument("--show-concepts", action="store_true", help="print each query's top 3 concept labels")
     args = parser.parse_args()
-    build(args.db)
-    labelled = labelled_copy(args.db)
+    build(args.db, {CORPUS: mixed_corpus()})
+    labelled = labelled_copy(args.db, [CORPUS])
     embedder = SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
     options = {"n_concepts": args.concepts, "temperature": args.temperature, "min_score": args.min_score}
     print(f"options: {options}")
