@@ -9,7 +9,7 @@ from html import escape
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.store import Store, first_row
+from saeembed.store import Store
 
 CORRELATION_COLUMNS = (
     "rank",
@@ -30,11 +30,9 @@ def analysis_report(store: Store, analysis: int | str) -> tuple[int, str]:
     from saeembed.history import resolve_analysis
 
     analysis_id = resolve_analysis(store, analysis)
-    kind, params, inputs, created_at = first_row(
-        store.con.execute("SELECT kind, params, inputs, created_at FROM analyses WHERE analysis_id = ?", [analysis_id])
-    )
-    params, inputs = json.loads(params), json.loads(inputs or "{}")
-    title = f"saeembed {kind} — analysis {analysis_id} ({created_at:%Y-%m-%d %H:%M})"
+    stored = store.analysis(analysis_id)
+    kind, params, inputs = stored.kind, stored.params, stored.inputs
+    title = f"saeembed {kind} — analysis {analysis_id} ({stored.created_at:%Y-%m-%d %H:%M})"
     if kind == "diff":
         from saeembed.analysis.diff import load_diff
         from saeembed.report import diff_report

@@ -4,7 +4,6 @@ parameters; each run recorded its input sizes and time, so the runs can be compa
 
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
 
 import polars as pl
@@ -34,9 +33,8 @@ def analysis_history(store: Store, analysis: int | str, *, concepts: list[int] |
     concepts) in every run; for correlations, the NPMI of pairs with those concepts; for a clustering,
     every cluster's share."""
     analysis_id = resolve_analysis(store, analysis)
-    kind, params = first_row(
-        store.con.execute("SELECT kind, params FROM analyses WHERE analysis_id = ?", [analysis_id])
-    )
+    stored = store.analysis(analysis_id)
+    kind, params = stored.kind, stored.params
     if kind not in KINDS_WITH_HISTORY:
         raise SaeembedError(f"analysis {analysis_id} is a {kind!r}; history follows {', '.join(KINDS_WITH_HISTORY)}")
     if top < 1:
@@ -51,16 +49,13 @@ def analysis_history(store: Store, analysis: int | str, *, concepts: list[int] |
         series = store.query(read_sql(f"history_{kind}"), {"analysis_ids": ids, "feature_ids": followed})
         if kind == "diff":
             series = series.join(_labels(store, latest), on="feature_id", how="left")
-    return History(kind, json.loads(params), runs, series)
+    return History(kind, params, runs, series)
 
 
 def resolve_analysis(store: Store, analysis: int | str) -> int:
     """The analysis id `analysis` names: an id (checked), or a kind for the latest analysis of it."""
     if isinstance(analysis, int) or str(analysis).isdigit():
-        analysis_id = int(analysis)
-        if first_row(store.con.execute("SELECT 1 FROM analyses WHERE analysis_id = ?", [analysis_id])) is None:
-            raise SaeembedError(f"analysis {analysis_id} does not exist in {store.path}")
-        return analysis_id
+        return store.analysis(int(analysis)).analysis_id
     row = first_row(
         store.con.execute(
             "SELECT analysis_id FROM analyses WHERE kind = ? ORDER BY created_at DESC, analysis_id DESC LIMIT 1",
@@ -83,8 +78,6 @@ def _top_concepts(store: Store, kind: str, analysis_id: int, top: int) -> list[i
 def _labels(store: Store, analysis_id: int) -> pl.DataFrame:
     from saeembed.search import current_labels
 
-    inputs = json.loads(
-        first_row(store.con.execute("SELECT inputs FROM analyses WHERE analysis_id = ?", [analysis_id]))[0]
-    )
+    inputs = store.analysis(analysis_id).inputs
     run = store.run(inputs.get("run_a", inputs.get("run")))
     return current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")

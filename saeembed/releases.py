@@ -225,13 +225,11 @@ def compare_releases(
 def load_comparison(store: Store, analysis_id: int) -> ReleaseComparison:
     """A stored release comparison, as `compare_releases` returned it (examples and trend re-read)."""
     from saeembed.analysis.diff import load_diff
-    from saeembed.store import first_row
 
-    row = first_row(store.con.execute("SELECT kind, params, inputs FROM analyses WHERE analysis_id = ?", [analysis_id]))
-    if row is None or row[0] != "compare-releases":
-        problem = "does not exist" if row is None else f"is a {row[0]!r}, not a release comparison"
-        raise SaeembedError(f"analysis {analysis_id} {problem}")
-    params, inputs = json.loads(row[1]), json.loads(row[2])
+    stored = store.analysis(analysis_id)
+    if stored.kind != "compare-releases":
+        raise SaeembedError(f"analysis {analysis_id} is a {stored.kind!r}, not a release comparison")
+    params, inputs = stored.params, stored.inputs
     steps = pl.DataFrame(inputs["steps"])
     changes = pl.concat(
         [_changes(load_diff(store, step["diff_id"], top=params["top"]).table, step) for step in inputs["steps"]]

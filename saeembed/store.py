@@ -11,6 +11,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -84,6 +85,19 @@ class RunInfo(NamedTuple):
     """Decoder layer whose output the SAE encodes."""
     status: str
     """'running' or 'complete'."""
+
+
+class AnalysisInfo(NamedTuple):
+    analysis_id: int
+    """Key of the analysis in `analyses` (and its results tables)."""
+    kind: str
+    """'diff', 'correlate', 'cluster', 'search', 'compare-releases', …"""
+    params: dict[str, Any]
+    """The call's parameters."""
+    inputs: dict[str, Any]
+    """Input sizes and the runs read, as recorded."""
+    created_at: datetime
+    """When it ran."""
 
 
 class Store:
@@ -374,6 +388,17 @@ class Store:
     def check(self) -> list[str]:
         """What is wrong with the stored data (see sql/consistency.sql); empty when it is consistent."""
         return [f"{problem}: {n}" for problem, n in self.con.execute(read_sql("consistency")).fetchall()]
+
+    def analysis(self, analysis_id: int) -> AnalysisInfo:
+        """The `analyses` row of `analysis_id`, its JSON decoded; an error when there is none."""
+        row = first_row(
+            self.con.execute(
+                "SELECT kind, params, inputs, created_at FROM analyses WHERE analysis_id = ?", [analysis_id]
+            )
+        )
+        if row is None:
+            raise SaeembedError(f"analysis {analysis_id} does not exist in {self.path}")
+        return AnalysisInfo(analysis_id, row[0], json.loads(row[1]), json.loads(row[2] or "{}"), row[3])
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.con)

@@ -21,7 +21,6 @@ available (`rank_by="delta"`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
@@ -33,7 +32,7 @@ from scipy import stats
 
 from saeembed.analysis.predicates import check_predicate
 from saeembed.errors import SaeembedError
-from saeembed.store import RunInfo, Store, first_row, read_sql
+from saeembed.store import RunInfo, Store, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
 
 RankBy = Literal["specific", "delta", "q"]
@@ -160,11 +159,10 @@ def diff_by(
 def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
     """A stored diff as `diff` (or `diff_by`) returned it: per group, the first `top` concepts that pass
     its filters, with labels and examples (for reports made later, e.g. `saeembed report`)."""
-    row = first_row(store.con.execute("SELECT kind, params, inputs FROM analyses WHERE analysis_id = ?", [analysis_id]))
-    if row is None or row[0] != "diff":
-        problem = "does not exist" if row is None else f"is a {row[0]!r}, not a diff"
-        raise SaeembedError(f"analysis {analysis_id} {problem}")
-    params, inputs = json.loads(row[1]), json.loads(row[2])
+    stored = store.analysis(analysis_id)
+    if stored.kind != "diff":
+        raise SaeembedError(f"analysis {analysis_id} is a {stored.kind!r}, not a diff")
+    params, inputs = stored.params, stored.inputs
     table = store.query(
         "SELECT * EXCLUDE (analysis_id) FROM diff_results WHERE analysis_id = $a ORDER BY grp NULLS FIRST, rank",
         {"a": analysis_id},

@@ -10,7 +10,6 @@ Benjamini–Hochberg q-values over the hypotheses.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -37,7 +36,7 @@ from saeembed.llm import (
     parse_judgement,
 )
 from saeembed.search import current_labels
-from saeembed.store import RunInfo, Store, first_row, read_sql
+from saeembed.store import RunInfo, Store, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
 
 MAX_HYPOTHESES = 10
@@ -168,13 +167,10 @@ def verify_hypotheses(
 
 
 def _diff_analysis(store: Store, analysis_id: int) -> tuple[dict, dict]:
-    row = first_row(store.con.execute("SELECT kind, params, inputs FROM analyses WHERE analysis_id = ?", [analysis_id]))
-    if row is None:
-        raise SaeembedError(f"analysis {analysis_id} does not exist in {store.path}")
-    kind, params, inputs = row[0], json.loads(row[1]), json.loads(row[2] or "{}")
-    if kind != "diff" or "b" not in params:
-        raise SaeembedError(f"analysis {analysis_id} is not an A-vs-B diff ({kind}): hypotheses explain A vs B")
-    return params, inputs
+    stored = store.analysis(analysis_id)
+    if stored.kind != "diff" or "b" not in stored.params:
+        raise SaeembedError(f"analysis {analysis_id} is not an A-vs-B diff ({stored.kind}): hypotheses explain A vs B")
+    return stored.params, stored.inputs
 
 
 def _top_concepts(store: Store, analysis_id: int, concepts: int, sae_id: int, corpus_id: int) -> pl.DataFrame:
