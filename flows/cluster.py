@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -11,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
 from saeembed.llm import chat_backend
-from saeembed.report import cluster_report
+from saeembed.report import cluster_report, write_report
 from saeembed.store import Store
 
 
@@ -69,9 +67,7 @@ def cluster_flow(
         "keyphrases": list(result.keyphrases),
     }
     if report is not None:
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-        page = cluster_report(title, summary, result.concepts, result.summaries, result.assignments)
-        Path(report).write_text(page, encoding="utf-8")
+        write_report(report, cluster_report(title, summary, result.concepts, result.summaries, result.assignments))
     lines = []
     for r in result.summaries.to_dicts():
         top = "; ".join(c["label"] or str(c["feature_id"]) for c in r["top_concepts"][:3])

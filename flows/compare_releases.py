@@ -3,8 +3,6 @@ diffs of each release against the previous one and a baseline, a report."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -13,6 +11,7 @@ from saeembed_flows.embed import embed_flow
 
 from saeembed.release_report import releases_report
 from saeembed.releases import ReleaseComparison, compare_releases, example_releases, ingest_releases, read_releases
+from saeembed.report import write_report
 from saeembed.store import Store
 
 EXAMPLE = "example"
@@ -69,8 +68,7 @@ def compare_releases_flow(
     result = compare_task(corpus, baseline, min_delta, top, db)
     title = f"saeembed compare-releases {corpus}"
     if report is not None:
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-        Path(report).write_text(releases_report(title, result), encoding="utf-8")
+        write_report(report, releases_report(title, result))
     steps = result.steps.to_dicts()
     create_markdown_artifact(
         key="compare-releases-summary",

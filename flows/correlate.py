@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow, task
@@ -12,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
 from saeembed.analysis_report import analysis_report
+from saeembed.report import write_report
 from saeembed.store import Store
 
 
@@ -44,8 +43,7 @@ def correlate_flow(
     with Store.open(db) as store:
         result = run_correlate(store, corpus, with_column, options)
         if report is not None:
-            Path(report).parent.mkdir(parents=True, exist_ok=True)
-            Path(report).write_text(analysis_report(store, result["analysis_id"])[1], encoding="utf-8")
+            write_report(report, analysis_report(store, result["analysis_id"])[1])
     title = f"saeembed correlate {corpus}" + (f" --with-column {with_column}" if with_column else "")
     rows = next((v for v in result.values() if isinstance(v, list)), [])
     head = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -13,7 +11,7 @@ from saeembed.analysis.diff import DiffResult, diff, diff_by
 from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
 from saeembed.errors import SaeembedError
 from saeembed.llm import chat_backend
-from saeembed.report import diff_report
+from saeembed.report import diff_report, write_report
 from saeembed.store import Store
 
 
@@ -86,8 +84,7 @@ def diff_flow(
     title = f"saeembed diff {a} vs {b}" if by is None else f"saeembed diff {a} by {by}"
     summary = {"analysis_id": result.analysis_id, "test": result.test, "n_a": result.n_a, "n_b": result.n_b}
     if report is not None:
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-        Path(report).write_text(diff_report(title, {**summary, **options}, result.table), encoding="utf-8")
+        write_report(report, diff_report(title, {**summary, **options}, result.table))
     head = result.table.head(10)
     lines = [
         f"| {r['feature_id']} | {r['label'] or ''} | {r['delta']:+.3f} | {r['q_value']:.2g} |" for r in head.to_dicts()

@@ -3,27 +3,24 @@ after the scheduled diff, for someone to read."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from saeembed.analysis_report import analysis_report
+from saeembed.report import write_report
 from saeembed.store import Store
 
 
 @flow(name="report", log_prints=True)
 def report_flow(analysis: str, html: str, db: str | None = None) -> dict:
-    """Write the report of ANALYSIS (an analysis id, or diff / correlate / compare-releases for the latest)."""
+    """Write the report of ANALYSIS (an analysis id, or a kind such as diff for its latest)."""
     with Store.open(db, read_only=True) as store:
         analysis_id, page = analysis_report(store, analysis)
-    path = Path(html)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path = write_report(html, page)
     create_markdown_artifact(
         key="report",
-        markdown=f"Report of analysis {analysis_id}: `{path.resolve()}` ({len(page):,} bytes)",
+        markdown=f"Report of analysis {analysis_id}: `{path}` ({len(page):,} bytes)",
         description=f"report {analysis_id}",
     )
-    return {"analysis_id": analysis_id, "html": str(path.resolve()), "bytes": len(page)}
+    return {"analysis_id": analysis_id, "html": str(path), "bytes": len(page)}

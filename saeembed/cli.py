@@ -344,8 +344,7 @@ def diff_command(
         raise SaeembedError("--where-a, --where-b and --paired-on compare A with B; with --by use --where")
     if by is not None and (llm_local or llm_base_url):
         raise SaeembedError("hypotheses explain A vs B: leave out --by, or the --llm-* options")
-    if report is not None and report.suffix.lower() not in (".html", ".htm"):
-        raise SaeembedError(f"--report must end in .html, got {report}")
+    _check_html(report, "--report")
     result = _run_flow(
         "diff",
         a=a,
@@ -407,8 +406,7 @@ def correlate(
     as_json: JsonOption = False,
 ) -> None:
     """Concept pairs that go together (NPMI), or concepts that track a metadata column (Prefect flow)."""
-    if report is not None and report.suffix.lower() not in (".html", ".htm"):
-        raise SaeembedError(f"--report must end in .html, got {report}")
+    _check_html(report, "--report")
     result = _run_flow(
         "correlate",
         corpus=corpus,
@@ -463,8 +461,7 @@ def cluster(
 ) -> None:
     """Cluster documents along an axis you name: only the concepts about it count (Jaccard; HDBSCAN or
     spectral), or dense embeddings for comparison (Prefect flow)."""
-    if report is not None and report.suffix.lower() not in (".html", ".htm"):
-        raise SaeembedError(f"--report must end in .html, got {report}")
+    _check_html(report, "--report")
     result = _run_flow(
         "cluster",
         corpus=corpus,
@@ -532,8 +529,7 @@ def compare_releases_command(
 ) -> None:
     """Compare releases answering the same prompts: paired diffs against the previous release and a baseline
     (Prefect flow: ingest, embed, diffs, report)."""
-    if report is not None and report.suffix.lower() not in (".html", ".htm"):
-        raise SaeembedError(f"--report must end in .html, got {report}")
+    _check_html(report, "--report")
     result = _run_flow(
         "compare_releases",
         source=None if source.lower() == "none" else source,
@@ -725,6 +721,11 @@ def history(
     _emit(payload, as_json, render)
 
 
+def _check_html(path: Path | None, option: str) -> None:
+    if path is not None and path.suffix.lower() not in (".html", ".htm"):
+        raise SaeembedError(f"{option} must end in .html, got {path}")
+
+
 def _ids(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -743,8 +744,7 @@ def report(
     from saeembed.analysis_report import analysis_report
     from saeembed.store import Store
 
-    if html.suffix.lower() not in (".html", ".htm"):
-        raise SaeembedError(f"--html must end in .html, got {html}")
+    _check_html(html, "--html")
     if not html.parent.exists():
         raise SaeembedError(f"cannot write {html}: folder {html.parent} does not exist")
     with Store.open(_db(db), read_only=True) as store:

@@ -4,6 +4,7 @@ so a report opens anywhere (and offline) exactly as written."""
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 
 import polars as pl
 
@@ -14,6 +15,14 @@ td,th{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-alig
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ex{font-size:12px;color:#444}.muted{color:#777}svg text{font:11px system-ui,sans-serif}
 """
+
+
+def write_report(path: str | Path, page: str) -> Path:
+    """Write `page` to `path` (its folder made if missing); the absolute path written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    return target.resolve()
 
 
 def delta_chart(table: pl.DataFrame, *, width: int = 1000, row_height: int = 18) -> str:
