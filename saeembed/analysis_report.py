@@ -135,7 +135,7 @@ def _search_page(store: Store, title: str, analysis_id: int, params: dict) -> st
 def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, summary: dict) -> str:
     from saeembed.search import current_labels
 
-    run = store.run(summary["run"]) if "run" in summary else store.latest_run(summary["corpus"])
+    run = store.run(summary["run"])  # both kinds of correlation record the run they read
     labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
     if kind == "correlate":
         table = store.query("SELECT * FROM correlations WHERE analysis_id = $a ORDER BY rank", {"a": analysis_id})
