@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.embed import embed_flow
 
+from saeembed.percentiles import DEFAULT_PRESENCE
 from saeembed.release_report import releases_report
 from saeembed.releases import ReleaseComparison, compare_releases, example_releases, ingest_releases, read_releases
 from saeembed.report import write_report
@@ -27,9 +28,13 @@ def ingest_task(source: str, corpus: str, db: str | None) -> dict:
 
 
 @task(name="compare-releases", cache_policy=NO_CACHE)
-def compare_task(corpus: str, baseline: str | None, min_delta: float, top: int, db: str | None) -> ReleaseComparison:
+def compare_task(
+    corpus: str, baseline: str | None, min_delta: float, top: int, presence_threshold: float, db: str | None
+) -> ReleaseComparison:
     with Store.open(db) as store:
-        return compare_releases(store, corpus, baseline=baseline, min_delta=min_delta, top=top)
+        return compare_releases(
+            store, corpus, baseline=baseline, min_delta=min_delta, top=top, presence_threshold=presence_threshold
+        )
 
 
 @flow(name="compare-releases", log_prints=True)
@@ -45,6 +50,7 @@ def compare_releases_flow(
     dtype: str = "auto",
     min_delta: float = 0.03,
     top: int = 10,
+    presence_threshold: float = DEFAULT_PRESENCE,
     report: str | None = None,
     db: str | None = None,
     show_progress: bool = False,
@@ -65,7 +71,7 @@ def compare_releases_flow(
         dtype=dtype,
         show_progress=show_progress,
     )
-    result = compare_task(corpus, baseline, min_delta, top, db)
+    result = compare_task(corpus, baseline, min_delta, top, presence_threshold, db)
     title = f"saeembed compare-releases {corpus}"
     if report is not None:
         write_report(report, releases_report(title, result))

@@ -11,6 +11,7 @@ from saeembed.analysis.diff import DiffResult, diff, diff_by
 from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
 from saeembed.errors import SaeembedError
 from saeembed.llm import chat_backend
+from saeembed.percentiles import DEFAULT_PRESENCE
 from saeembed.report import diff_report, write_report
 from saeembed.store import Store
 
@@ -58,6 +59,7 @@ def diff_flow(
     min_delta: float = 0.03,
     top: int = 50,
     rank_by: str = "specific",
+    presence_threshold: float = DEFAULT_PRESENCE,
     report: str | None = None,
     db: str | None = None,
     llm_local: str | None = None,
@@ -68,7 +70,7 @@ def diff_flow(
 ) -> dict:
     """Concepts whose frequency differs between corpus A and corpus B (or each level of BY vs the rest);
     with an LLM (llm_local or llm_base_url), hypotheses drawn from them and verified on held-out documents."""
-    options: dict = {"min_delta": min_delta, "top": top, "rank_by": rank_by}
+    options: dict = {"min_delta": min_delta, "top": top, "rank_by": rank_by, "presence_threshold": presence_threshold}
     if by is None:
         options |= {"where_a": where_a, "where_b": where_b, "paired_on": paired_on}
     else:

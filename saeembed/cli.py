@@ -51,6 +51,14 @@ LlmModelOption = Annotated[str | None, typer.Option("--llm-model", help="Model n
 LlmKeyOption = Annotated[
     str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's key.")
 ]
+PresenceOption = Annotated[
+    float,
+    typer.Option(
+        "--presence-threshold",
+        help="A concept is present in a document where its max activation reaches this share of its p90 "
+        "(0: any firing).",
+    ),
+]
 DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 (auto: bf16, fp16 on old GPUs)")]
 
 
@@ -323,6 +331,7 @@ def diff_command(
     min_delta: Annotated[float, typer.Option("--min-delta", help="Least |Δ| to report.")] = 0.03,
     top: Annotated[int, typer.Option("--top", help="Concepts to show.")] = 50,
     rank_by: Annotated[str, typer.Option("--rank-by", help="specific (default) | delta | q")] = "specific",
+    presence_threshold: PresenceOption = 0.5,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
     llm_local: LlmLocalOption = None,
     llm_base_url: LlmBaseUrlOption = None,
@@ -357,6 +366,7 @@ def diff_command(
         min_delta=min_delta,
         top=top,
         rank_by=rank_by,
+        presence_threshold=presence_threshold,
         report=str(report) if report else None,
         db=_db(db),
         llm_local=llm_local,
@@ -523,6 +533,7 @@ def compare_releases_command(
     dtype: DtypeOption = "auto",
     min_delta: Annotated[float, typer.Option("--min-delta", help="Least |Δ| to report.")] = 0.03,
     top: Annotated[int, typer.Option("--top", help="Concepts per comparison.")] = 10,
+    presence_threshold: PresenceOption = 0.5,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -541,6 +552,7 @@ def compare_releases_command(
         dtype=dtype,
         min_delta=min_delta,
         top=top,
+        presence_threshold=presence_threshold,
         report=str(report) if report else None,
         db=_db(db),
         show_progress=not as_json,

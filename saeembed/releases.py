@@ -27,6 +27,7 @@ import polars as pl
 
 from saeembed.analysis.diff import diff
 from saeembed.errors import SaeembedError
+from saeembed.percentiles import DEFAULT_PRESENCE, check_presence, presence_thresholds, recorded_presence
 from saeembed.sources import content_hash
 from saeembed.store import IngestCounts, Store, read_sql
 
@@ -147,11 +148,14 @@ def compare_releases(
     baseline: str | None = None,
     min_delta: float = 0.03,
     top: int = 10,
+    presence_threshold: float = DEFAULT_PRESENCE,
 ) -> ReleaseComparison:
     """Paired diffs (McNemar over prompts both releases answered) of every release of every model in
     `corpus` against the previous release and against `baseline` (default: the model's first release),
-    plus how the top concepts' frequencies moved across releases."""
+    plus how the top concepts' frequencies moved across releases (a concept present where its max activation
+    reaches `presence_threshold` × its p90, as in `diff`)."""
     started = time.perf_counter()
+    check_presence(presence_threshold)
     releases = store.query(read_sql("release_list"), {"corpus": corpus})
     if releases.height == 0:
         raise SaeembedError(
@@ -180,6 +184,7 @@ def compare_releases(
                 paired_on="prompt_id",
                 min_delta=min_delta,
                 top=top,
+                presence_threshold=presence_threshold,
             )
             table = result.table
             significant = store.query(
@@ -207,10 +212,16 @@ def compare_releases(
     # language) does not crowd out the others (list formatting).
     per_step = max(2, top // len(steps))
     followed = change_table.filter(pl.col("rank") <= per_step).unique("feature_id", keep="first", maintain_order=True)
-    trend = _trend(store, corpus, releases, followed.select("feature_id", "label"))
+    trend = _trend(store, corpus, releases, followed.select("feature_id", "label"), presence_threshold)
     analysis_id = store.record_analysis(
         "compare-releases",
-        {"corpus": corpus, "baseline": baseline, "min_delta": min_delta, "top": top},
+        {
+            "corpus": corpus,
+            "baseline": baseline,
+            "min_delta": min_delta,
+            "top": top,
+            "presence_threshold": presence_threshold,
+        },
         {
             "diffs": step_table["diff_id"].to_list(),
             "documents": int(releases["documents"].sum()),
@@ -237,7 +248,8 @@ def load_comparison(store: Store, analysis_id: int) -> ReleaseComparison:
     releases = store.query(read_sql("release_list"), {"corpus": params["corpus"]})
     labels = changes.select("feature_id", "label").unique("feature_id")
     followed = pl.DataFrame({"feature_id": inputs["followed"]}, schema={"feature_id": pl.Int32})
-    trend = _trend(store, params["corpus"], releases, followed.join(labels, on="feature_id", how="left"))
+    followed = followed.join(labels, on="feature_id", how="left")
+    trend = _trend(store, params["corpus"], releases, followed, recorded_presence(params))
     return ReleaseComparison(analysis_id, steps, changes, trend)
 
 
@@ -262,12 +274,18 @@ def _changes(table: pl.DataFrame, step: dict) -> pl.DataFrame:
     )
 
 
-def _trend(store: Store, corpus: str, releases: pl.DataFrame, followed: pl.DataFrame) -> pl.DataFrame:
+def _trend(store: Store, corpus: str, releases: pl.DataFrame, followed: pl.DataFrame, presence: float) -> pl.DataFrame:
     """Every release × followed concept (feature_id, label): the share of the release's responses where
-    the concept is present, 0 where it is in none."""
-    present = store.query(
-        read_sql("release_trend"), {"corpus": corpus, "feature_ids": followed["feature_id"].to_list()}
-    )
+    the concept is present (max activation ≥ `presence` × its p90), 0 where it is in none."""
+    run = store.latest_run(corpus)
+    store.con.register("presence_thresholds", presence_thresholds(store, run.run_id, run.run_id, presence).to_arrow())
+    try:
+        present = store.query(
+            read_sql("release_trend"),
+            {"run_id": run.run_id, "feature_ids": followed["feature_id"].to_list()},
+        )
+    finally:
+        store.con.unregister("presence_thresholds")
     return (
         releases.select("model", "release", "released_at")
         .join(followed, how="cross")

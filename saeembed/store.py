@@ -103,9 +103,10 @@ class AnalysisInfo(NamedTuple):
 class Store:
     """An open saeembed database. Use `Store.open(path)`; close it or use it as a context manager."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool = False) -> None:
         self.con = con
         self.path = path
+        self.read_only = read_only
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, read_only: bool = False, wait: float | None = None) -> Store:
@@ -136,7 +137,7 @@ class Store:
                         "wait for it to finish (SAEEMBED_DB_WAIT=SECONDS waits for you) or use another --db"
                     ) from None
                 time.sleep(min(BUSY_POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
-        store = cls(con, path)
+        store = cls(con, path, read_only=read_only)
         if not read_only:
             con.execute(read_sql("schema"))
             con.execute(read_sql("views"))

@@ -1,11 +1,14 @@
 -- Paired diff (the same prompt answered on both sides): per concept, pairs where it is present on side
--- A, on side B, and on both. Expects temp table diff_pairs(doc_a, doc_b). Parameters: $run_a, $run_b.
+-- A, on side B, and on both. Expects temp tables diff_pairs(doc_a, doc_b) and
+-- presence_thresholds(feature_id, min_act) (see diff_counts.sql). Parameters: $run_a, $run_b.
 WITH fa AS (
     SELECT p.doc_a AS pair, f.feature_id FROM diff_pairs p JOIN doc_features f ON f.doc_id = p.doc_a
-    WHERE f.run_id = $run_a
+    LEFT JOIN presence_thresholds t ON t.feature_id = f.feature_id
+    WHERE f.run_id = $run_a AND f.max_act >= coalesce(t.min_act, 0)
 ), fb AS (
     SELECT p.doc_a AS pair, f.feature_id FROM diff_pairs p JOIN doc_features f ON f.doc_id = p.doc_b
-    WHERE f.run_id = $run_b
+    LEFT JOIN presence_thresholds t ON t.feature_id = f.feature_id
+    WHERE f.run_id = $run_b AND f.max_act >= coalesce(t.min_act, 0)
 )
 SELECT feature_id,
        count(fa.pair) AS n_a,

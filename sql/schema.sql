@@ -92,6 +92,18 @@ CREATE TABLE IF NOT EXISTS doc_features (
     argmax_pos      INTEGER NOT NULL
 );
 
+-- Each concept's 90th percentile of nonzero max activations over one or two embedding runs, rows pooled
+-- (sql/concept_p90.sql): retrieval's normaliser and the diff's presence threshold. A cache: `runs` names
+-- the runs ('3', '1,3'), `state` what they held when it was computed (saeembed/percentiles.py); an entry
+-- whose runs have since gained documents is recomputed.
+CREATE TABLE IF NOT EXISTS concept_percentiles (
+    runs       VARCHAR NOT NULL,
+    state      VARCHAR NOT NULL,
+    feature_id INTEGER NOT NULL,
+    p90        DOUBLE NOT NULL,
+    n_docs     BIGINT NOT NULL
+);
+
 -- Concept labels, one row per label made (relabelling adds rows, so history is kept).
 -- method:    'tokens' (firing tokens + c-TF-IDF words, offline) or 'llm' (auto-interp, Jiang et al. 2025)
 -- model:     what made the label (the LLM, or the tokenizer/vectoriser for 'tokens')

@@ -21,10 +21,13 @@ READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def build_store(
-    path: Path, corpora: dict[str, list[tuple[str, dict, list[int]]]], peak: dict[int, int] | None = None
+    path: Path,
+    corpora: dict[str, list[tuple[str, dict, list[int | tuple[int, float]]]]],
+    peak: dict[int, int] | None = None,
 ) -> Path:
     """A store whose documents (text, meta, concepts present) are given: one run per corpus, one SAE.
-    Each concept peaks at token `peak[concept]` (default 1)."""
+    A concept is an id (max activation 1 + id/100) or (id, max activation). Each concept peaks at token
+    `peak[concept]` (default 1)."""
     peak = peak or {}
     with Store.open(path) as store:
         sae_id = store.register_sae(
@@ -54,7 +57,11 @@ def build_store(
             )
             run_id = store.open_run(RunSettings(store.corpus_id(corpus), sae_id, READER, 3, 512, True, "float32"), {})
             doc_ids = store.pending_documents(run_id)["doc_id"].to_list()
-            pairs = [(doc_id, f) for doc_id, (_, _, features) in zip(doc_ids, docs, strict=True) for f in features]
+            pairs = [
+                (doc_id, f if isinstance(f, tuple) else (f, 1.0 + f / 100))
+                for doc_id, (_, _, features) in zip(doc_ids, docs, strict=True)
+                for f in features
+            ]
             store.write_batch(
                 run_id,
                 pa.table(
@@ -69,11 +76,11 @@ def build_store(
                 pa.table(
                     {
                         "doc_id": pa.array([d for d, _ in pairs], type=pa.int64()),
-                        "feature_id": pa.array([f for _, f in pairs], type=pa.int32()),
-                        "max_act": pa.array([1.0 + f / 100 for _, f in pairs], type=pa.float32()),
+                        "feature_id": pa.array([f for _, (f, _) in pairs], type=pa.int32()),
+                        "max_act": pa.array([act for _, (_, act) in pairs], type=pa.float32()),
                         "mean_act": pa.array([0.5] * len(pairs), type=pa.float32()),
                         "n_active_tokens": pa.array([1] * len(pairs), type=pa.int32()),
-                        "argmax_pos": pa.array([peak.get(f, 1) for _, f in pairs], type=pa.int32()),
+                        "argmax_pos": pa.array([peak.get(f, 1) for _, (f, _) in pairs], type=pa.int32()),
                     }
                 ),
             )
@@ -149,6 +156,77 @@ def test_paired_diff_pairs_documents_by_a_metadata_column(tmp_path):
     row = result.table.filter(pl.col("feature_id") == 9).row(0, named=True)
     assert (row["freq_a"], row["freq_b"], row["test"]) == (0.6, 0.1, "mcnemar")
     assert row["p_value"] == pytest.approx(stats.chi2.sf((25 - 1) ** 2 / 25, 1))
+
+
+def test_presence_threshold_counts_a_concept_where_it_fires_at_half_its_pooled_p90(tmp_path):
+    # Concept 3 fires in every document of both corpora: at 1…20 in a, at 0.5…10 in b.
+    strong = [(f"a {i}", {}, [(3, float(i))]) for i in range(1, 21)]
+    weak = [(f"b {i}", {}, [(3, i / 2)]) for i in range(1, 21)]
+    db = build_store(tmp_path / "strength.duckdb", {"a": strong, "b": weak})
+    pooled = np.array([float(i) for i in range(1, 21)] + [i / 2 for i in range(1, 21)])
+    threshold = 0.5 * np.percentile(pooled, 90)  # numpy's linear interpolation, as quantile_cont
+    with Store.open(db) as store:
+        anything = diff(store, "a", "b", presence_threshold=0).table
+        assert anything.height == 0  # present everywhere on both sides: no difference
+        row = diff(store, "a", "b", min_delta=0).table.row(0, named=True)
+        assert (row["n_a"], row["n_b"]) == ((pooled[:20] >= threshold).sum(), (pooled[20:] >= threshold).sum())
+        # p90 of the 40 pooled values: 16.1, so the threshold is 8.05: a's 9…20 and b's 8.5…10.
+        assert (row["n_a"], row["n_b"]) == (12, 4)
+        assert row["example_b"] == "b« »20"  # the strongest of b, its peak token (1) marked
+        cached = store.query("SELECT runs, feature_id, p90 FROM concept_percentiles")
+        assert cached.rows() == [("1,2", 3, pytest.approx(np.percentile(pooled, 90)))]
+        params = store.query("SELECT params->>'presence_threshold' AS t FROM analyses ORDER BY analysis_id")["t"]
+        assert params.to_list() == ["0", "0.5"]
+        with pytest.raises(SaeembedError, match="--presence-threshold must be between 0 and 1"):
+            diff(store, "a", "b", presence_threshold=1.5)
+
+
+def test_p90_cache_follows_the_runs_it_was_computed_on(tmp_path):
+    from saeembed.percentiles import concept_p90
+
+    db = build_store(tmp_path / "cache.duckdb", {"a": [(f"a {i}", {}, [(3, float(i))]) for i in range(1, 11)]})
+    with Store.open(db) as store:
+        assert concept_p90(store, 1)["p90"].to_list() == pytest.approx([np.percentile(np.arange(1, 11), 90)])
+        store.con.execute("UPDATE concept_percentiles SET p90 = 99")  # what a cached read returns
+        assert concept_p90(store, 1)["p90"].to_list() == [99.0]
+        run = store.open_run(RunSettings(store.corpus_id("a"), 1, READER, 3, 512, True, "float32"), {})
+        store.add_documents(
+            "a", pl.DataFrame({"external_id": ["new"], "text": ["new"], "meta": ["{}"], "content_hash": ["new"]})
+        )
+        (doc_id,) = store.pending_documents(run)["doc_id"].to_list()
+        store.write_batch(
+            run,
+            pa.table(
+                {"doc_id": [doc_id], "n_tokens": [3], "n_tokens_total": [3], "truncated": [False], "n_features": [1]}
+            ),
+            pa.table(
+                {
+                    "doc_id": pa.array([doc_id], type=pa.int64()),
+                    "feature_id": pa.array([3], type=pa.int32()),
+                    "max_act": pa.array([11.0], type=pa.float32()),
+                    "mean_act": pa.array([0.5], type=pa.float32()),
+                    "n_active_tokens": pa.array([1], type=pa.int32()),
+                    "argmax_pos": pa.array([0], type=pa.int32()),
+                }
+            ),
+        )
+        # The run gained a document: recomputed over all 11, and the stale entry replaced.
+        assert concept_p90(store, 1)["p90"].to_list() == pytest.approx([np.percentile(np.arange(1, 12), 90)])
+        assert store.query("SELECT count(*) AS n FROM concept_percentiles")["n"][0] == 1
+    with Store.open(db, read_only=True) as store:
+        assert concept_p90(store, 1)["n_docs"].to_list() == [11]
+
+
+def test_paired_diff_with_the_presence_threshold_sees_a_concept_fire_more_strongly(tmp_path):
+    # Every answer of both releases has concept 4; v2's fire at 10, v1's at 1 (one pooled p90: 10).
+    v1 = [(f"v1 answer {i}", {"prompt": f"p{i}"}, [(4, 1.0)]) for i in range(30)]
+    v2 = [(f"v2 answer {i}", {"prompt": f"p{i}"}, [(4, 10.0)]) for i in range(30)]
+    db = build_store(tmp_path / "strength.duckdb", {"v1": v1, "v2": v2})
+    with Store.open(db) as store:
+        assert diff(store, "v2", "v1", paired_on="prompt", presence_threshold=0).table.height == 0
+        row = diff(store, "v2", "v1", paired_on="prompt").table.row(0, named=True)
+    assert (row["freq_a"], row["freq_b"], row["test"]) == (1.0, 0.0, "mcnemar")
+    assert row["p_value"] == pytest.approx(stats.chi2.sf((30 - 1) ** 2 / 30, 1))
 
 
 def test_slices_of_one_corpus_and_one_vs_rest(tmp_path):

@@ -15,13 +15,13 @@ import pytest
 import saeembed.analysis.retrieve as retrieve
 import saeembed.doc_index as doc_index
 from saeembed.analysis.retrieve import (
-    concept_percentiles,
     concept_weights,
     reciprocal_rank_fusion,
     search_documents,
 )
 from saeembed.doc_index import document_index, ivf_settings, search_index
 from saeembed.errors import SaeembedError
+from saeembed.percentiles import concept_p90
 from saeembed.store import RunSettings, Store
 
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -162,7 +162,7 @@ def test_weights_are_exp_of_minus_rank_over_k_t():
 
 def test_p90_is_numpys_percentile_of_nonzero_activations(arith_db):
     with Store.open(arith_db, read_only=True) as store:
-        p90 = dict(concept_percentiles(store, 1).select("feature_id", "p90").iter_rows())
+        p90 = dict(concept_p90(store, 1).select("feature_id", "p90").iter_rows())
     assert p90 == pytest.approx({1: 10.0, 2: 3.8, 3: 5.0, 4: 1.0})
     assert p90[1] == pytest.approx(np.percentile(np.arange(1, 12), 90))
 

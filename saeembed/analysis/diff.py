@@ -2,6 +2,10 @@
 
 freq_D(i) is the share of D's documents where concept i is present (Jiang et al. 2025). Counting is a
 GROUP BY in DuckDB over the long `doc_features` table, so it never builds a documents × concepts matrix.
+Present means that the concept's max activation reaches `presence_threshold` (0.5) times its p90 over the
+runs compared (saeembed/percentiles.py); 0 counts any firing, the paper's definition. With any firing, the
+broad weak firings of max pooling dominate: in benchmarks/quality_diff.py's planted difference at most 3 of
+the significant concepts were specific to the planted class (precision ≥ 0.7), and 6–12 at 0.5.
 Each concept gets Δ = freq_A − freq_B with a 95% confidence interval, a p-value and a
 Benjamini–Hochberg q-value:
 
@@ -32,6 +36,7 @@ from scipy import stats
 
 from saeembed.analysis.predicates import check_predicate
 from saeembed.errors import SaeembedError
+from saeembed.percentiles import DEFAULT_PRESENCE, check_presence, presence_thresholds, recorded_presence
 from saeembed.store import RunInfo, Store, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
 
@@ -68,20 +73,30 @@ def diff(
     min_delta: float = 0.03,
     top: int = 50,
     rank_by: RankBy = "specific",
+    presence_threshold: float = DEFAULT_PRESENCE,
 ) -> DiffResult:
     """Concepts whose frequency differs between corpus `a` (optionally restricted by `where_a`) and
-    corpus `b` (by `where_b`); results are stored in `diff_results` under a new analysis id."""
+    corpus `b` (by `where_b`), a concept counting as present in a document where its max activation is at
+    least `presence_threshold` × its p90; results are stored in `diff_results` under a new analysis id."""
     started = time.perf_counter()
-    _check_options(min_delta, top, rank_by)
+    _check_options(min_delta, top, rank_by, presence_threshold)
     preds = {"where_a": _optional(where_a, "--where-a"), "where_b": _optional(where_b, "--where-b")}
     run_a, run_b = store.latest_run(a), store.latest_run(b)
     if run_a.sae_id != run_b.sae_id:
         raise SaeembedError(f"corpora '{a}' and '{b}' were embedded with different SAEs: their concepts differ")
     side_a = side_documents(store, run_a, preds["where_a"], "A", with_meta=paired_on is not None)
     side_b = side_documents(store, run_b, preds["where_b"], "B", with_meta=paired_on is not None)
-    params = {"a": a, "b": b, **preds, "paired_on": paired_on, "min_delta": min_delta, "rank_by": rank_by}
-    for name, side in (("diff_side_a", side_a), ("diff_side_b", side_b)):
-        store.con.register(name, pa.table({"doc_id": side["doc_id"].to_arrow()}))
+    params = {
+        "a": a,
+        "b": b,
+        **preds,
+        "paired_on": paired_on,
+        "min_delta": min_delta,
+        "rank_by": rank_by,
+        "presence_threshold": presence_threshold,
+    }
+    thresholds = presence_thresholds(store, run_a.run_id, run_b.run_id, presence_threshold)
+    register_sides(store, side_a, side_b, thresholds)
     try:
         if paired_on is not None:
             pairs = paired_documents(side_a, side_b, paired_on)
@@ -106,7 +121,7 @@ def diff(
         shown = _with_labels(store, run_a, a, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
         shown = _with_examples(store, run_a, run_b, shown)
     finally:
-        _unregister(store)
+        unregister_sides(store)
     return DiffResult(analysis_id, n_a, n_b, test, shown)
 
 
@@ -119,10 +134,12 @@ def diff_by(
     min_delta: float = 0.03,
     top: int = 50,
     rank_by: RankBy = "specific",
+    presence_threshold: float = DEFAULT_PRESENCE,
 ) -> DiffResult:
-    """One-vs-rest: for each level of metadata column `column`, its documents against all the others."""
+    """One-vs-rest: for each level of metadata column `column`, its documents against all the others
+    (`presence_threshold` as in `diff`)."""
     started = time.perf_counter()
-    _check_options(min_delta, top, rank_by)
+    _check_options(min_delta, top, rank_by, presence_threshold)
     predicate = _optional(where, "--where")
     run = store.latest_run(corpus)
     docs = side_documents(store, run, predicate, "the corpus", with_meta=True)
@@ -135,11 +152,13 @@ def diff_by(
             f"({missing} of {docs.height} documents have no '{column}' in meta)"
         )
     total = levels.height
+    thresholds = presence_thresholds(store, run.run_id, run.run_id, presence_threshold)
+    store.con.register("diff_levels", levels.to_arrow())
+    store.con.register("presence_thresholds", thresholds.to_arrow())
     try:
-        store.con.register("diff_levels", levels.to_arrow())
         counts = store.query(read_sql("diff_level_counts"), {"run_id": run.run_id})
     finally:
-        store.con.unregister("diff_levels")
+        unregister_sides(store)
     frames = []
     for level, size in sizes.iter_rows():
         in_level = counts.filter(pl.col("level") == level).select("feature_id", pl.col("n").alias("n_a"))
@@ -149,11 +168,19 @@ def diff_by(
         stats_table = independent_statistics(level_counts.sort("feature_id"), size, total - size)
         frames.append(rank(stats_table.with_columns(pl.lit(level).alias("grp")), min_delta, rank_by))
     table = pl.concat(frames)
-    params = {"corpus": corpus, "by": column, "where": predicate, "min_delta": min_delta, "rank_by": rank_by}
+    params = {
+        "corpus": corpus,
+        "by": column,
+        "where": predicate,
+        "min_delta": min_delta,
+        "rank_by": rank_by,
+        "presence_threshold": presence_threshold,
+    }
     inputs = {"documents": total, "without_level": missing, "levels": dict(sizes.iter_rows()), "run": run.run_id}
     analysis_id = _store(store, "diff", params, inputs, table, started)
     shown = _with_labels(store, run, corpus, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
-    return DiffResult(analysis_id, total, total, "one-vs-rest", _level_examples(store, run, levels, shown))
+    examples = _level_examples(store, run, levels, shown, thresholds)
+    return DiffResult(analysis_id, total, total, "one-vs-rest", examples)
 
 
 def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
@@ -171,21 +198,22 @@ def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
     if params["rank_by"] == "specific":
         passes = passes & (pl.col("q_value") < ALPHA)
     table = table.filter(passes & (pl.col("rank") <= top))
+    presence = recorded_presence(params)
     if "by" in params:
         run = store.run(inputs["run"])
         docs = side_documents(store, run, params["where"], "the corpus", with_meta=True)
         shown = _with_labels(store, run, params["corpus"], table)
-        shown = _level_examples(store, run, _levels(docs, params["by"]), shown)
+        thresholds = presence_thresholds(store, run.run_id, run.run_id, presence)
+        shown = _level_examples(store, run, _levels(docs, params["by"]), shown, thresholds)
         return DiffResult(analysis_id, inputs["documents"], inputs["documents"], "one-vs-rest", shown)
     run_a, run_b = store.run(inputs["run_a"]), store.run(inputs["run_b"])
     side_a = side_documents(store, run_a, params["where_a"], "A", with_meta=False)
     side_b = side_documents(store, run_b, params["where_b"], "B", with_meta=False)
-    for name, side in (("diff_side_a", side_a), ("diff_side_b", side_b)):
-        store.con.register(name, pa.table({"doc_id": side["doc_id"].to_arrow()}))
+    register_sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence))
     try:
         shown = _with_examples(store, run_a, run_b, _with_labels(store, run_a, params["a"], table))
     finally:
-        _unregister(store)
+        unregister_sides(store)
     test = "paired" if params["paired_on"] else "independent"
     return DiffResult(analysis_id, inputs["n_a"], inputs["n_b"], test, shown)
 
@@ -195,18 +223,19 @@ def _levels(docs: pl.DataFrame, column: str) -> pl.DataFrame:
     return docs.select("doc_id", pl.col("meta").str.json_path_match(f"$.{column}").alias("level")).drop_nulls("level")
 
 
-def _level_examples(store: Store, run: RunInfo, levels: pl.DataFrame, shown: pl.DataFrame) -> pl.DataFrame:
+def _level_examples(
+    store: Store, run: RunInfo, levels: pl.DataFrame, shown: pl.DataFrame, thresholds: pl.DataFrame
+) -> pl.DataFrame:
     """shown with examples: for each group, its level's documents against the rest."""
     parts = []
     for (level,), rows in shown.group_by("grp", maintain_order=True):
-        in_level = levels.filter(pl.col("level") == level)["doc_id"]
-        rest = levels.filter(pl.col("level") != level)["doc_id"]
-        store.con.register("diff_side_a", pa.table({"doc_id": in_level.to_arrow()}))
-        store.con.register("diff_side_b", pa.table({"doc_id": rest.to_arrow()}))
+        in_level = levels.filter(pl.col("level") == level)
+        rest = levels.filter(pl.col("level") != level)
+        register_sides(store, in_level, rest, thresholds)
         try:
             parts.append(_with_examples(store, run, run, rows))
         finally:
-            _unregister(store)
+            unregister_sides(store)
     return pl.concat(parts) if parts else _with_examples(store, run, run, shown)
 
 
@@ -312,7 +341,8 @@ def rank(table: pl.DataFrame, min_delta: float, rank_by: RankBy) -> pl.DataFrame
 # -- plumbing ----------------------------------------------------------------------------------------
 
 
-def _check_options(min_delta: float, top: int, rank_by: str) -> None:
+def _check_options(min_delta: float, top: int, rank_by: str, presence_threshold: float) -> None:
+    check_presence(presence_threshold)
     if not 0 <= min_delta <= 1:
         raise SaeembedError(f"--min-delta must be between 0 and 1, got {min_delta}")
     if top < 1:
@@ -360,8 +390,15 @@ def paired_documents(side_a: pl.DataFrame, side_b: pl.DataFrame, column: str) ->
     )
 
 
-def _unregister(store: Store) -> None:
-    for name in ("diff_side_a", "diff_side_b", "diff_pairs"):
+def register_sides(store: Store, side_a: pl.DataFrame, side_b: pl.DataFrame, thresholds: pl.DataFrame) -> None:
+    """The temp tables the diff's SQL reads: each side's doc_ids, and the concepts' presence thresholds."""
+    store.con.register("diff_side_a", pa.table({"doc_id": side_a["doc_id"].to_arrow()}))
+    store.con.register("diff_side_b", pa.table({"doc_id": side_b["doc_id"].to_arrow()}))
+    store.con.register("presence_thresholds", thresholds.to_arrow())
+
+
+def unregister_sides(store: Store) -> None:
+    for name in ("diff_side_a", "diff_side_b", "diff_pairs", "diff_levels", "presence_thresholds"):
         store.con.unregister(name)  # a name that is not registered is ignored
 
 

@@ -16,14 +16,15 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from saeembed.analysis.diff import (
     ALPHA,
     independent_statistics,
     paired_documents,
     paired_statistics,
+    register_sides,
     side_documents,
+    unregister_sides,
 )
 from saeembed.errors import SaeembedError
 from saeembed.llm import (
@@ -35,6 +36,7 @@ from saeembed.llm import (
     judge_messages,
     parse_judgement,
 )
+from saeembed.percentiles import presence_thresholds, recorded_presence
 from saeembed.search import current_labels
 from saeembed.store import RunInfo, Store, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
@@ -131,7 +133,7 @@ def verify_hypotheses(
     side_a = side_documents(store, run_a, params["where_a"], "A", with_meta=params["paired_on"] is not None)
     side_b = side_documents(store, run_b, params["where_b"], "B", with_meta=params["paired_on"] is not None)
     top = _top_concepts(store, analysis_id, concepts, run_a.sae_id, store.corpus_id(params["a"]))
-    shown = _examples(store, run_a, run_b, side_a, side_b, top)
+    shown = _examples(store, run_a, run_b, side_a, side_b, top, recorded_presence(params))
     hypotheses = parse_hypotheses(chat.complete(hypothesis_messages(shown), max_tokens=800, temperature=0.0))
 
     # Held out: never a document the LLM saw as an example.
@@ -184,20 +186,25 @@ def _top_concepts(store: Store, analysis_id: int, concepts: int, sae_id: int, co
 
 
 def _examples(
-    store: Store, run_a: RunInfo, run_b: RunInfo, side_a: pl.DataFrame, side_b: pl.DataFrame, top: pl.DataFrame
+    store: Store,
+    run_a: RunInfo,
+    run_b: RunInfo,
+    side_a: pl.DataFrame,
+    side_b: pl.DataFrame,
+    top: pl.DataFrame,
+    presence: float,
 ) -> pl.DataFrame:
     """top with side ('A' where the concept is more frequent, else 'B'), doc_id and example: that side's
-    strongest document for the concept, its peak token marked."""
-    store.con.register("diff_side_a", pa.table({"doc_id": side_a["doc_id"].to_arrow()}))
-    store.con.register("diff_side_b", pa.table({"doc_id": side_b["doc_id"].to_arrow()}))
+    strongest document for the concept where it counts as present (`presence` as in the diff), its peak
+    token marked."""
+    register_sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence))
     try:
         strongest = store.query(
             read_sql("diff_examples"),
             {"run_a": run_a.run_id, "run_b": run_b.run_id, "feature_ids": top["feature_id"].to_list()},
         )
     finally:
-        store.con.unregister("diff_side_a")
-        store.con.unregister("diff_side_b")
+        unregister_sides(store)
     offsets = load_tokenizer(run_a.reader_model).offsets(strongest["text"].to_list())
     strongest = strongest.with_columns(
         pl.Series(

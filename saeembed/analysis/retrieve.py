@@ -39,6 +39,7 @@ from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
 from saeembed.errors import SaeembedError
 from saeembed.llm import ChatBackend
+from saeembed.percentiles import concept_p90, run_state
 from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
 from saeembed.store import RunInfo, Store, first_row, read_sql
 from saeembed.tokens import load_tokenizer, mark_context, mark_positions
@@ -144,12 +145,6 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) ->
     return sorted(fused.items(), key=lambda item: -item[1])
 
 
-def concept_percentiles(store: Store, run_id: int) -> pl.DataFrame:
-    """feature_id, p90 (90th percentile of the concept's nonzero max_act, linear interpolation as numpy's
-    default), n_docs: one row per concept present in the run (sql/retrieve_concept_p90.sql)."""
-    return store.query(read_sql("retrieve_concept_p90"), {"run_id": run_id})
-
-
 def sae_scores(columns: ConceptColumns, feature_ids: Sequence[int], weights: np.ndarray) -> np.ndarray:
     """The score of every document row: Σ_r w_r · a_r / p90_r over the concepts `feature_ids`."""
     scores = np.zeros(len(columns.doc_ids), dtype=np.float64)
@@ -165,19 +160,6 @@ def sae_scores(columns: ConceptColumns, feature_ids: Sequence[int], weights: np.
 # -- the per-run concept columns ---------------------------------------------------------------------
 
 
-def _columns_key(store: Store, run_id: int) -> str:
-    """Identifies the run's embedded documents: a run only ever gains documents (with their rows). The run's
-    creation time tells apart a database made anew at the same path."""
-    created, count, largest, total = first_row(
-        store.con.execute(
-            "SELECT (SELECT created_at FROM embed_runs WHERE run_id = $run_id), count(*), coalesce(max(doc_id), 0), "
-            "coalesce(sum(doc_id), 0) FROM embedded_documents WHERE run_id = $run_id",
-            {"run_id": run_id},
-        )
-    )
-    return f"{run_id}|{created}|{count}|{largest}|{total}"
-
-
 def columns_path(db_path: Path, run_id: int) -> Path:
     """The folder of run `run_id`'s concept columns, beside the database."""
     return db_path.with_name(f"{db_path.name}.retrieval-run{run_id}")
@@ -186,7 +168,7 @@ def columns_path(db_path: Path, run_id: int) -> Path:
 def concept_columns(store: Store, run_id: int) -> ConceptColumns:
     """The run's concept columns: from this process's memory, else memory-mapped from disk, else built
     (one sorted pass over the run's rows; ≈ 1 min at 50M rows) and saved beside the database."""
-    key = _columns_key(store, run_id)
+    key = run_state(store, run_id)
     folder = columns_path(store.path, run_id)
     cached = _COLUMNS.get(folder)
     if cached is not None and cached[0] == key:
@@ -221,7 +203,7 @@ def _write_columns(store: Store, run_id: int, folder: Path, key: str) -> None:
     table = store.con.sql(read_sql("retrieve_concept_rows"), params={"run_id": run_id}).to_arrow_table()
     feature_id = table.column("feature_id").to_numpy()
     p90 = np.full(d_sae, np.nan, dtype=np.float32)
-    percentiles = concept_percentiles(store, run_id)
+    percentiles = concept_p90(store, run_id)
     p90[percentiles["feature_id"].to_numpy()] = percentiles["p90"].to_numpy()
     arrays = {
         "doc_ids": doc_ids.astype(np.int64),

@@ -1,0 +1,92 @@
+"""Each concept's 90th percentile of nonzero max activations (p90) over one or two embedding runs.
+
+Two analyses measure a concept's activations against it: property retrieval divides by it (Jiang et al.
+2025), and the diff counts a concept as present in a document only when its max activation reaches a share
+of it (`presence_thresholds`). Max pooling keeps every latent that fired on any token, however weakly: with
+the default SAE (k = 32 per token) a 52-token news article has ≈ 950 of 8,192 concepts with max_act > 0, and
+those weak firings are spread over every topic. Counting a concept only where it fires at ≥ 0.5·p90 kept 57%
+of the rows and made the top of a diff specific (benchmarks/quality_diff.py).
+
+Exact percentiles take seconds at scale (quantile_cont over 97M rows: 2.3 s here), so they are kept in the
+table `concept_percentiles`, keyed by what the runs held: a run only gains documents, and once it has
+gained any the entry is recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from saeembed.errors import SaeembedError
+from saeembed.store import Store, first_row, read_sql
+
+DEFAULT_PRESENCE = 0.5
+"""Share of a concept's p90 its max activation must reach for the diff to count it present (0: any firing,
+the paper's definition)."""
+
+
+def run_state(store: Store, run_id: int) -> str:
+    """What run `run_id` holds: its creation time (tells apart a database made anew at the same path) and
+    its embedded documents (a run only ever gains documents, with their rows)."""
+    created, count, largest, total = first_row(
+        store.con.execute(
+            "SELECT (SELECT created_at FROM embed_runs WHERE run_id = $run_id), count(*), coalesce(max(doc_id), 0), "
+            "coalesce(sum(doc_id), 0) FROM embedded_documents WHERE run_id = $run_id",
+            {"run_id": run_id},
+        )
+    )
+    return f"{run_id}|{created}|{count}|{largest}|{total}"
+
+
+def concept_p90(store: Store, run_a: int, run_b: int | None = None) -> pl.DataFrame:
+    """feature_id, p90, n_docs (documents where the concept is present) for each concept present in run
+    `run_a` or in run `run_b`, their rows pooled; from `concept_percentiles` when the runs are unchanged,
+    else computed (sql/concept_p90.sql) and, unless the store is read-only, kept there."""
+    runs = sorted({run_a, run_a if run_b is None else run_b})
+    key = ",".join(map(str, runs))
+    state = " ".join(run_state(store, run) for run in runs)
+    cached = store.query(
+        "SELECT feature_id, p90, n_docs FROM concept_percentiles WHERE runs = $runs AND state = $state "
+        "ORDER BY feature_id",
+        {"runs": key, "state": state},
+    )
+    if cached.height:
+        return cached
+    computed = store.query(read_sql("concept_p90"), {"run_a": runs[0], "run_b": runs[-1]})
+    if not store.read_only and computed.height:
+        store.con.register("new_percentiles", computed.to_arrow())  # outside the transaction: see Store.write_batch
+        try:
+            with store.transaction():
+                store.con.execute("DELETE FROM concept_percentiles WHERE runs = ?", [key])
+                store.con.execute(
+                    "INSERT INTO concept_percentiles SELECT ?, ?, feature_id, p90, n_docs FROM new_percentiles",
+                    [key, state],
+                )
+        finally:
+            store.con.unregister("new_percentiles")
+    return computed
+
+
+def recorded_presence(params: dict) -> float:
+    """The presence threshold a stored analysis ran with: analyses recorded before it existed counted any
+    firing."""
+    return params.get("presence_threshold", 0.0)
+
+
+def check_presence(presence: float) -> None:
+    if not (math.isfinite(presence) and 0 <= presence <= 1):
+        raise SaeembedError(
+            f"--presence-threshold must be between 0 and 1 (a share of each concept's p90), got {presence}"
+        )
+
+
+def presence_thresholds(store: Store, run_a: int, run_b: int, presence: float) -> pl.DataFrame:
+    """feature_id, min_act: a concept is present in a document of run `run_a` or `run_b` when its max
+    activation is at least min_act = presence × its p90 over both runs (one threshold for both sides, so
+    the comparison stays fair). Empty for presence 0: every firing counts."""
+    check_presence(presence)
+    if presence == 0:
+        return pl.DataFrame(schema={"feature_id": pl.Int32, "min_act": pl.Float64})
+    p90 = concept_p90(store, run_a, run_b)
+    return p90.select("feature_id", (presence * pl.col("p90").cast(pl.Float64)).alias("min_act"))
