@@ -631,7 +631,7 @@ def search(
     corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus to search (default: the only one).")] = None,
     mode: Annotated[str, typer.Option("--mode", help="sae | dense | fused")] = "sae",
     top: Annotated[int, typer.Option("--top", help="Documents to return.")] = 20,
-    n_concepts: Annotated[int, typer.Option("--concepts", help="sae/fused: concepts the query is mapped to.")] = 20,
+    n_concepts: Annotated[int, typer.Option("--concepts", help="sae/fused: concepts the query is mapped to.")] = 60,
     temperature: Annotated[float, typer.Option("--temperature", help="sae/fused: T in w_r = exp(-r/(k·T)).")] = 0.2,
     where: Annotated[str | None, typer.Option("--where", help="SQL predicate selecting the documents.")] = None,
     llm_local: LlmLocalOption = None,

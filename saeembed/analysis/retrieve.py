@@ -16,8 +16,8 @@ Three modes:
 Only the selected concepts' activations are read, from a per-run concept-major (CSC) copy of
 `doc_features` kept beside the database as memory-mapped .npy files (`<db>.retrieval-run<R>/`, rebuilt
 when the run gains documents) together with each concept's p90: a query touches k contiguous slices
-instead of filtering a table stored in document order (at 50M rows DuckDB takes ≈ 240 ms just to read 20
-concepts' rows; the whole sae query from the slices takes ≈ 70 ms, benchmarks/retrieval_latency.py).
+instead of filtering a table stored in document order (at 50M rows DuckDB takes ≈ 120 ms just to read 60
+concepts' rows; the whole sae query from the slices takes ≈ 56 ms, benchmarks/retrieval_latency.py).
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ from saeembed.tokens import load_tokenizer, mark_context, mark_positions
 
 Mode = Literal["sae", "dense", "fused"]
 MODES = ("sae", "dense", "fused")
-DEFAULT_CONCEPTS = 20
-"""Concepts a query selects (k)."""
+DEFAULT_CONCEPTS = 60
+"""Concepts a query selects (k). Chosen on benchmarks/quality_retrieval.py with token labels made from the
+corpus (MAP over 18 queries, properties that are not topics / all): k = 10: 0.230 overall; 20: 0.208 / 0.275;
+40: 0.262 / 0.308; 60: 0.273 / 0.313; 100: 0.272 / 0.311. A token label names a few words, so one property
+needs many concepts; with T fixed the weights spread over the larger k."""
 DEFAULT_TEMPERATURE = 0.2
 """T in w_r = exp(−r / (k·T)): the weight of the last selected concept is e^(−1/T) ≈ 0.007 at 0.2."""
 RRF_K = 60
