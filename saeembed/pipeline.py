@@ -16,6 +16,7 @@ from typing import NamedTuple
 from saeembed.embed import EmbedOptions, EmbedStats, embed_pending
 from saeembed.errors import SaeembedError
 from saeembed.labels import load_shipped_labels
+from saeembed.percentiles import concept_p90
 from saeembed.reader import DEFAULT_READER, Device, DType, Reader
 from saeembed.sae import SparseAutoencoder, check_compatible, load_sae
 from saeembed.sources import SourceRows, read_source
@@ -177,6 +178,10 @@ class EmbedJob:
         """Record the invocation on the run and summarise it."""
         config = {"device": str(self.reader.device), **asdict(self.options), "last_invocation": asdict(stats)}
         status = self.store.finish_run(self.run_id, config)
+        if stats.documents:
+            # Each concept's p90 over the run, kept for the diff's presence threshold and retrieval's
+            # normaliser: computed once here (2–4 s at 100M rows), the first analysis need not wait for it.
+            concept_p90(self.store, self.run_id)
         mean_concepts = first_row(
             self.store.con.execute("SELECT avg(n_features) FROM embedded_documents WHERE run_id = ?", [self.run_id])
         )[0]

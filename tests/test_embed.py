@@ -70,6 +70,14 @@ def test_embedding_matches_a_direct_computation(tmp_path, corpus_db, reader):
             "FROM documents d JOIN embedded_documents e USING (doc_id) ORDER BY d.doc_id"
         )
         features = store.query("SELECT * FROM doc_features WHERE doc_id = (SELECT min(doc_id) FROM documents)")
+        # The run's percentiles are kept as it finishes, so the first diff or search does not compute them.
+        kept = store.query("SELECT runs, feature_id, p90 FROM concept_percentiles ORDER BY feature_id")
+        p90 = store.query(
+            "SELECT feature_id, quantile_cont(max_act, 0.9) AS p90 FROM doc_features GROUP BY ALL ORDER BY 1"
+        )
+    assert kept["runs"].unique().to_list() == [str(summary.run_id)]
+    assert kept["feature_id"].to_list() == p90["feature_id"].to_list()
+    assert kept["p90"].to_list() == pytest.approx(p90["p90"].to_list())
     assert summary.status == "complete"
     assert summary.documents == len(TEXTS)
     assert docs.height == len(TEXTS)

@@ -4,8 +4,8 @@ freq_D(i) is the share of D's documents where concept i is present (Jiang et al.
 GROUP BY in DuckDB over the long `doc_features` table, so it never builds a documents × concepts matrix.
 Present means that the concept's max activation reaches `presence_threshold` (0.5) times its p90 over the
 runs compared (saeembed/percentiles.py); 0 counts any firing, the paper's definition. With any firing, the
-broad weak firings of max pooling dominate: in benchmarks/quality_diff.py's planted difference at most 3 of
-the significant concepts were specific to the planted class (precision ≥ 0.7), and 6–12 at 0.5.
+broad weak firings of max pooling dominate: in benchmarks/quality_diff.py's planted difference, 2 of the
+top 5 concepts were specific to the planted class (precision ≥ 0.7), and 5 of 5 at 0.5.
 Each concept gets Δ = freq_A − freq_B with a 95% confidence interval, a p-value and a
 Benjamini–Hochberg q-value:
 
