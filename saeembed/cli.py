@@ -74,6 +74,13 @@ def main() -> None:
         sys.exit(2)
 
 
+def _check_presence(presence_threshold: float) -> None:
+    """Refuse a bad --presence-threshold before Prefect starts."""
+    from saeembed.percentiles import check_presence
+
+    check_presence(presence_threshold)
+
+
 def _db(db: Path | None) -> str:
     from saeembed.store import default_db_path
 
@@ -354,6 +361,7 @@ def diff_command(
     if by is not None and (llm_local or llm_base_url):
         raise SaeembedError("hypotheses explain A vs B: leave out --by, or the --llm-* options")
     _check_html(report, "--report")
+    _check_presence(presence_threshold)
     result = _run_flow(
         "diff",
         a=a,
@@ -541,6 +549,7 @@ def compare_releases_command(
     """Compare releases answering the same prompts: paired diffs against the previous release and a baseline
     (Prefect flow: ingest, embed, diffs, report)."""
     _check_html(report, "--report")
+    _check_presence(presence_threshold)
     result = _run_flow(
         "compare_releases",
         source=None if source.lower() == "none" else source,

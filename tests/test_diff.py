@@ -313,6 +313,8 @@ def test_diff_command_refuses_contradictory_options(two_corpora):
         (["diff", "a", "b", "--by", "side"], "give corpus B"),
         (["diff", "a", "--by", "side", "--paired-on", "prompt"], "with --by use --where"),
         (["diff", "a", "b", "--report", "out.txt"], "--report must end in .html"),
+        (["diff", "a", "b", "--presence-threshold", "-0.1"], "--presence-threshold must be between 0 and 1"),
+        (["compare-releases", "--presence-threshold", "1.5"], "--presence-threshold must be between 0 and 1"),
     ]:
         result = runner.invoke(app, [*args, "--db", str(two_corpora)])
         assert result.exit_code != 0 and message in str(result.exception)
