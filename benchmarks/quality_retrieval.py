@@ -4,7 +4,8 @@ the documents that truly have the property as its relevant set; average precisio
 
     python benchmarks/quality_retrieval.py [--db ~/.cache/saeembed/bench/retrieval.duckdb]
                                            [--concepts 60] [--temperature 0.2] [--min-score 0.6]
-                                           [--show-concepts] [--sweep-concepts 10 20 40 60 100] [--oracle]
+                                           [--exemplar-weight 0.5] [--show-concepts] [--oracle]
+                                           [--sweep-concepts 10 20 40 60 100] [--sweep-exemplar-weights 0 0.5 1]
 
 The corpus (≈ 3,500 documents): Amazon 1★ and 5★ reviews, Yelp reviews (1–5★), SMS spam and ham, AG News
 (four topics), human and AI-written student essays, clickbait and factual headlines, emotional tweets
@@ -19,7 +20,8 @@ corpus (`label_concepts`, in a copy of the store beside --db, `…-labelled.duck
 Average precision is computed over each mode's whole ranking: dense ranks every document; sae ranks only the
 documents with at least one selected concept, so a relevant document without any counts as missed. The
 number of concepts per query (60; it was 10, then 20) was chosen on this benchmark (one global setting; T
-stays 0.2): `--sweep-concepts` prints the sae MAPs (corpus labels) for other values beside it. `--oracle`
+stays 0.2): `--sweep-concepts` prints the sae MAPs (corpus labels) for other values beside it, and
+`--sweep-exemplar-weights` for other mixes of label and exemplar similarity (0: labels only). `--oracle`
 prints, per query, the single concept whose activation alone ranks the relevant documents best and how far
 down concept search (corpus labels) puts it: what better labels could reach.
 """
@@ -34,7 +36,13 @@ import numpy as np
 import polars as pl
 from bench_store import build, labelled_copy
 
-from saeembed.analysis.retrieve import DEFAULT_CONCEPTS, DEFAULT_TEMPERATURE, concept_columns, search_documents
+from saeembed.analysis.retrieve import (
+    DEFAULT_CONCEPTS,
+    DEFAULT_EXEMPLAR_WEIGHT,
+    DEFAULT_TEMPERATURE,
+    concept_columns,
+    search_documents,
+)
 from saeembed.corpora import demo_corpus, read_sae_probes
 from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.search import DEFAULT_MIN_SCORE, search_concepts
@@ -177,16 +185,25 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=DEFAULT_CONCEPTS)
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE)
+    parser.add_argument("--exemplar-weight", type=float, default=DEFAULT_EXEMPLAR_WEIGHT)
     parser.add_argument("--show-concepts", action="store_true", help="print each query's top 3 concept labels")
     parser.add_argument("--oracle", action="store_true", help="also: each query's best single concept")
     parser.add_argument(
         "--sweep-concepts", type=int, nargs="*", default=[], help="also: sae MAPs (corpus labels) at these k"
     )
+    parser.add_argument(
+        "--sweep-exemplar-weights", type=float, nargs="*", default=[], help="also: sae MAPs at these weights"
+    )
     args = parser.parse_args()
     build(args.db, {CORPUS: mixed_corpus()})
     labelled = labelled_copy(args.db, [CORPUS])
     embedder = SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
-    options = {"n_concepts": args.concepts, "temperature": args.temperature, "min_score": args.min_score}
+    options = {
+        "n_concepts": args.concepts,
+        "temperature": args.temperature,
+        "min_score": args.min_score,
+        "exemplar_weight": args.exemplar_weight,
+    }
     print(f"options: {options}")
     shipped = evaluate(args.db, embedder, ("sae", "dense", "fused"), options, args.show_concepts)
     corpus = evaluate(labelled, embedder, ("sae", "fused"), options, args.show_concepts)
@@ -214,12 +231,14 @@ def main() -> None:
     if args.oracle:
         print("\nthe best single concept per query (token labels from this corpus)")
         best_single_concepts(labelled, embedder, args.min_score)
-    if args.sweep_concepts:
-        print("\nsae with token labels from this corpus, by concepts per query (MAP non-topic / topic / all)")
-    for k in args.sweep_concepts:
-        swept = evaluate(labelled, embedder, ("sae",), {**options, "n_concepts": k}, False)
+    sweeps = [("n_concepts", "k", k) for k in args.sweep_concepts]
+    sweeps += [("exemplar_weight", "exemplar weight", w) for w in args.sweep_exemplar_weights]
+    if sweeps:
+        print("\nsae with token labels from this corpus (MAP non-topic / topic / all)")
+    for option, name, value in sweeps:
+        swept = evaluate(labelled, embedder, ("sae",), {**options, option: value}, False)
         maps = [np.mean([swept[(q.text, "sae")] for q in QUERIES if kind is None or q.kind == kind]) for kind in KINDS]
-        print(f"  k = {k:>3}: " + " / ".join(f"{m:.3f}" for m in maps))
+        print(f"  {name} = {value:>4}: " + " / ".join(f"{m:.3f}" for m in maps))
 
 
 if __name__ == "__main__":

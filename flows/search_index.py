@@ -1,5 +1,6 @@
 """Flow: prepare a corpus for property search — the dense document index (embedding the documents not yet
-embedded by the sentence model) and the concept-major copy of its latest run that sae-mode queries read."""
+embedded by the sentence model), and the concept-major copy of its latest run and its concepts' exemplar
+vectors that sae-mode queries read."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
-from saeembed.analysis.retrieve import build_concept_columns
-from saeembed.dense import SentenceEmbedder
+from saeembed.analysis.retrieve import build_concept_columns, concept_columns
+from saeembed.dense import SentenceEmbedder, count_unembedded
 from saeembed.doc_index import FLAT_BELOW, document_index
 from saeembed.errors import SaeembedError
+from saeembed.exemplars import exemplar_documents, exemplar_vectors
 from saeembed.store import Store, first_row
 
 
@@ -39,8 +41,16 @@ def dense_index_task(store: Store, corpus: str, model: str, flat_below: int, sho
 
 
 @task(name="concept-columns", cache_policy=NO_CACHE)
-def concept_columns_task(store: Store, corpus: str) -> dict:
-    return build_concept_columns(store, store.latest_run(corpus).run_id)
+def concept_columns_task(store: Store, corpus: str, model: str, show: bool) -> dict:
+    """The run's concept columns and its concepts' exemplar vectors (embedding their strongest documents)."""
+    run_id = store.latest_run(corpus).run_id
+    built = build_concept_columns(store, run_id)
+    embedder = SentenceEmbedder.load(model)
+    columns = concept_columns(store, run_id)
+    missing = count_unembedded(store, exemplar_documents(columns), embedder)
+    with progress_bar(f"embed {corpus}'s exemplar documents", missing, enabled=show) as advance:
+        exemplars = exemplar_vectors(store, run_id, columns, embedder, on_batch=advance)
+    return {**built, "exemplars": int((exemplars != 0).any(axis=1).sum())}
 
 
 @flow(name="search-index", log_prints=True)
@@ -63,14 +73,17 @@ def search_index_flow(
         if dense:
             summary["dense"] = dense_index_task(store, corpus, model, flat_below, show_progress)
         if concepts:
-            summary["concepts"] = concept_columns_task(store, corpus)
+            summary["concepts"] = concept_columns_task(store, corpus, model, show_progress)
     lines = [f"**search index for {corpus}**", ""]
     if dense:
         d = summary["dense"]
         lines.append(f"- dense: {d['index']} ({d['action']}; {d['newly_embedded']} documents newly embedded)")
     if concepts:
         c = summary["concepts"]
-        lines.append(f"- concepts: run {c['run_id']}, {c['documents']:,} documents, {c['rows']:,} concept rows")
+        lines.append(
+            f"- concepts: run {c['run_id']}, {c['documents']:,} documents, {c['rows']:,} concept rows, "
+            f"{c['exemplars']:,} exemplar vectors"
+        )
     create_markdown_artifact(
         key="search-index-summary", markdown="\n".join(lines), description=f"search index {corpus}"
     )

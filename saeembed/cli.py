@@ -642,6 +642,14 @@ def search(
     top: Annotated[int, typer.Option("--top", help="Documents to return.")] = 20,
     n_concepts: Annotated[int, typer.Option("--concepts", help="sae/fused: concepts the query is mapped to.")] = 60,
     temperature: Annotated[float, typer.Option("--temperature", help="sae/fused: T in w_r = exp(-r/(k·T)).")] = 0.2,
+    exemplar_weight: Annotated[
+        float,
+        typer.Option(
+            "--exemplar-weight",
+            help="sae/fused: share of a concept's closeness to the query from its strongest documents' mean "
+            "embedding; the rest from its label (0: labels only, the paper's).",
+        ),
+    ] = 0.5,
     where: Annotated[str | None, typer.Option("--where", help="SQL predicate selecting the documents.")] = None,
     llm_local: LlmLocalOption = None,
     llm_base_url: LlmBaseUrlOption = None,
@@ -650,8 +658,9 @@ def search(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Documents that have a property: concepts whose labels match it (sae), a dense FAISS index (dense), or
-    both fused by reciprocal rank (fused). No Prefect. With an LLM, it picks the concepts."""
+    """Documents that have a property: concepts whose labels and strongest documents match it (sae), a dense
+    FAISS index (dense), or both fused by reciprocal rank (fused). No Prefect. With an LLM, it picks the
+    concepts."""
     import polars as pl
 
     from saeembed.analysis.retrieve import search_documents
@@ -669,6 +678,7 @@ def search(
             top=top,
             n_concepts=n_concepts,
             temperature=temperature,
+            exemplar_weight=exemplar_weight,
             where=where,
             chat=chat,
         )

@@ -82,6 +82,19 @@ def _load_embedder(name: str, device: str) -> SentenceEmbedder:
     return SentenceEmbedder(model, model_id)
 
 
+def count_unembedded(store: Store, doc_ids: Sequence[int], embedder: SentenceEmbedder) -> int:
+    """How many of `doc_ids` have no embedding by this model in `doc_embeddings` yet (for progress bars)."""
+    store.con.register("counted_docs", pa.table({"doc_id": pa.array(doc_ids, type=pa.int64())}))
+    try:
+        return store.query(
+            "SELECT count(DISTINCT w.doc_id) AS n FROM counted_docs w "
+            "ANTI JOIN doc_embeddings e ON e.doc_id = w.doc_id AND e.model = $model",
+            {"model": embedder.model_id},
+        )["n"][0]
+    finally:
+        store.con.unregister("counted_docs")
+
+
 def document_embeddings(
     store: Store,
     doc_ids: Sequence[int],

@@ -14,6 +14,7 @@ import pytest
 
 import saeembed.analysis.retrieve as retrieve
 import saeembed.doc_index as doc_index
+import saeembed.exemplars as exemplars_module
 from saeembed.analysis.retrieve import (
     concept_weights,
     reciprocal_rank_fusion,
@@ -21,6 +22,7 @@ from saeembed.analysis.retrieve import (
 )
 from saeembed.doc_index import document_index, ivf_settings, search_index
 from saeembed.errors import SaeembedError
+from saeembed.exemplars import exemplars_path
 from saeembed.percentiles import concept_p90
 from saeembed.store import RunSettings, Store
 
@@ -53,6 +55,7 @@ def fresh_caches():
     retrieve._COLUMNS.clear()
     retrieve._CONCEPT_INDEXES.clear()
     doc_index._LOADED.clear()
+    exemplars_module._LOADED.clear()
 
 
 def make_store(
@@ -169,7 +172,9 @@ def test_p90_is_numpys_percentile_of_nonzero_activations(arith_db):
 
 def test_sae_search_selects_concepts_and_scores_by_weighted_normalised_activation(arith_db):
     with Store.open(arith_db) as store:
-        result = search_documents(store, "the property", corpus="c", n_concepts=3, top=5, embedder=QUERY)
+        result = search_documents(
+            store, "the property", corpus="c", n_concepts=3, top=5, embedder=QUERY, exemplar_weight=0
+        )
         stored = store.query(
             "SELECT rank, doc_id, score, concepts FROM retrieval_results WHERE analysis_id = $a AND mode = 'sae' "
             "ORDER BY rank",
@@ -245,10 +250,12 @@ def test_fused_mode_is_rrf_of_the_sae_and_dense_rankings(arith_db):
             "INSERT INTO doc_embeddings VALUES (?, ?, ?)",
             [[embedder.model_id, d, unit(1, d).tolist()] for d in texts["doc_id"].to_list()],
         )
-        sae = search_documents(store, "the property", corpus="c", n_concepts=3, top=13, embedder=embedder)
+        sae = search_documents(
+            store, "the property", corpus="c", n_concepts=3, top=13, embedder=embedder, exemplar_weight=0
+        )
         dense = search_documents(store, "the property", corpus="c", mode="dense", top=13, embedder=embedder)
         fused = search_documents(
-            store, "the property", corpus="c", mode="fused", n_concepts=3, top=5, embedder=embedder
+            store, "the property", corpus="c", mode="fused", n_concepts=3, top=5, embedder=embedder, exemplar_weight=0
         )
     assert dense.documents["doc_id"].to_list() == list(range(1, 14))
     assert dense.index == "flat (exact, 13 documents)"
@@ -266,13 +273,19 @@ def test_fused_mode_is_rrf_of_the_sae_and_dense_rankings(arith_db):
 def test_empty_results_say_why(arith_db):
     with Store.open(arith_db) as store:
         nothing = search_documents(
-            store, "the property", corpus="c", n_concepts=3, where="external_id = 'none'", embedder=QUERY
+            store,
+            "the property",
+            corpus="c",
+            n_concepts=3,
+            where="external_id = 'none'",
+            embedder=QUERY,
+            exemplar_weight=0,
         )
         assert nothing.documents.height == 0
         assert nothing.message == "no document of corpus 'c' matches --where external_id = 'none'"
         # Document 13 has only concept 4, which is not selected.
         unmatched = search_documents(
-            store, "the property", corpus="c", n_concepts=3, where="doc_id = 13", embedder=QUERY
+            store, "the property", corpus="c", n_concepts=3, where="doc_id = 13", embedder=QUERY, exemplar_weight=0
         )
         assert unmatched.documents.height == 0
         assert unmatched.message.startswith("no document of corpus 'c' matching --where doc_id = 13 has any of the 3")
@@ -292,13 +305,15 @@ def test_bad_input_gets_a_clear_error(tmp_path, arith_db):
             ({"n_concepts": 0}, "--concepts must be at least 1"),
         ]:
             with pytest.raises(SaeembedError, match=match):
-                search_documents(store, **{"query": "the property", "corpus": "c", "embedder": QUERY} | kwargs)
+                search_documents(
+                    store, **{"query": "the property", "corpus": "c", "embedder": QUERY, "exemplar_weight": 0} | kwargs
+                )
     unembedded = make_store(tmp_path / "raw.duckdb", [("text", {})], embed=False)
     with Store.open(unembedded) as store, pytest.raises(SaeembedError, match="has not been embedded yet"):
-        search_documents(store, "the property", corpus="c", embedder=QUERY)
+        search_documents(store, "the property", corpus="c", embedder=QUERY, exemplar_weight=0)
     unlabelled = make_store(tmp_path / "nolabels.duckdb", [("text", {1: 1.0})])
     with Store.open(unlabelled) as store, pytest.raises(SaeembedError, match="no concept labels yet"):
-        search_documents(store, "the property", corpus="c", embedder=QUERY)
+        search_documents(store, "the property", corpus="c", embedder=QUERY, exemplar_weight=0)
 
 
 def test_dense_index_is_flat_below_the_threshold_ivf_above_and_extended_with_new_documents(tmp_path):
@@ -390,10 +405,12 @@ def test_a_query_in_a_language_the_labels_do_not_cover_still_answers_with_low_co
 
 
 def test_confidence_is_low_for_a_far_label_or_words_no_label_has():
-    concepts = pl.DataFrame({"label": ["football, goal"], "similarity": [0.9]})
+    concepts = pl.DataFrame({"label": ["football, goal"], "label_similarity": [0.9]})
     vocabulary = frozenset({"football", "goal"})
     assert retrieve.query_confidence("football", concepts, vocabulary, 0.6) == ("high", None)
-    low, why = retrieve.query_confidence("le football", concepts.with_columns(similarity=pl.lit(0.2)), vocabulary, 0.6)
+    low, why = retrieve.query_confidence(
+        "le football", concepts.with_columns(label_similarity=pl.lit(0.2)), vocabulary, 0.6
+    )
     assert low == "low" and why.startswith(
         "low confidence: the closest concept label ('football, goal') has cosine 0.20"
     )
@@ -418,7 +435,11 @@ def test_search_index_flow_builds_the_dense_index_and_concept_columns(prefect_ha
     assert Path(summary["concepts"]["path"]).is_dir()
     with Store.open(topic_db, read_only=True) as store:
         embedded = store.query("SELECT count(*) AS n FROM doc_embeddings")["n"][0]
+        present = store.query("SELECT count(DISTINCT feature_id) AS n FROM doc_features")["n"][0]
     assert embedded == 5
+    # One exemplar vector per concept that fires, from the documents the dense index embedded already.
+    assert summary["concepts"]["exemplars"] == present
+    assert exemplars_path(topic_db, 1).exists()
 
 
 # -- the LLM concept filter (a real HTTP server with scripted replies) ----------------------------------
@@ -438,14 +459,18 @@ def test_an_llm_chooses_and_orders_the_concepts(arith_db):
     refuses = ChatServer(lambda number, request: completion("none"))
     try:
         with Store.open(arith_db) as store, OpenAICompatible(picks.base_url, "test-model") as chat:
-            chosen = search_documents(store, "the property", corpus="c", n_concepts=2, embedder=QUERY, chat=chat)
+            chosen = search_documents(
+                store, "the property", corpus="c", n_concepts=2, embedder=QUERY, exemplar_weight=0, chat=chat
+            )
             params = json.loads(
                 store.query("SELECT params FROM analyses WHERE analysis_id = $a", {"a": chosen.analysis_id})["params"][
                     0
                 ]
             )
         with Store.open(arith_db) as store, OpenAICompatible(refuses.base_url, "test-model") as chat:
-            kept = search_documents(store, "the property", corpus="c", n_concepts=2, embedder=QUERY, chat=chat)
+            kept = search_documents(
+                store, "the property", corpus="c", n_concepts=2, embedder=QUERY, exemplar_weight=0, chat=chat
+            )
     finally:
         picks.close()
         refuses.close()
@@ -504,7 +529,59 @@ def test_a_search_has_a_report_page(arith_db):
     from saeembed.analysis_report import analysis_report
 
     with Store.open(arith_db) as store:
-        result = search_documents(store, "the property", corpus="c", n_concepts=3, top=5, embedder=QUERY)
+        result = search_documents(
+            store, "the property", corpus="c", n_concepts=3, top=5, embedder=QUERY, exemplar_weight=0
+        )
         analysis_id, page = analysis_report(store, result.analysis_id)
     assert analysis_id == result.analysis_id and page.startswith("<!doctype html>") and "http" not in page
     assert page.count("<td class='num'>11</td>") >= 1  # doc 11, first
+
+
+def store_doc_vectors(store: Store, vectors: dict[int, np.ndarray]) -> None:
+    """Dense vectors of documents (doc_id → vector) as if the fixed test model had embedded them."""
+    store.con.executemany(
+        "INSERT INTO doc_embeddings VALUES (?, ?, ?)",
+        [[FixedEmbedder.model_id, d, v.tolist()] for d, v in vectors.items()],
+    )
+
+
+def test_exemplar_vector_is_the_mean_embedding_of_a_concepts_strongest_documents(arith_db):
+    from saeembed.exemplars import exemplar_vectors
+
+    vectors = {d: unit(1, d) for d in range(1, 14)}
+    with Store.open(arith_db) as store:
+        store_doc_vectors(store, vectors)
+        columns = retrieve.concept_columns(store, 1)
+        exemplars = exemplar_vectors(store, 1, columns, QUERY)
+        # Concept 2 fires in documents 4 (2.0) and 12 (4.0); concept 1 in 1…11; concept 6 in none.
+        mean = (vectors[4] + vectors[12]) / 2
+        assert exemplars[2] == pytest.approx(mean / np.linalg.norm(mean), abs=1e-6)
+        mean = np.mean([vectors[d] for d in range(1, 12)], axis=0)
+        assert exemplars[1] == pytest.approx(mean / np.linalg.norm(mean), abs=1e-6)
+        assert not exemplars[6].any() and exemplars.shape == (16, DIM)
+        # Kept beside the database: a new process reads the file instead of recomputing.
+        assert exemplars_path(arith_db, 1).exists()
+        exemplars_module._LOADED.clear()
+        store.con.execute("DELETE FROM doc_embeddings")
+        assert exemplar_vectors(store, 1, columns, QUERY) == pytest.approx(exemplars)
+
+
+def test_exemplars_let_a_concept_whose_label_is_far_but_whose_documents_are_close_come_first(arith_db):
+    # The query is unit(1). Concept 3's only document (11) is unit(1) too; every other document is unit(0, 1).
+    with Store.open(arith_db) as store:
+        store_doc_vectors(store, {d: unit(1) if d == 11 else unit(0, 1) for d in range(1, 14)})
+        by_label = search_documents(
+            store, "the property", corpus="c", n_concepts=3, embedder=QUERY, exemplar_weight=0
+        ).concepts
+        mixed = search_documents(store, "the property", corpus="c", n_concepts=3, embedder=QUERY).concepts
+    assert by_label["feature_id"].to_list() == [1, 2, 3]
+    assert by_label["exemplar_similarity"].to_list() == [None, None, None]
+    # Labels: 1.0, 0.8, 0.6. Exemplars: concept 3 → 1; concept 1 → mean of ten unit(0, 1) and one unit(1);
+    # concept 2 → unit(0, 1).
+    concept_1 = 1 / np.sqrt(1 + 10**2)
+    assert mixed["feature_id"].to_list() == [3, 1, 2]
+    assert mixed["exemplar_similarity"].to_list() == pytest.approx([1.0, concept_1, 0.0], abs=1e-6)
+    assert mixed["label_similarity"].to_list() == pytest.approx([0.6, 1.0, 0.8], abs=1e-6)
+    assert mixed["similarity"].to_list() == pytest.approx([0.8, 0.5 + concept_1 / 2, 0.4], abs=1e-6)
+    with Store.open(arith_db) as store, pytest.raises(SaeembedError, match="--exemplar-weight must be between 0 and 1"):
+        search_documents(store, "the property", corpus="c", embedder=QUERY, exemplar_weight=1.5)

@@ -2,8 +2,10 @@
 
 Three modes:
 
-- sae (Jiang et al. 2025's method): concept search picks the k concepts whose labels are closest to the
-  query; the concept at rank r (0 = closest) gets weight w_r = exp(−r / (k·T)), T = 0.2 by default; a
+- sae (Jiang et al. 2025's method): concept search picks the k concepts closest to the query — by the mean of
+  the cosine to their label and the cosine to their exemplar vector, the mean embedding of their strongest
+  documents (saeembed/exemplars.py; exemplar_weight = 0 is the paper's label-only choice); the concept at
+  rank r (0 = closest) gets weight w_r = exp(−r / (k·T)), T = 0.2 by default; a
   document scores Σ_r w_r · a_r / p90_r, where a_r is its max activation on the concept and p90_r the 90th
   percentile of the concept's nonzero activations over the run, so concepts with large activations do
   not drown the others.
@@ -38,6 +40,7 @@ from saeembed.analysis.predicates import check_predicate
 from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
 from saeembed.errors import SaeembedError
+from saeembed.exemplars import exemplar_vectors
 from saeembed.llm import ChatBackend
 from saeembed.percentiles import concept_p90, run_state
 from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
@@ -53,6 +56,12 @@ corpus (MAP over 18 queries, properties that are not topics / all): k = 10: 0.23
 needs many concepts; with T fixed the weights spread over the larger k."""
 DEFAULT_TEMPERATURE = 0.2
 """T in w_r = exp(−r / (k·T)): the weight of the last selected concept is e^(−1/T) ≈ 0.007 at 0.2."""
+DEFAULT_EXEMPLAR_WEIGHT = 0.5
+"""Share of a concept's similarity to the query that comes from its exemplar vector (the rest: its label).
+benchmarks/quality_retrieval.py, corpus token labels, k = 60, sae MAP non-topic / topic / all: 0 (labels
+only, the paper's) 0.273 / 0.377 / 0.313; 0.3: 0.276 / 0.445 / 0.342; 0.5: 0.284 / 0.518 / 0.375; 0.7:
+0.281 / 0.557 / 0.388; 1: 0.278 / 0.570 / 0.392. Half and half keeps the label, which an LLM label makes far
+better than a token label, as half of the evidence."""
 RRF_K = 60
 """Reciprocal rank fusion's constant (Cormack et al. 2009): damps the difference between top ranks."""
 FUSE_DEPTH = 100
@@ -81,8 +90,10 @@ class RetrievalResult(NamedTuple):
     """Corpus searched."""
     concepts: pl.DataFrame
     """The selected concepts (sae and fused; empty for dense): rank (1 = closest to the query), feature_id,
-    label, similarity (cosine of query and label), score (the label's offline AUROC), weight (w_r), p90
-    (the normaliser), n_docs (documents of the run where the concept is present)."""
+    label, similarity (what they were ranked by: the mix of the two cosines), label_similarity (cosine of
+    query and label), exemplar_similarity (cosine of query and exemplar vector; null when not used), score
+    (the label's offline AUROC), weight (w_r), p90 (the normaliser), n_docs (documents of the run where the
+    concept is present)."""
     documents: pl.DataFrame
     """The top documents, best first: rank, doc_id, external_id, score (sae: Σ w·a/p90; dense: cosine;
     fused: Σ 1/(60 + rank)), sae_rank and dense_rank (null where a mode did not rank it or was not run),
@@ -255,14 +266,29 @@ def select_concepts(
     n_concepts: int,
     temperature: float,
     min_score: float,
+    exemplars: np.ndarray | None = None,
+    exemplar_weight: float = 0.0,
     choose: Callable[[pl.DataFrame], list[int]] | None = None,
 ) -> pl.DataFrame:
-    """The `n_concepts` concepts whose labels are closest to the query among those whose label scored at
-    least `min_score` and that are present in the run, with their weights and p90 (see RetrievalResult).
-    `choose(candidates)` (the LLM filter), given the closest LLM_CANDIDATES·n_concepts, returns the rows
-    to keep in order."""
+    """The `n_concepts` concepts closest to the query among those whose label scored at least `min_score`
+    and that are present in the run, with their weights and p90 (see RetrievalResult). Closeness is the
+    cosine to the label, mixed with the cosine to the concept's row of `exemplars` ([d_sae, dim]) with
+    weight `exemplar_weight`. `choose(candidates)` (the LLM filter), given the closest
+    LLM_CANDIDATES·n_concepts, returns the rows to keep in order."""
     similarity, rows = found.index.search(query_vector.reshape(1, -1), found.labels.height)
-    hits = found.labels[rows[0].tolist()].with_columns(pl.Series("similarity", similarity[0].astype(np.float64)))
+    hits = found.labels[rows[0].tolist()].with_columns(pl.Series("label_similarity", similarity[0].astype(np.float64)))
+    if exemplars is not None and exemplar_weight > 0:
+        exemplar = exemplars[hits["feature_id"].to_numpy()] @ query_vector
+        hits = hits.with_columns(
+            pl.Series("exemplar_similarity", exemplar.astype(np.float64)),
+            ((1 - exemplar_weight) * pl.col("label_similarity") + exemplar_weight * pl.Series(exemplar)).alias(
+                "similarity"
+            ),
+        ).sort("similarity", descending=True, maintain_order=True)
+    else:
+        hits = hits.with_columns(
+            pl.lit(None, dtype=pl.Float64).alias("exemplar_similarity"), pl.col("label_similarity").alias("similarity")
+        )
     if min_score > 0:
         hits = hits.filter(pl.col("auroc") >= min_score)
     ptr = np.asarray(columns.ptr)
@@ -279,6 +305,8 @@ def select_concepts(
         "feature_id",
         "label",
         "similarity",
+        "label_similarity",
+        "exemplar_similarity",
         pl.col("auroc").alias("score"),
         pl.Series("weight", concept_weights(hits.height, temperature)),
         pl.Series("p90", np.asarray(columns.p90)[feature_ids].astype(np.float64)),
@@ -299,6 +327,7 @@ def search_documents(
     n_concepts: int = DEFAULT_CONCEPTS,
     temperature: float = DEFAULT_TEMPERATURE,
     min_score: float = DEFAULT_MIN_SCORE,
+    exemplar_weight: float = DEFAULT_EXEMPLAR_WEIGHT,
     where: str | None = None,
     flat_below: int = FLAT_BELOW,
     embedder: SentenceEmbedder | None = None,
@@ -309,7 +338,7 @@ def search_documents(
     With `chat` (a saeembed.llm backend, e.g. `chat_backend(store, …)`), an LLM chooses the concepts among
     the closest labels (see `llm_choice`). Recorded in `analyses` (kind 'search') and `retrieval_results`."""
     started = time.perf_counter()
-    _check_options(query, mode, top, n_concepts, temperature)
+    _check_options(query, mode, top, n_concepts, temperature, exemplar_weight)
     predicate = None if where is None else check_predicate(where)
     corpus_id = store.corpus_id(corpus)
     embedder = embedder or SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
@@ -325,6 +354,7 @@ def search_documents(
         run = store.latest_run(corpus)
         columns = concept_columns(store, run.run_id)
         found_concepts, vocabulary = _concept_index(store, run, corpus_id, embedder)
+        exemplars = exemplar_vectors(store, run.run_id, columns, embedder) if exemplar_weight > 0 else None
         concepts = select_concepts(
             found_concepts,
             query_vector,
@@ -332,6 +362,8 @@ def search_documents(
             n_concepts=n_concepts,
             temperature=temperature,
             min_score=min_score,
+            exemplars=exemplars,
+            exemplar_weight=exemplar_weight,
             choose=None if chat is None else lambda candidates: llm_choice(chat, query, candidates, llm_notes),
         )
         confidence, message = query_confidence(query, concepts, vocabulary, min_score)
@@ -354,6 +386,7 @@ def search_documents(
         "n_concepts": n_concepts,
         "temperature": temperature,
         "min_score": min_score,
+        "exemplar_weight": exemplar_weight,
         "where": predicate,
         "model": embedder.model_id,
         "llm": None if chat is None else chat.model,
@@ -415,7 +448,9 @@ def llm_choice(chat: ChatBackend, query: str, candidates: pl.DataFrame, notes: l
     return rows
 
 
-def _check_options(query: str, mode: str, top: int, n_concepts: int, temperature: float) -> None:
+def _check_options(
+    query: str, mode: str, top: int, n_concepts: int, temperature: float, exemplar_weight: float
+) -> None:
     if not query.strip():
         raise SaeembedError("empty query: say which property the documents should have")
     if mode not in MODES:
@@ -426,6 +461,8 @@ def _check_options(query: str, mode: str, top: int, n_concepts: int, temperature
         raise SaeembedError(f"--concepts must be at least 1, got {n_concepts}")
     if temperature <= 0:
         raise SaeembedError(f"--temperature must be positive, got {temperature}")
+    if not 0 <= exemplar_weight <= 1:
+        raise SaeembedError(f"--exemplar-weight must be between 0 and 1, got {exemplar_weight}")
 
 
 def _allowed_documents(store: Store, corpus_id: int, predicate: str | None) -> np.ndarray | None:
@@ -445,17 +482,18 @@ def query_confidence(
     from the query, or when none of the query's words appears in any label (`vocabulary`)."""
     if concepts.height == 0:
         return "low", f"no concept label scored at least {min_score} and matched: try --min-score 0"
+    closest = concepts.row(int(concepts["label_similarity"].arg_max()), named=True)
     words = {word.lower() for word in WORD.findall(query)}
     if words and not words & vocabulary:
         return "low", (
             "low confidence: none of the query's words appears in any concept label; the labels may not cover "
-            f"this language or wording (closest label: '{concepts['label'][0]}')"
+            f"this language or wording (closest label: '{closest['label']}')"
         )
-    best = concepts["similarity"].max()
-    if best < LOW_CONFIDENCE_BELOW:
+    if closest["label_similarity"] < LOW_CONFIDENCE_BELOW:
         return "low", (
-            f"low confidence: the closest concept label ('{concepts['label'][0]}') has cosine {best:.2f} to the "
-            f"query (below {LOW_CONFIDENCE_BELOW}); the labels may not cover this wording or language"
+            f"low confidence: the closest concept label ('{closest['label']}') has cosine "
+            f"{closest['label_similarity']:.2f} to the query (below {LOW_CONFIDENCE_BELOW}); the labels may not "
+            "cover this wording or language"
         )
     return "high", None
 
@@ -602,6 +640,8 @@ def _empty_concepts() -> pl.DataFrame:
             "feature_id": pl.Int32,
             "label": pl.Utf8,
             "similarity": pl.Float64,
+            "label_similarity": pl.Float64,
+            "exemplar_similarity": pl.Float64,
             "score": pl.Float32,
             "weight": pl.Float64,
             "p90": pl.Float64,
