@@ -50,11 +50,16 @@ def strongest_rows(ptr: np.ndarray, rows: np.ndarray, max_act: np.ndarray, n: in
     return strongest
 
 
-def exemplar_documents(columns: ConceptColumns) -> list[int]:
-    """doc_ids of the documents the run's exemplar vectors are made from (every concept's strongest), once each."""
+def _strongest(columns: ConceptColumns) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each concept's strongest document rows, and every row among them once (sorted)."""
     strongest = strongest_rows(columns.ptr, columns.rows, columns.max_act)
     used = np.unique(np.concatenate(strongest)) if strongest else np.zeros(0, dtype=np.int64)
-    return columns.doc_ids[used].tolist()
+    return strongest, used
+
+
+def exemplar_documents(columns: ConceptColumns) -> list[int]:
+    """doc_ids of the documents the run's exemplar vectors are made from (every concept's strongest), once each."""
+    return columns.doc_ids[_strongest(columns)[1]].tolist()
 
 
 def exemplar_vectors(
@@ -78,8 +83,7 @@ def exemplar_vectors(
     if path.exists() and sidecar.exists() and sidecar.read_text() == key:
         vectors = np.load(path)
     else:
-        strongest = strongest_rows(columns.ptr, columns.rows, columns.max_act)
-        used = np.unique(np.concatenate(strongest)) if strongest else np.zeros(0, dtype=np.int64)
+        strongest, used = _strongest(columns)
         embedded = document_embeddings(store, columns.doc_ids[used].tolist(), embedder, on_batch=on_batch)
         position = np.full(len(columns.doc_ids), -1, dtype=np.int64)
         position[used] = np.arange(len(used))

@@ -51,9 +51,10 @@ Mode = Literal["sae", "dense", "fused"]
 MODES = ("sae", "dense", "fused")
 DEFAULT_CONCEPTS = 60
 """Concepts a query selects (k). Chosen on benchmarks/quality_retrieval.py with token labels made from the
-corpus (MAP over 18 queries, properties that are not topics / all): k = 10: 0.230 overall; 20: 0.208 / 0.275;
-40: 0.262 / 0.308; 60: 0.273 / 0.313; 100: 0.272 / 0.311. A token label names a few words, so one property
-needs many concepts; with T fixed the weights spread over the larger k."""
+corpus (sae MAP over 18 queries, properties that are not topics / all), with exemplars: k = 20: 0.219 /
+0.314; 40: 0.268 / 0.360; 60: 0.284 / 0.375; 100: 0.293 / 0.383; by labels only: k = 20: 0.208 / 0.275;
+60: 0.273 / 0.313. A token label names a few words, so one property needs many concepts; with T fixed the
+weights spread over the larger k."""
 DEFAULT_TEMPERATURE = 0.2
 """T in w_r = exp(−r / (k·T)): the weight of the last selected concept is e^(−1/T) ≈ 0.007 at 0.2."""
 DEFAULT_EXEMPLAR_WEIGHT = 0.5
