@@ -77,8 +77,9 @@ CREATE TABLE IF NOT EXISTS embedded_documents (
     PRIMARY KEY (run_id, doc_id)
 );
 
--- The sparse concept vectors, in long format: one row per (document, concept present).
--- max_act:         max over the document's tokens (the paper's pooling; present = max_act > 0)
+-- The sparse concept vectors, in long format: one row per (document, concept that fired in it).
+-- max_act:         max over the document's tokens (the paper's pooling: a row = the concept fired; the diff counts
+--                  it present where max_act ≥ 0.5 × the concept's p90, see concept_percentiles)
 -- mean_act:        sum over the document's tokens / n_tokens (zeros included)
 -- n_active_tokens: tokens where the concept fired
 -- argmax_pos:      0-based index, among the document's own tokens, of the token with max_act
