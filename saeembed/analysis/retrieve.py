@@ -280,12 +280,15 @@ def select_concepts(
     hits = found.labels[rows[0].tolist()].with_columns(pl.Series("label_similarity", similarity[0].astype(np.float64)))
     if exemplars is not None and exemplar_weight > 0:
         exemplar = exemplars[hits["feature_id"].to_numpy()] @ query_vector
-        hits = hits.with_columns(
-            pl.Series("exemplar_similarity", exemplar.astype(np.float64)),
-            ((1 - exemplar_weight) * pl.col("label_similarity") + exemplar_weight * pl.Series(exemplar)).alias(
-                "similarity"
-            ),
-        ).sort("similarity", descending=True, maintain_order=True)
+        hits = (
+            hits.with_columns(pl.Series("exemplar_similarity", exemplar.astype(np.float64)))
+            .with_columns(
+                (
+                    (1 - exemplar_weight) * pl.col("label_similarity") + exemplar_weight * pl.col("exemplar_similarity")
+                ).alias("similarity")
+            )
+            .sort("similarity", descending=True, maintain_order=True)
+        )
     else:
         hits = hits.with_columns(
             pl.lit(None, dtype=pl.Float64).alias("exemplar_similarity"), pl.col("label_similarity").alias("similarity")
