@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from saeembed.errors import SaeembedError
+from saeembed.predicates import Predicate, Sandbox
 
 DEFAULT_DB = "saeembed.duckdb"
+PREDICATE_BATCH_ROWS = 65_536
+"""Documents handed to the predicate sandbox at a time: bounds memory when a predicate reads long texts."""
 BUSY_POLL_SECONDS = 0.5
 """How often a waiting `Store.open` retries a database another process is writing."""
 
@@ -200,6 +204,29 @@ class Store:
         finally:
             self.con.unregister("incoming_rows")
         return IngestCounts(inserted=inserted, already_present=table.num_rows - inserted)
+
+    def documents_matching(self, corpus_id: int, predicate: Predicate) -> np.ndarray:
+        """doc_id (ascending, int64) of corpus `corpus_id`'s documents where `predicate` holds.
+
+        The predicate is evaluated in a `Sandbox`, never on this connection: it sees the corpus's documents
+        in batches, only the columns it reads, and no file.
+        """
+        # Names from the fixed list of documents' columns (predicates.DOCUMENT_COLUMNS), never user text.
+        columns = ", ".join(dict.fromkeys(["doc_id", *predicate.columns]))
+        sql = f"SELECT {columns} FROM ({read_sql('predicate_documents')})"
+        with self.con.cursor() as cursor, Sandbox() as sandbox:
+            reader = cursor.sql(sql, params={"corpus_id": corpus_id}).to_arrow_reader(PREDICATE_BATCH_ROWS)
+            return sandbox.matching(predicate, reader)
+
+    def run_documents(self, run: RunInfo, predicate: Predicate | None = None) -> np.ndarray:
+        """doc_id (ascending, int64) of the documents `run` embedded; with `predicate`, those where it holds."""
+        ids = np.asarray(self.con.execute(read_sql("run_documents"), {"run_id": run.run_id}).fetchnumpy()["doc_id"])
+        ids = ids.astype(np.int64, copy=False)
+        return ids if predicate is None else ids[self.predicate_mask(ids, run, predicate)]
+
+    def predicate_mask(self, doc_ids: np.ndarray, run: RunInfo, predicate: Predicate) -> np.ndarray:
+        """True for the entries of `doc_ids` (documents of `run`'s corpus) where `predicate` holds."""
+        return np.isin(doc_ids, self.documents_matching(self.corpus_id(run.corpus), predicate))
 
     def _count(self, where: str, params: list[Any]) -> int:
         return first_row(self.con.execute(f"SELECT count(*) FROM {where}", params))[0]

@@ -22,7 +22,7 @@ from saeembed.analysis.cluster import (
 from saeembed.errors import SaeembedError
 from saeembed.report import cluster_report
 from saeembed.store import Store
-from tests.test_diff import build_store
+from tests.builders import build_store
 
 SPORTS = [
     "The striker scored twice as the football club won the league match.",

@@ -15,7 +15,7 @@ import saeembed.analysis.correlate as correlate
 from saeembed.analysis.correlate import correlate_column, correlate_pairs, count_pairs, npmi
 from saeembed.errors import SaeembedError
 from saeembed.store import Store
-from tests.test_diff import build_store
+from tests.builders import build_store
 
 # 20 documents: concepts 1 and 2 together in 6, 1 alone in 1, 2 alone in 1; 3 and 4 together in 5 (always
 # peaking on the same token); 9 in every document; 5 in the first 10 (meta half = 'first').

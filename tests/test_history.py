@@ -38,8 +38,8 @@ def test_a_concepts_delta_across_runs_of_one_diff(two_corpora):  # noqa: F811
 
 
 def test_pairs_npmi_across_runs_of_one_correlation(tmp_path):
+    from tests.builders import build_store
     from tests.test_correlate import DOCS, PEAK
-    from tests.test_diff import build_store
 
     with Store.open(build_store(tmp_path / "c.duckdb", {"c": DOCS}, peak=PEAK)) as store:
         first = correlate_pairs(store, "c", min_npmi=0.3, min_count=2).analysis_id

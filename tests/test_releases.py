@@ -11,7 +11,7 @@ import pytest
 from saeembed.errors import SaeembedError
 from saeembed.releases import check_releases, compare_releases, example_releases, ingest_releases, read_releases
 from saeembed.store import Store
-from tests.test_diff import build_store
+from tests.builders import build_store
 
 RELEASE_DATES = {"v1": "2024-01-15", "v2": "2024-04-15", "v3": "2024-07-15"}
 

@@ -14,8 +14,8 @@ from saeembed.cli import app
 from saeembed.errors import SaeembedError
 from saeembed.releases import compare_releases
 from saeembed.store import Store
+from tests.builders import build_store
 from tests.test_correlate import DOCS, PEAK
-from tests.test_diff import build_store
 from tests.test_releases import release_docs
 
 

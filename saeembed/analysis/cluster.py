@@ -32,10 +32,10 @@ import polars as pl
 import pyarrow as pa
 from scipy import sparse
 
-from saeembed.analysis.predicates import check_predicate
 from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
 from saeembed.errors import SaeembedError
 from saeembed.llm import ChatBackend, MalformedAnswer, keyphrase_messages, parse_keyphrases
+from saeembed.predicates import Predicate, parse_predicate
 from saeembed.store import RunInfo, Store, read_sql
 
 Method = Literal["hdbscan", "spectral"]
@@ -105,7 +105,7 @@ def cluster_documents(
     `clusters` and `cluster_summaries` rows under a new analysis id (kind 'cluster')."""
     started = time.perf_counter()
     _check_options(about, concepts, method, k, min_cluster_size, n_concepts)
-    predicate = None if where is None else check_predicate(where, "--where")
+    predicate = None if where is None else parse_predicate(where, "--where")
     run = store.latest_run(corpus)
     if about is not None or dense:
         embedder = embedder or SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
@@ -150,7 +150,7 @@ def cluster_documents(
         "k": k,
         "min_cluster_size": min_cluster_size,
         "n_concepts": n_concepts,
-        "where": predicate,
+        "where": None if predicate is None else predicate.text,
         "dense": dense,
         "llm": getattr(chat, "model", None),
     }
@@ -421,18 +421,12 @@ def _min_cluster_size(n: int, given: int | None) -> int:
     return given if given is not None else max(5, n // 100)
 
 
-def _documents(store: Store, run: RunInfo, predicate: str | None) -> np.ndarray:
-    sql = read_sql("cluster_documents")
-    if predicate is not None:
-        sql = sql.replace("AND (TRUE)", f"AND ({predicate})")
-    try:
-        docs = store.query(sql, {"run_id": run.run_id})
-    except Exception as error:  # a predicate that parses but fails to run (types, unknown JSON function)
-        raise SaeembedError(f"--where failed: {str(error).splitlines()[0]}") from None
-    if docs.height == 0:
+def _documents(store: Store, run: RunInfo, predicate: Predicate | None) -> np.ndarray:
+    doc_ids = store.run_documents(run, predicate)
+    if doc_ids.size == 0:
         condition = " with that --where" if predicate is not None else ""
         raise SaeembedError(f"no documents to cluster: corpus '{run.corpus}'{condition} has none embedded")
-    return docs["doc_id"].to_numpy()
+    return doc_ids
 
 
 def _concept_rows(store: Store, run: RunInfo, doc_ids: np.ndarray, feature_ids: list[int]) -> pl.DataFrame:

@@ -45,9 +45,9 @@ import polars as pl
 import pyarrow as pa
 from scipy import sparse, stats
 
-from saeembed.analysis.predicates import check_predicate
 from saeembed.dense import SentenceEmbedder
 from saeembed.errors import SaeembedError
+from saeembed.predicates import Predicate, parse_predicate
 from saeembed.search import current_labels
 from saeembed.store import RunInfo, Store, read_sql
 
@@ -395,7 +395,7 @@ def correlate_pairs(
         raise SaeembedError(f"max_same_token must be between 0 and 1, got {max_same_token}")
     if min_count < 1 or top < 1:
         raise SaeembedError(f"--min-count and --top must be at least 1, got {min_count} and {top}")
-    predicate = None if where is None else check_predicate(where)
+    predicate = None if where is None else parse_predicate(where)
     run = store.latest_run(corpus)
     doc_ids = _documents(store, run, predicate)
     rows, features = _concept_rows(store, run, doc_ids)
@@ -413,7 +413,7 @@ def correlate_pairs(
     )
     params = {
         "corpus": corpus,
-        "where": predicate,
+        "where": None if predicate is None else predicate.text,
         "min_npmi": min_npmi,
         "max_label_sim": max_label_sim,
         "min_count": min_count,
@@ -429,19 +429,13 @@ def correlate_pairs(
     return CorrelationResult(analysis_id, int(doc_ids.size), counts.total, shown)
 
 
-def _documents(store: Store, run: RunInfo, predicate: str | None) -> np.ndarray:
+def _documents(store: Store, run: RunInfo, predicate: Predicate | None) -> np.ndarray:
     """doc_id (ascending, int64) of the run's embedded documents that satisfy the predicate."""
-    sql = read_sql("correlate_documents")
-    if predicate is not None:
-        sql = sql.replace("AND (TRUE)", f"AND ({predicate})")
-    try:
-        doc_ids = store.con.sql(sql, params={"run_id": run.run_id}).fetchnumpy()["doc_id"]
-    except Exception as error:  # a predicate that parses but fails to run (types, unknown JSON function)
-        raise SaeembedError(f"--where failed: {str(error).splitlines()[0]}") from None
+    doc_ids = store.run_documents(run, predicate)
     if doc_ids.size == 0:
         suffix = " that satisfy --where" if predicate is not None else ""
         raise SaeembedError(f"no embedded documents in corpus '{run.corpus}'{suffix}")
-    return np.asarray(doc_ids, dtype=np.int64)
+    return doc_ids
 
 
 def _concept_rows(store: Store, run: RunInfo, doc_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -607,7 +601,7 @@ def correlate_column(
     started = time.perf_counter()
     if min_count < 1 or top < 1:
         raise SaeembedError(f"--min-count and --top must be at least 1, got {min_count} and {top}")
-    predicate = None if where is None else check_predicate(where)
+    predicate = None if where is None else parse_predicate(where)
     run = store.latest_run(corpus)
     values = _column_values(store, run, column, predicate)
     numeric = _is_numeric(values, column)
@@ -643,7 +637,8 @@ def correlate_column(
         .sort(["q_value", "statistic", "feature_id"], descending=[False, True, False])
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("rank"))
     )
-    params = {"corpus": corpus, "column": column, "where": predicate, "min_count": min_count}
+    where = None if predicate is None else predicate.text
+    params = {"corpus": corpus, "column": column, "where": where, "min_count": min_count}
     columns = ["column_name", "feature_id", "level", "statistic", "test", "p_value", "q_value", "detail", "rank"]
     analysis_id = _store(
         store,
@@ -664,15 +659,11 @@ def correlate_column(
     )
 
 
-def _column_values(store: Store, run: RunInfo, column: str, predicate: str | None) -> pl.DataFrame:
+def _column_values(store: Store, run: RunInfo, column: str, predicate: Predicate | None) -> pl.DataFrame:
     """doc_id, value (text) and json_type of `meta->column` for the documents that have a value."""
-    sql = read_sql("correlate_column_values")
+    values = store.query(read_sql("correlate_column_values"), {"run_id": run.run_id, "column": column})
     if predicate is not None:
-        sql = sql.replace("AND (TRUE)", f"AND ({predicate})")
-    try:
-        values = store.query(sql, {"run_id": run.run_id, "column": column})
-    except Exception as error:  # a predicate that parses but fails to run
-        raise SaeembedError(f"--where failed: {str(error).splitlines()[0]}") from None
+        values = values.filter(store.predicate_mask(values["doc_id"].to_numpy(), run, predicate))
     if values.height == 0:
         where = " that satisfy --where" if predicate is not None else ""
         raise SaeembedError(f"--with-column {column}: no embedded document of '{run.corpus}'{where} has it in its meta")

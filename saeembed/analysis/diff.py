@@ -34,9 +34,9 @@ import polars as pl
 import pyarrow as pa
 from scipy import stats
 
-from saeembed.analysis.predicates import check_predicate
 from saeembed.errors import SaeembedError
 from saeembed.percentiles import DEFAULT_PRESENCE, check_presence, presence_thresholds, recorded_presence
+from saeembed.predicates import Predicate, parse_predicate
 from saeembed.store import RunInfo, Store, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
 
@@ -80,16 +80,17 @@ def diff(
     least `presence_threshold` × its p90; results are stored in `diff_results` under a new analysis id."""
     started = time.perf_counter()
     _check_options(min_delta, top, rank_by, presence_threshold)
-    preds = {"where_a": _optional(where_a, "--where-a"), "where_b": _optional(where_b, "--where-b")}
+    pred_a, pred_b = optional_predicate(where_a, "--where-a"), optional_predicate(where_b, "--where-b")
     run_a, run_b = store.latest_run(a), store.latest_run(b)
     if run_a.sae_id != run_b.sae_id:
         raise SaeembedError(f"corpora '{a}' and '{b}' were embedded with different SAEs: their concepts differ")
-    side_a = side_documents(store, run_a, preds["where_a"], "A", with_meta=paired_on is not None)
-    side_b = side_documents(store, run_b, preds["where_b"], "B", with_meta=paired_on is not None)
+    side_a = side_documents(store, run_a, pred_a, "A", with_meta=paired_on is not None)
+    side_b = side_documents(store, run_b, pred_b, "B", with_meta=paired_on is not None)
     params = {
         "a": a,
         "b": b,
-        **preds,
+        "where_a": None if pred_a is None else pred_a.text,
+        "where_b": None if pred_b is None else pred_b.text,
         "paired_on": paired_on,
         "min_delta": min_delta,
         "rank_by": rank_by,
@@ -140,7 +141,7 @@ def diff_by(
     (`presence_threshold` as in `diff`)."""
     started = time.perf_counter()
     _check_options(min_delta, top, rank_by, presence_threshold)
-    predicate = _optional(where, "--where")
+    predicate = optional_predicate(where, "--where")
     run = store.latest_run(corpus)
     docs = side_documents(store, run, predicate, "the corpus", with_meta=True)
     levels = _levels(docs, column)
@@ -171,7 +172,7 @@ def diff_by(
     params = {
         "corpus": corpus,
         "by": column,
-        "where": predicate,
+        "where": None if predicate is None else predicate.text,
         "min_delta": min_delta,
         "rank_by": rank_by,
         "presence_threshold": presence_threshold,
@@ -201,14 +202,14 @@ def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
     presence = recorded_presence(params)
     if "by" in params:
         run = store.run(inputs["run"])
-        docs = side_documents(store, run, params["where"], "the corpus", with_meta=True)
+        docs = side_documents(store, run, optional_predicate(params["where"], "--where"), "the corpus", with_meta=True)
         shown = _with_labels(store, run, params["corpus"], table)
         thresholds = presence_thresholds(store, run.run_id, run.run_id, presence)
         shown = _level_examples(store, run, _levels(docs, params["by"]), shown, thresholds)
         return DiffResult(analysis_id, inputs["documents"], inputs["documents"], "one-vs-rest", shown)
     run_a, run_b = store.run(inputs["run_a"]), store.run(inputs["run_b"])
-    side_a = side_documents(store, run_a, params["where_a"], "A", with_meta=False)
-    side_b = side_documents(store, run_b, params["where_b"], "B", with_meta=False)
+    side_a = side_documents(store, run_a, optional_predicate(params["where_a"], "--where-a"), "A", with_meta=False)
+    side_b = side_documents(store, run_b, optional_predicate(params["where_b"], "--where-b"), "B", with_meta=False)
     register_sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence))
     try:
         shown = _with_examples(store, run_a, run_b, _with_labels(store, run_a, params["a"], table))
@@ -351,19 +352,18 @@ def _check_options(min_delta: float, top: int, rank_by: str, presence_threshold:
         raise SaeembedError(f"unknown --rank-by '{rank_by}': use specific, delta or q")
 
 
-def _optional(predicate: str | None, option: str) -> str | None:
-    return None if predicate is None else check_predicate(predicate, option)
+def optional_predicate(predicate: str | None, option: str) -> Predicate | None:
+    """`predicate` parsed and checked (see saeembed.predicates), or None."""
+    return None if predicate is None else parse_predicate(predicate, option)
 
 
-def side_documents(store: Store, run: RunInfo, predicate: str | None, side: str, *, with_meta: bool) -> pl.DataFrame:
-    """doc_id (and meta, with `with_meta`) of the run's documents satisfying `predicate` (checked already)."""
-    sql = read_sql("diff_side_documents")
+def side_documents(
+    store: Store, run: RunInfo, predicate: Predicate | None, side: str, *, with_meta: bool
+) -> pl.DataFrame:
+    """doc_id (and meta, with `with_meta`) of the run's documents satisfying `predicate`."""
+    docs = store.query(read_sql("diff_side_documents"), {"run_id": run.run_id, "with_meta": with_meta})
     if predicate is not None:
-        sql = sql.replace("AND (TRUE)", f"AND ({predicate})")
-    try:
-        docs = store.query(sql, {"run_id": run.run_id, "with_meta": with_meta})
-    except Exception as error:  # a predicate that parses but fails to run (types, unknown JSON function)
-        raise SaeembedError(f"the predicate for side {side} failed: {str(error).splitlines()[0]}") from None
+        docs = docs.filter(store.predicate_mask(docs["doc_id"].to_numpy(), run, predicate))
     if docs.height == 0:
         raise SaeembedError(f"side {side} has no documents: corpus '{run.corpus}' with that predicate is empty")
     return docs

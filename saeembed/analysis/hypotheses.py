@@ -20,6 +20,7 @@ import polars as pl
 from saeembed.analysis.diff import (
     ALPHA,
     independent_statistics,
+    optional_predicate,
     paired_documents,
     paired_statistics,
     register_sides,
@@ -130,8 +131,11 @@ def verify_hypotheses(
         raise SaeembedError(f"judged documents per side must be at least 2, got {judged_per_side}")
     params, inputs = _diff_analysis(store, analysis_id)
     run_a, run_b = store.run(inputs["run_a"]), store.run(inputs["run_b"])
-    side_a = side_documents(store, run_a, params["where_a"], "A", with_meta=params["paired_on"] is not None)
-    side_b = side_documents(store, run_b, params["where_b"], "B", with_meta=params["paired_on"] is not None)
+    with_meta = params["paired_on"] is not None
+    pred_a = optional_predicate(params["where_a"], "--where-a")
+    pred_b = optional_predicate(params["where_b"], "--where-b")
+    side_a = side_documents(store, run_a, pred_a, "A", with_meta=with_meta)
+    side_b = side_documents(store, run_b, pred_b, "B", with_meta=with_meta)
     top = _top_concepts(store, analysis_id, concepts, run_a.sae_id, store.corpus_id(params["a"]))
     shown = _examples(store, run_a, run_b, side_a, side_b, top, recorded_presence(params))
     hypotheses = parse_hypotheses(chat.complete(hypothesis_messages(shown), max_tokens=800, temperature=0.0))

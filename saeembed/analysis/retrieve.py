@@ -36,13 +36,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from saeembed.analysis.predicates import check_predicate
 from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
 from saeembed.errors import SaeembedError
 from saeembed.exemplars import exemplar_vectors
 from saeembed.llm import ChatBackend
 from saeembed.percentiles import concept_p90, run_state
+from saeembed.predicates import Predicate, parse_predicate
 from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
 from saeembed.store import RunInfo, Store, first_row, read_sql
 from saeembed.tokens import load_tokenizer, mark_context, mark_positions
@@ -343,7 +343,7 @@ def search_documents(
     the closest labels (see `llm_choice`). Recorded in `analyses` (kind 'search') and `retrieval_results`."""
     started = time.perf_counter()
     _check_options(query, mode, top, n_concepts, temperature, exemplar_weight)
-    predicate = None if where is None else check_predicate(where)
+    predicate = None if where is None else parse_predicate(where)
     corpus_id = store.corpus_id(corpus)
     embedder = embedder or SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
     query_vector = embedder.encode([query])[0]
@@ -391,7 +391,7 @@ def search_documents(
         "temperature": temperature,
         "min_score": min_score,
         "exemplar_weight": exemplar_weight,
-        "where": predicate,
+        "where": None if predicate is None else predicate.text,
         "model": embedder.model_id,
         "llm": None if chat is None else chat.model,
     }
@@ -469,14 +469,8 @@ def _check_options(
         raise SaeembedError(f"--exemplar-weight must be between 0 and 1, got {exemplar_weight}")
 
 
-def _allowed_documents(store: Store, corpus_id: int, predicate: str | None) -> np.ndarray | None:
-    if predicate is None:
-        return None
-    sql = read_sql("retrieve_documents").replace("AND (TRUE)", f"AND ({predicate})")
-    try:
-        return store.query(sql, {"corpus_id": corpus_id})["doc_id"].to_numpy()
-    except Exception as error:  # a predicate that parses but fails to run (types, unknown JSON function)
-        raise SaeembedError(f"the --where predicate failed: {str(error).splitlines()[0]}") from None
+def _allowed_documents(store: Store, corpus_id: int, predicate: Predicate | None) -> np.ndarray | None:
+    return None if predicate is None else store.documents_matching(corpus_id, predicate)
 
 
 def query_confidence(
@@ -557,14 +551,14 @@ def _combine(
 
 
 def _empty_message(
-    corpus: str, predicate: str | None, concepts: pl.DataFrame, allowed: np.ndarray | None, message: str | None
+    corpus: str, predicate: Predicate | None, concepts: pl.DataFrame, allowed: np.ndarray | None, message: str | None
 ) -> str:
     if allowed is not None and len(allowed) == 0:
-        return f"no document of corpus '{corpus}' matches --where {predicate}"
+        return f"no document of corpus '{corpus}' matches --where {predicate.text}"
     if concepts.height == 0 and message is not None:
         return f"no documents: {message}"
     labels = ", ".join(f"'{label}'" for label in concepts["label"].head(3).to_list())
-    scope = f" matching --where {predicate}" if predicate is not None else ""
+    scope = f" matching --where {predicate.text}" if predicate is not None else ""
     return f"no document of corpus '{corpus}'{scope} has any of the {concepts.height} selected concepts ({labels}, …)"
 
 
