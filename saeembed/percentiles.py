@@ -14,16 +14,10 @@ gained any the entry is recomputed.
 
 from __future__ import annotations
 
-import math
-
 import polars as pl
 
-from saeembed.errors import SaeembedError
+from saeembed.options import check_presence
 from saeembed.store import Store, first_row, read_sql
-
-DEFAULT_PRESENCE = 0.5
-"""Share of a concept's p90 its max activation must reach for the diff to count it present (0: any firing,
-the paper's definition)."""
 
 
 def run_state(store: Store, run_id: int) -> str:
@@ -72,13 +66,6 @@ def recorded_presence(params: dict) -> float:
     """The presence threshold a stored analysis ran with: analyses recorded before it existed counted any
     firing."""
     return params.get("presence_threshold", 0.0)
-
-
-def check_presence(presence: float) -> None:
-    if not (math.isfinite(presence) and 0 <= presence <= 1):
-        raise SaeembedError(
-            f"--presence-threshold must be between 0 and 1 (a share of each concept's p90), got {presence}"
-        )
 
 
 def presence_thresholds(store: Store, run_a: int, run_b: int, presence: float) -> pl.DataFrame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,86 @@ BUSY_POLL_SECONDS = 0.5
 def default_db_path() -> Path:
     """`$SAEEMBED_DB` if set, else ./saeembed.duckdb."""
     return Path(os.environ.get("SAEEMBED_DB") or DEFAULT_DB)
+
+
+def db_wait() -> float:
+    """Seconds to wait for a busy database: $SAEEMBED_DB_WAIT, else 0."""
+    text = os.environ.get("SAEEMBED_DB_WAIT", "0") or "0"
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise SaeembedError(f"SAEEMBED_DB_WAIT must be a number of seconds, got {text!r}") from None
+    if not (0 <= seconds < float("inf")):
+        raise SaeembedError(f"SAEEMBED_DB_WAIT must be a number of seconds, got {text!r}")
+    return seconds
+
+
+class LockHolder(NamedTuple):
+    pid: int
+    """The process holding DuckDB's lock on the file."""
+    writes: bool
+    """True for a writer (exclusive lock), False for a reader (shared lock)."""
+    command: str
+    """Its command line, shortened ('' when it cannot be read)."""
+
+
+def lock_holders(path: Path) -> list[LockHolder]:
+    """Other processes holding a lock on `path`, from Linux's /proc/locks ([] where there is none).
+
+    Read from /proc rather than asked with fcntl(F_GETLK): that needs a descriptor of the file, and
+    closing one drops every POSIX lock this process holds on it, a live DuckDB connection's included.
+    """
+    try:
+        stat = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    holders = []
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "POSIX" and parts[5] == device and parts[4].isdigit():
+            pid = int(parts[4])
+            if pid != os.getpid():
+                holders.append(LockHolder(pid, parts[3] == "WRITE", _command_of(pid)))
+    return holders
+
+
+def _command_of(pid: int) -> str:
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    words = [Path(words[0]).name, *words[1:]] if words and words[0] else words
+    return " ".join(" ".join(words).split())[:80]
+
+
+def busy_database(path: Path, error: Exception | None = None, waited: float = 0) -> SaeembedError:
+    """The one-line error for a database another process holds, naming it and what it does."""
+    holders = lock_holders(path)
+    after = f" (waited {waited:g} s)" if waited > 0 else ""
+    if holders:
+        holder = holders[0]
+        who = f"process {holder.pid}" + (f" ({holder.command})" if holder.command else "")
+        if holder.writes:
+            state = f"is being written by {who}"
+            hint = "wait for it to finish (SAEEMBED_DB_WAIT=SECONDS waits for you) or use another --db"
+        else:
+            state = f"is held by a reader in {who}"
+            hint = "close that connection (DuckDB lets no process write while another reads the file)"
+    else:
+        pid = re.search(r"PID (\d+)", str(error or ""))
+        state = "is open in another process" + (f" (pid {pid.group(1)})" if pid else "")
+        hint = "wait for it to finish (SAEEMBED_DB_WAIT=SECONDS waits for you) or use another --db"
+    return SaeembedError(f"database busy: {path} {state}{after}; {hint}")
+
+
+def damaged_database(path: Path, error: Exception) -> SaeembedError:
+    """The one-line error for a file DuckDB cannot read as a database."""
+    reason = str(error).split("\n")[0].removeprefix("IO Error: ").strip()
+    return SaeembedError(
+        f"database {path} is damaged or not a DuckDB database ({reason}); restore it from a copy or use another --db"
+    )
 
 
 def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
@@ -116,16 +197,17 @@ class Store:
     def open(cls, path: str | Path | None = None, *, read_only: bool = False, wait: float | None = None) -> Store:
         """Open (and, unless read_only, create or migrate) the database at `path`.
 
-        DuckDB lets one process at a time open a file for writing. While another holds it, this waits up
-        to `wait` seconds (default: $SAEEMBED_DB_WAIT, else 0) for it to finish, then fails with
-        "database busy".
+        DuckDB lets one process at a time open a file for writing, and no other process can open it
+        while it does. While another process holds it, this waits up to `wait` seconds (default:
+        $SAEEMBED_DB_WAIT, else 0), then fails with "database busy", naming that process and whether
+        it reads or writes. A file that is not a readable DuckDB database fails with "damaged".
         """
         path = Path(path) if path is not None else default_db_path()
         if read_only and not path.exists():
             raise SaeembedError(f"no database at {path}: run `saeembed ingest` (or `saeembed demo`) first")
         if not path.parent.exists():
             raise SaeembedError(f"cannot create database {path}: folder {path.parent} does not exist")
-        wait = float(os.environ.get("SAEEMBED_DB_WAIT", "0")) if wait is None else wait
+        wait = db_wait() if wait is None else wait
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -133,19 +215,37 @@ class Store:
                 break
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
-                    raise SaeembedError(f"cannot open database {path}: {error}") from None
+                    raise damaged_database(path, error) from None
                 if time.monotonic() >= deadline:
-                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
-                    raise SaeembedError(
-                        f"database busy: {path} is open for writing in another process{waited}; "
-                        "wait for it to finish (SAEEMBED_DB_WAIT=SECONDS waits for you) or use another --db"
-                    ) from None
+                    raise busy_database(path, error, wait) from None
                 time.sleep(min(BUSY_POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
+            except (duckdb.SerializationException, duckdb.InternalException) as error:
+                raise damaged_database(path, error) from None
         store = cls(con, path, read_only=read_only)
         if not read_only:
-            con.execute(read_sql("schema"))
-            con.execute(read_sql("views"))
+            try:
+                store._migrate()
+            except BaseException:
+                con.close()
+                raise
         return store
+
+    def _migrate(self) -> None:
+        """Apply schema.sql and views.sql unless the database already has this version of them: opening an
+        up-to-date database for writing changes nothing in the file."""
+        schema, views = read_sql("schema"), read_sql("views")
+        digest = hashlib.sha1((schema + views).encode()).hexdigest()
+        try:
+            current = first_row(self.con.execute("SELECT max(digest) FROM schema_version"))
+        except duckdb.CatalogException:
+            current = None
+        if current is not None and current[0] == digest:
+            return
+        with self.transaction():
+            self.con.execute(schema)
+            self.con.execute(views)
+            self.con.execute("DELETE FROM schema_version")
+            self.con.execute("INSERT INTO schema_version (digest) VALUES (?)", [digest])
 
     def close(self) -> None:
         self.con.close()
@@ -353,13 +453,15 @@ class Store:
         return status
 
     def latest_run(self, corpus: str, *, sae_id: int | None = None) -> RunInfo:
-        """The most recently updated embedding run of `corpus` (optionally by one SAE)."""
+        """The most recently updated embedding run of `corpus` (optionally by one SAE) that has embedded a
+        document: a run that failed before its first batch does not hide the one before it."""
         corpus_id = self.corpus_id(corpus)
         row = first_row(
             self.con.execute(
                 """
-            SELECT run_id, sae_id, reader_model, layer, status FROM embed_runs
+            SELECT run_id, sae_id, reader_model, layer, status FROM embed_runs r
             WHERE corpus_id = $corpus_id AND ($sae_id IS NULL OR sae_id = $sae_id)
+              AND EXISTS (SELECT 1 FROM embedded_documents e WHERE e.run_id = r.run_id)
             ORDER BY updated_at DESC, run_id DESC LIMIT 1
             """,
                 {"corpus_id": corpus_id, "sae_id": sae_id},

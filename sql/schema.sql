@@ -268,3 +268,10 @@ CREATE TABLE IF NOT EXISTS diff_hypotheses (
     confirmed     BOOLEAN NOT NULL,     -- q < 0.05 with the difference on the claimed side
     seconds       DOUBLE
 );
+
+-- The digest of the schema.sql and views.sql a database was last brought up to: opening a database that
+-- already has them applies nothing, so opening for writing changes nothing in the file.
+CREATE TABLE IF NOT EXISTS schema_version (
+    digest     VARCHAR NOT NULL,
+    applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
