@@ -6,14 +6,19 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from saeembed.options import IngestOptions
 from saeembed.pipeline import store_source
 from saeembed.sources import SourceRows, read_source
 from saeembed.store import Store
 
 
 @task(name="read-source", cache_policy=NO_CACHE)
-def read(path: str, text_col: str, id_col: str | None, table: str | None) -> SourceRows:
-    return read_source(path, text_col=text_col, id_col=id_col, table=table)
+def read(
+    path: str, text_col: str, id_col: str | None, table: str | None, on_bad_line: str, on_duplicate_id: str
+) -> SourceRows:
+    return read_source(
+        path, text_col=text_col, id_col=id_col, table=table, on_bad_line=on_bad_line, on_duplicate_id=on_duplicate_id
+    )
 
 
 @task(name="store-documents", cache_policy=NO_CACHE)
@@ -30,10 +35,15 @@ def ingest_flow(
     id_col: str | None = None,
     db: str | None = None,
     table: str | None = None,
+    on_bad_line: str = "error",
+    on_duplicate_id: str = "keep",
 ) -> dict:
     """Ingest PATH into corpus CORPUS; re-ingesting the same rows adds nothing.
 
     The source is read (and checked) before the database is opened: bad input writes nothing.
+    on_bad_line ('error', 'skip') and on_duplicate_id ('keep', 'first', 'last', 'error') are those of
+    `saeembed.sources.read_source`; the result is `IngestReport` as a dict.
     """
-    source = read(path, text_col, id_col, table)
+    IngestOptions.pick(locals())  # every parameter checked before the source is read
+    source = read(path, text_col, id_col, table, on_bad_line, on_duplicate_id)
     return store_documents(db, source, corpus, path)

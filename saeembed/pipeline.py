@@ -40,6 +40,19 @@ class IngestReport(NamedTuple):
     """Rows repeating an earlier row of the same source."""
     empty_examples: list[str]
     """Ids (or row numbers) of some skipped empty rows."""
+    skipped_bad_line: int
+    """JSONL lines that are not a JSON object, skipped with on_bad_line='skip' (counted in `read`)."""
+    bad_line_examples: list[str]
+    """Up to 5 of them as 'line N: reason'."""
+    duplicate_ids: int
+    """Rows whose id an earlier row of the source has with another text or metadata (in every mode)."""
+    skipped_duplicate_id: int
+    """Of those, rows not stored (none with on_duplicate_id='keep'). read = inserted + already_present +
+    skipped_empty + skipped_duplicate + skipped_duplicate_id + skipped_bad_line."""
+    duplicate_id_examples: list[str]
+    """Up to 5 of the repeated ids."""
+    replaced_surrogates: int
+    """Rows whose JSON held a lone UTF-16 surrogate escape, stored with U+FFFD in its place."""
 
 
 def ingest(
@@ -50,10 +63,15 @@ def ingest(
     text_col: str = "text",
     id_col: str | None = None,
     table: str | None = None,
+    on_bad_line: str = "error",
+    on_duplicate_id: str = "keep",
 ) -> IngestReport:
     """Read a .parquet/.csv/.jsonl file, a glob of them, a folder of .txt files or a DuckDB table into
-    corpus `corpus`."""
-    source = read_source(path, text_col=text_col, id_col=id_col, table=table)
+    corpus `corpus`. on_bad_line ('error' or 'skip') and on_duplicate_id ('keep', 'first', 'last' or
+    'error') are those of `read_source`."""
+    source = read_source(
+        path, text_col=text_col, id_col=id_col, table=table, on_bad_line=on_bad_line, on_duplicate_id=on_duplicate_id
+    )
     return store_source(store, source, corpus=corpus, path=path)
 
 
@@ -70,6 +88,12 @@ def store_source(store: Store, source: SourceRows, *, corpus: str, path: str | P
         skipped_empty=source.skipped_empty,
         skipped_duplicate=source.skipped_duplicate,
         empty_examples=source.empty_examples,
+        skipped_bad_line=source.skipped_bad_line,
+        bad_line_examples=source.bad_line_examples,
+        duplicate_ids=source.duplicate_ids,
+        skipped_duplicate_id=source.skipped_duplicate_id,
+        duplicate_id_examples=source.duplicate_id_examples,
+        replaced_surrogates=source.replaced_surrogates,
     )
 
 
