@@ -10,6 +10,7 @@ from saeembed_flows.progress import stage_bars
 
 from saeembed.labels import label_concepts
 from saeembed.llm import chat_backend
+from saeembed.options import LabelOptions
 from saeembed.store import Store
 
 
@@ -43,18 +44,35 @@ def label_flow(
     llm_base_url: str | None = None,
     llm_model: str | None = None,
     llm_api_key_env: str = "OPENAI_API_KEY",
+    llm_timeout: float = 60,
     concurrency: int = 4,
     show_progress: bool = False,
 ) -> dict:
-    """Label CORPUS's concepts with METHOD (tokens | llm) and score each label."""
+    """Label CORPUS's concepts with METHOD (tokens | llm) and score each label.
+
+    The LLM endpoint is checked (one cheap request) before anything heavy loads; `llm_timeout` is the
+    seconds each LLM request may take. The result's `failures` counts unlabelled concepts by reason and
+    `first_failure` is an example message.
+    """
+    LabelOptions.pick(locals())  # every parameter checked before the database is opened
     with Store.open(db) as store:
-        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env) if method == "llm" else None
+        chat = (
+            chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=llm_timeout)
+            if method == "llm"
+            else None
+        )
         summary = label_task(store, corpus, method, features, force, chat, concurrency, show_progress)
         if chat is not None:
             summary["llm_calls"], summary["llm_cache_hits"] = chat.calls, chat.cache_hits
-    create_markdown_artifact(
-        key="label-summary",
-        markdown="\n".join(f"- **{name}**: {value}" for name, value in summary.items()),
-        description=f"label {corpus}",
-    )
+    create_markdown_artifact(key="label-summary", markdown=_markdown(summary), description=f"label {corpus}")
     return summary
+
+
+def _markdown(summary: dict) -> str:
+    """The summary as a list, failures as "reason: count" rather than a dict's repr."""
+    lines = []
+    for name, value in summary.items():
+        if name == "failures":
+            value = ", ".join(f"{reason}: {count}" for reason, count in value.items()) or "none"
+        lines.append(f"- **{name}**: {value}")
+    return "\n".join(lines)

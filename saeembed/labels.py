@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 from scipy import sparse
 
-from saeembed.dense import SentenceEmbedder, document_embeddings
+from saeembed.dense import SentenceEmbedder, count_unembedded, document_embeddings
 from saeembed.errors import SaeembedError
 from saeembed.examples import (
     absent_documents,
@@ -50,6 +50,9 @@ TOKEN_LABEL_WORDS = 3
 """Distinguishing words in a token label."""
 DOMINANT_TOKEN_SHARE = 0.4
 """A concept that peaks on one token in this share of its top documents is named after that token."""
+LABEL_BATCH = 512
+"""Token labels made, scored and committed per transaction: a killed run loses at most one batch (about
+2 s of work on a CPU), while 8k concepts still take only 16 transactions and embedder calls."""
 
 # Words: 3+ letters, no digits; English stop words dropped (sklearn's list).
 WORD_PATTERN = r"(?u)\b[^\W\d_]{3,}\b"
@@ -74,83 +77,101 @@ def token_labels(
     on_progress: Callable[[int], None] | None = None,
 ) -> pl.DataFrame:
     """feature_id, label, description, details (JSON) for the given concepts (None: every concept
-    present in the run). `on_progress(n)` reports concepts labelled."""
-    from sklearn.feature_extraction.text import CountVectorizer
-
+    present in the run), in feature_id order. `on_progress(n)` reports concepts labelled."""
     ranked = ranked_documents(store, run_id, feature_ids, first_rank=1, last_rank=top_docs)
     if ranked.height == 0:
-        return pl.DataFrame(
-            schema={"feature_id": pl.Int32, "label": pl.Utf8, "description": pl.Utf8, "details": pl.Utf8}
-        )
-    texts = documents_text(store, ranked["doc_id"])
-    doc_ids = texts["doc_id"].to_list()
-    doc_texts = texts["text"].to_list()
-    row_of_doc = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-
-    # Peak tokens, from the stored argmax positions (no model needed).
-    offsets = load_tokenizer(reader_model_of_run(store, run_id)).offsets(doc_texts)
-    peak = [
-        token_at(doc_texts[row_of_doc[d]], offsets[row_of_doc[d]], p).strip()
-        for d, p in zip(ranked["doc_id"].to_list(), ranked["argmax_pos"].to_list(), strict=True)
-    ]
-
-    # Distinguishing words: share s of the concept's top documents containing the word, against its share b
-    # among all documents, scored s·log(s/b) (the word's term of the KL divergence between the two): unlike
-    # s·IDF it does not reward words every news article has ("said") just because they are in all top docs.
-    background = _background_texts(store, run_id, seed)
-    # Words seen once in the corpus cannot recur in top documents; tiny corpora keep them all.
-    vectorizer = CountVectorizer(
-        stop_words="english", token_pattern=WORD_PATTERN, binary=True, min_df=2 if len(background) >= 50 else 1
-    )
-    try:
-        counts = vectorizer.fit_transform(background)
-    except ValueError:  # no word at all (e.g. only numbers or stop words): labels from peak tokens alone
-        counts = None
-    if counts is not None:
-        background_share = (1 + np.asarray(counts.sum(axis=0)).ravel()) / (1 + counts.shape[0])
-        words = vectorizer.get_feature_names_out()
-        has_word = vectorizer.transform(doc_texts).tocsr()
-    else:
-        background_share, words = np.ones(0), np.array([], dtype=object)
-        has_word = sparse.csr_matrix((len(doc_texts), 0))
-
+        return pl.DataFrame(schema=_TOKEN_LABEL_SCHEMA)
+    labeller = _TokenLabeller(store, run_id, seed=seed)
     features = ranked["feature_id"].unique(maintain_order=True).to_list()
-    column_of_feature = {f: i for i, f in enumerate(features)}
-    membership = sparse.csr_matrix(
-        (
-            np.ones(ranked.height),
-            ([column_of_feature[f] for f in ranked["feature_id"].to_list()], [row_of_doc[d] for d in ranked["doc_id"]]),
-        ),
-        shape=(len(features), len(doc_ids)),
-    )
-    word_docs = (membership @ has_word).tocsr()  # [concepts, words]: top documents containing each word
-    n_top = np.asarray(membership.sum(axis=1)).ravel()
+    frames = []
+    for start in range(0, len(features), LABEL_BATCH):
+        batch = features[start : start + LABEL_BATCH]
+        frames.append(labeller.label(ranked.filter(pl.col("feature_id").is_in(batch))))
+        if on_progress is not None:
+            on_progress(len(batch))
+    return pl.concat(frames)
 
-    tokens_by_feature: dict[int, Counter] = {}
-    for feature_id, token in zip(ranked["feature_id"].to_list(), peak, strict=True):
-        tokens_by_feature.setdefault(feature_id, Counter())[token or "␣"] += 1
 
-    rows = []
-    for i, feature_id in enumerate(features):
-        start, end = word_docs.indptr[i], word_docs.indptr[i + 1]
-        word_ids, in_docs = word_docs.indices[start:end], word_docs.data[start:end]
-        # A word must recur: in at least 2 of the top documents (and 20% of them), not one document's quirk.
-        keep = in_docs >= max(2, 0.2 * n_top[i])
-        word_ids, share = word_ids[keep], in_docs[keep] / n_top[i]
-        score = share * np.log(share / background_share[word_ids])
-        order = [j for j in np.argsort(-score, kind="stable")[:5] if score[j] > 0]
-        top_words = [(str(words[word_ids[j]]), round(float(share[j]), 2)) for j in order]
-        labelled = _token_label(tokens_by_feature[feature_id].most_common(5), top_words, int(n_top[i]))
-        rows.append((feature_id, labelled.label, labelled.description, json.dumps(labelled.details)))
-        if on_progress is not None and (i + 1) % 256 == 0:
-            on_progress(256)
-    if on_progress is not None and len(features) % 256:
-        on_progress(len(features) % 256)
-    return pl.DataFrame(
-        rows,
-        schema={"feature_id": pl.Int32, "label": pl.Utf8, "description": pl.Utf8, "details": pl.Utf8},
-        orient="row",
-    )
+_TOKEN_LABEL_SCHEMA = {"feature_id": pl.Int32, "label": pl.Utf8, "description": pl.Utf8, "details": pl.Utf8}
+
+
+class _TokenLabeller:
+    """What the token labels of one run share, whichever concepts are labelled: the reader's tokenizer and
+    the corpus's word frequencies, fitted once, so labels made batch by batch are those made all at once."""
+
+    def __init__(self, store: Store, run_id: int, *, seed: int) -> None:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.store = store
+        self.tokenizer = load_tokenizer(reader_model_of_run(store, run_id))
+        # Distinguishing words: share s of the concept's top documents containing the word, against its
+        # share b among all documents, scored s·log(s/b) (the word's term of the KL divergence between the
+        # two): unlike s·IDF it does not reward words every news article has ("said") just because they
+        # are in all top docs.
+        background = _background_texts(store, run_id, seed)
+        # Words seen once in the corpus cannot recur in top documents; tiny corpora keep them all.
+        self.vectorizer: CountVectorizer | None = CountVectorizer(
+            stop_words="english", token_pattern=WORD_PATTERN, binary=True, min_df=2 if len(background) >= 50 else 1
+        )
+        try:
+            counts = self.vectorizer.fit_transform(background)
+        except ValueError:  # no word at all (e.g. only numbers or stop words): labels from peak tokens alone
+            self.vectorizer = None
+            self.background_share, self.words = np.ones(0), np.array([], dtype=object)
+        else:
+            self.background_share = (1 + np.asarray(counts.sum(axis=0)).ravel()) / (1 + counts.shape[0])
+            self.words = self.vectorizer.get_feature_names_out()
+
+    def label(self, ranked: pl.DataFrame) -> pl.DataFrame:
+        """Token labels of the concepts in `ranked` (feature_id, doc_id, argmax_pos of their top documents)."""
+        texts = documents_text(self.store, ranked["doc_id"])
+        doc_ids = texts["doc_id"].to_list()
+        doc_texts = texts["text"].to_list()
+        row_of_doc = {doc_id: i for i, doc_id in enumerate(doc_ids)}
+
+        # Peak tokens, from the stored argmax positions (no model needed).
+        offsets = self.tokenizer.offsets(doc_texts)
+        peak = [
+            token_at(doc_texts[row_of_doc[d]], offsets[row_of_doc[d]], p).strip()
+            for d, p in zip(ranked["doc_id"].to_list(), ranked["argmax_pos"].to_list(), strict=True)
+        ]
+        if self.vectorizer is not None:
+            has_word = self.vectorizer.transform(doc_texts).tocsr()
+        else:
+            has_word = sparse.csr_matrix((len(doc_texts), 0))
+
+        features = ranked["feature_id"].unique(maintain_order=True).to_list()
+        column_of_feature = {f: i for i, f in enumerate(features)}
+        membership = sparse.csr_matrix(
+            (
+                np.ones(ranked.height),
+                (
+                    [column_of_feature[f] for f in ranked["feature_id"].to_list()],
+                    [row_of_doc[d] for d in ranked["doc_id"]],
+                ),
+            ),
+            shape=(len(features), len(doc_ids)),
+        )
+        word_docs = (membership @ has_word).tocsr()  # [concepts, words]: top documents containing each word
+        n_top = np.asarray(membership.sum(axis=1)).ravel()
+
+        tokens_by_feature: dict[int, Counter] = {}
+        for feature_id, token in zip(ranked["feature_id"].to_list(), peak, strict=True):
+            tokens_by_feature.setdefault(feature_id, Counter())[token or "␣"] += 1
+
+        rows = []
+        for i, feature_id in enumerate(features):
+            start, end = word_docs.indptr[i], word_docs.indptr[i + 1]
+            word_ids, in_docs = word_docs.indices[start:end], word_docs.data[start:end]
+            # A word must recur: in at least 2 of the top documents (and 20% of them), not one document's quirk.
+            keep = in_docs >= max(2, 0.2 * n_top[i])
+            word_ids, share = word_ids[keep], in_docs[keep] / n_top[i]
+            score = share * np.log(share / self.background_share[word_ids])
+            order = [j for j in np.argsort(-score, kind="stable")[:5] if score[j] > 0]
+            top_words = [(str(self.words[word_ids[j]]), round(float(share[j]), 2)) for j in order]
+            labelled = _token_label(tokens_by_feature[feature_id].most_common(5), top_words, int(n_top[i]))
+            rows.append((feature_id, labelled.label, labelled.description, json.dumps(labelled.details)))
+        return pl.DataFrame(rows, schema=_TOKEN_LABEL_SCHEMA, orient="row")
 
 
 def _token_label(top_tokens: list[tuple[str, int]], top_words: list[tuple[str, float]], n_top: int) -> TokenLabel:
@@ -393,12 +414,62 @@ class LabelSummary(NamedTuple):
     skipped: int
     """Concepts that already had a label of this method from this corpus (relabel with force)."""
     failed: int
-    """Concepts whose LLM answer was unusable (malformed JSON, missing label); the others are kept."""
+    """Concepts left unlabelled (an unusable LLM answer, a rejected request, never active in the corpus);
+    the others are kept, and a rerun tries these again."""
+    failures: dict[str, int]
+    """The failed concepts counted by reason, e.g. {"not JSON": 3, "request rejected (400)": 1}; empty
+    when none failed."""
+    first_failure: str | None
+    """The message of the first failure (in concept order), an example of what went wrong; None when
+    none failed."""
     mean_auroc: float | None
     """Mean offline score of the labels written."""
     mean_detection: float | None
     """Mean judge detection score (llm method)."""
     seconds: float
+    """Wall time of the call."""
+
+
+class _Outcome(NamedTuple):
+    """What one labelling method did."""
+
+    labelled: int
+    """Labels written."""
+    model: str
+    """What made them."""
+    aurocs: list[float]
+    """Their offline scores."""
+    detections: list[float]
+    """Their judge detection scores (llm method)."""
+    failures: dict[str, int]
+    """Concepts not labelled, by reason."""
+    first_failure: str | None
+    """The first failure's message, in concept order."""
+
+
+class _Failures:
+    """Failures counted by reason (`saeembed.llm.failure_reason`), with the message of the first, in
+    concept order, as an example."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._first: tuple[int, str] | None = None
+
+    def add(self, index: int, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        if self._first is None or index < self._first[0]:
+            self._first = (index, message)
+
+    @property
+    def first(self) -> str | None:
+        return self._first[1] if self._first is not None else None
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+
+NEVER_ACTIVE = "never active in this corpus"
+"""The failure reason of a concept asked for that fires in none of the run's documents."""
 
 
 def label_concepts(
@@ -411,17 +482,24 @@ def label_concepts(
     chat: object | None = None,
     embedder: SentenceEmbedder | None = None,
     concurrency: int = 4,
+    batch_size: int = LABEL_BATCH,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> LabelSummary:
     """Label the concepts of `corpus`'s latest embedding run and store the labels with their scores.
 
-    `chat` is the LLM for method 'llm' (a `saeembed.llm.CachedChat`). `on_progress(stage, done, total)`
-    reports progress.
+    `chat` is the LLM for method 'llm' (a `saeembed.llm.CachedChat`); its endpoint is checked before
+    the sentence embedder and the reader are loaded. Token labels are committed `batch_size` concepts at
+    a time and LLM labels one by one, so a killed run keeps what it finished and a rerun labels the rest.
+    `on_progress(stage, done, total)` reports progress. When concepts were to be labelled and none was,
+    SaeembedError says why in one line (failure counts by reason and a first example); a partial failure
+    is reported in the summary's `failures` and `first_failure`.
     """
     if method not in ("tokens", "llm"):
         raise SaeembedError(f"unknown --method '{method}': use tokens or llm")
     if method == "llm" and chat is None:
         raise SaeembedError("--method llm needs an LLM: --llm-local MODEL or --llm-base-url URL --llm-model NAME")
+    if batch_size < 1:
+        raise SaeembedError(f"batch_size must be at least 1, got {batch_size}")
     started = time.perf_counter()
     run = store.latest_run(corpus)
     wanted = select_features(store, run.run_id, features)
@@ -432,24 +510,42 @@ def label_concepts(
             "SELECT DISTINCT feature_id FROM doc_features WHERE run_id = $run_id ORDER BY feature_id",
             {"run_id": run.run_id},
         )["feature_id"].to_list()
-    embedder = embedder or SentenceEmbedder.load()
     progress = on_progress or (lambda stage, done, total: None)
-    if method == "tokens":
-        result = _label_with_tokens(store, run.run_id, run.sae_id, todo, embedder, progress)
+    if method == "llm":
+        check = getattr(chat, "check", None)
+        if callable(check):
+            # Before the embedder and the reader load (a minute): a dead endpoint should fail in seconds.
+            check()
+    if not todo:
+        model = chat.model if method == "llm" else f"tokens:{reader_model_of_run(store, run.run_id)}"
+        outcome = _Outcome(0, model, [], [], {}, None)
+    elif method == "tokens":
+        embedder = embedder or SentenceEmbedder.load()
+        outcome = _label_with_tokens(store, run.run_id, run.sae_id, todo, embedder, batch_size, progress)
     else:
-        result = _label_with_llm(store, run.run_id, run.sae_id, todo, chat, embedder, concurrency, progress)
-    labelled, failed, model, aurocs, detections = result
+        embedder = embedder or SentenceEmbedder.load()
+        outcome = _label_with_llm(store, run.run_id, run.sae_id, todo, chat, embedder, concurrency, progress)
+    failed = sum(outcome.failures.values())
+    if todo and outcome.labelled == 0:
+        # Whatever was stored is kept (nothing, here, but the cache of usable answers); say why.
+        counts = ", ".join(f"{count} {reason}" for reason, count in outcome.failures.items())
+        what = "LLM answers were unusable" if method == "llm" else "concepts could not be labelled"
+        raise SaeembedError(
+            f"no concept labelled: {failed} of {len(todo)} {what} ({counts}), e.g. {outcome.first_failure}"
+        )
     return LabelSummary(
         corpus=corpus,
         run_id=run.run_id,
         method=method,
-        model=model,
+        model=outcome.model,
         requested=requested,
-        labelled=labelled,
+        labelled=outcome.labelled,
         skipped=requested - len(todo),
         failed=failed,
-        mean_auroc=_mean(aurocs),
-        mean_detection=_mean(detections),
+        failures=outcome.failures,
+        first_failure=outcome.first_failure,
+        mean_auroc=_mean(outcome.aurocs),
+        mean_detection=_mean(outcome.detections),
         seconds=round(time.perf_counter() - started, 1),
     )
 
@@ -460,35 +556,55 @@ def _label_with_tokens(
     sae_id: int,
     todo: list[int],
     embedder: SentenceEmbedder,
+    batch_size: int,
     progress: Callable[[str, int, int], None],
-) -> tuple[int, int, str, list[float], list[float]]:
+) -> _Outcome:
     model = f"tokens:{reader_model_of_run(store, run_id)}"
-    if not todo:
-        return 0, 0, model, [], []
-    done = 0
+    failures = _Failures()
+    ranked = ranked_documents(store, run_id, todo, first_rank=1, last_rank=TOP_DOCS)
+    features = ranked["feature_id"].unique(maintain_order=True).to_list()
+    for index, feature_id in enumerate(sorted(set(todo) - set(features))):
+        failures.add(index, NEVER_ACTIVE, f"concept {feature_id} is never active in this corpus")
+    aurocs: list[float] = []
+    if features:
+        # Once for every concept, not per batch: the negatives absent_documents draws for a concept depend
+        # on its place in the whole list, and the held-out documents are embedded in one pass; so the
+        # scores are those of labelling all at once, and a killed run keeps the embeddings made.
+        held_out = held_out_documents(store, run_id, features)
+        doc_ids = pl.concat([held_out.positives["doc_id"], held_out.negatives["doc_id"]]).unique().sort().to_list()
+        missing = count_unembedded(store, doc_ids, embedder)
+        embedded = 0
 
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        progress("label", done, len(todo))
+        def advance(n: int) -> None:
+            nonlocal embedded
+            embedded += n
+            progress("embed held-out", embedded, missing)
 
-    labels = token_labels(store, run_id, todo, on_progress=advance)
-    progress("score", 0, labels.height)
-    held_out = held_out_documents(store, run_id, labels["feature_id"].to_list())
-    vectors = embedder.encode(labels["label"].to_list())
-    auroc = embedding_auroc(store, labels, held_out, embedder, label_vectors=vectors)
-    progress("score", labels.height, labels.height)
-    save_labels(
-        store,
-        run_id,
-        sae_id,
-        "tokens",
-        model,
-        labels.with_columns(pl.Series("auroc", auroc)),
-        vectors=vectors,
-        embedding_model=embedder.model_id,
-    )
-    return labels.height, 0, model, auroc.tolist(), []
+        document_embeddings(store, doc_ids, embedder, on_batch=advance if missing else None)
+        labeller = _TokenLabeller(store, run_id, seed=0)
+        for start in range(0, len(features), batch_size):
+            batch = features[start : start + batch_size]
+            labels = labeller.label(ranked.filter(pl.col("feature_id").is_in(batch)))
+            vectors = embedder.encode(labels["label"].to_list())
+            in_batch = HeldOut(
+                held_out.positives.filter(pl.col("feature_id").is_in(batch)),
+                held_out.negatives.filter(pl.col("feature_id").is_in(batch)),
+            )
+            auroc = embedding_auroc(store, labels, in_batch, embedder, label_vectors=vectors)
+            # One transaction per batch: a killed run keeps the batches done, and a rerun skips them.
+            save_labels(
+                store,
+                run_id,
+                sae_id,
+                "tokens",
+                model,
+                labels.with_columns(pl.Series("auroc", auroc)),
+                vectors=vectors,
+                embedding_model=embedder.model_id,
+            )
+            aurocs += auroc.tolist()
+            progress("label", start + len(batch), len(features))
+    return _Outcome(len(features), model, aurocs, [], dict(failures.counts.most_common()), failures.first)
 
 
 def _label_with_llm(
@@ -500,10 +616,11 @@ def _label_with_llm(
     embedder: SentenceEmbedder,
     concurrency: int,
     progress: Callable[[str, int, int], None],
-) -> tuple[int, int, str, list[float], list[float]]:
+) -> _Outcome:
     from saeembed.llm import (
         complete_many,
         detection_score,
+        failure_reason,
         judge_messages,
         label_messages,
         parse_judgement,
@@ -511,8 +628,6 @@ def _label_with_llm(
     )
 
     model = chat.model
-    if not todo:
-        return 0, 0, model, [], []
     run_models = load_run_models(store, run_id)
     examples = []
     for i, feature_id in enumerate(todo):
@@ -525,17 +640,25 @@ def _label_with_llm(
     held_out = held_out_documents(store, run_id, todo, top_docs=LLM_TOP_DOCS, n=max(HELDOUT_DOCS, JUDGE_DOCS))
     made: dict[int, tuple[int, str]] = {}  # feature_id → (label_id, label)
     aurocs: list[float] = []
-    failed = 0
+    failures = _Failures()
+    # A concept with no activating document has nothing to show the LLM: counted as failed, not asked.
+    asked = []
+    for index, (feature_id, ex) in enumerate(zip(todo, examples, strict=True)):
+        if ex.positives.height:
+            asked.append(index)
+        else:
+            failures.add(index, NEVER_ACTIVE, f"concept {feature_id} is never active in this corpus")
 
-    def store_label(index: int, answer: str | Exception) -> None:
-        nonlocal failed
+    def store_label(request: int, answer: str | Exception) -> None:
+        index = asked[request]
         feature_id = todo[index]
         try:
             if isinstance(answer, Exception):
                 raise answer
             parsed = parse_label(answer)
-        except SaeembedError:
-            failed += 1
+        except SaeembedError as error:
+            failures.add(index, failure_reason(error), str(error))
+            progress("label", len(made) + len(failures), len(todo))
             return
         row = pl.DataFrame(
             {"feature_id": [feature_id], "label": [parsed.label], "description": [parsed.description]},
@@ -558,11 +681,23 @@ def _label_with_llm(
             ),
             parsed.label,
         )
-        progress("label", len(made) + failed, len(todo))
+        progress("label", len(made) + len(failures), len(todo))
 
-    requests = [label_messages(ex.positives["marked"].to_list(), ex.negatives["text"].to_list()) for ex in examples]
+    requests = [
+        label_messages(examples[i].positives["marked"].to_list(), examples[i].negatives["text"].to_list())
+        for i in asked
+    ]
     # Labels are stored as each answer arrives: an endpoint that fails later keeps the ones already made.
-    complete_many(chat, requests, max_tokens=200, temperature=0.0, concurrency=concurrency, on_result=store_label)
+    # parse_label decides what the cache keeps: an unusable answer is asked again on the next run.
+    complete_many(
+        chat,
+        requests,
+        max_tokens=200,
+        temperature=0.0,
+        concurrency=concurrency,
+        on_result=store_label,
+        parse=parse_label,
+    )
 
     # Detection score: the judge sees held-out positives (ranks after the examples) and negatives.
     texts = documents_text(store, pl.concat([held_out.positives["doc_id"], held_out.negatives["doc_id"]]))
@@ -585,7 +720,13 @@ def _label_with_llm(
         progress("judge", sum(len(a) + len(b) for a, b in verdicts.values()), len(judge_plan))
 
     complete_many(
-        chat, [m for _, _, m in judge_plan], max_tokens=20, temperature=0.0, concurrency=concurrency, on_result=record
+        chat,
+        [m for _, _, m in judge_plan],
+        max_tokens=20,
+        temperature=0.0,
+        concurrency=concurrency,
+        on_result=record,
+        parse=parse_judgement,
     )
     detections = []
     for feature_id, (label_id, _) in made.items():
@@ -594,7 +735,7 @@ def _label_with_llm(
             score = detection_score(on_positives, on_negatives)
             detections.append(score)
             store.con.execute("UPDATE features SET detection = ? WHERE label_id = ?", [score, label_id])
-    return len(made), failed, model, aurocs, detections
+    return _Outcome(len(made), model, aurocs, detections, dict(failures.counts.most_common()), failures.first)
 
 
 def _count_present(store: Store, run_id: int) -> int:

@@ -252,6 +252,8 @@ def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder,
             chat = CachedChat(OpenAICompatible(server.base_url, "test-model", retry_base_delay=0.01), store)
             summary = label_concepts(store, "news", method="llm", features=first, chat=chat, embedder=embedder)
             assert (summary.labelled, summary.failed, summary.model) == (2, 1, "test-model")
+            assert summary.failures == {"not JSON": 1}
+            assert summary.first_failure == "label answer is not JSON: 'These texts are about sport, I think.'"
             rows = store.query("SELECT label, auroc, detection FROM features WHERE method = 'llm'")
             assert rows["label"].to_list() == ["sports game results"] * 2
             assert rows["auroc"].is_not_null().all() and rows["detection"].is_between(0, 1).all()
@@ -259,16 +261,134 @@ def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder,
             again = label_concepts(
                 store, "news", method="llm", features=first, force=True, chat=chat, embedder=embedder
             )
-            assert len(server.requests) == calls and again.labelled == 2  # every answer came from the cache
+            # Every usable answer came from the cache; the unusable one was asked again (usable now: the
+            # script's second request), then the judge's 5 + 5 verdicts on its new label.
+            assert len(server.requests) == calls + 1 + 2 * 5 and again.labelled == 3
+            assert (again.failures, again.first_failure) == ({}, None)
 
             closed = CachedChat(
                 OpenAICompatible("http://127.0.0.1:9/v1", "test-model", retry_base_delay=0.01, max_retries=1), store
             )
             with pytest.raises(SaeembedError, match="unreachable after 2 attempts"):
-                label_concepts(store, "news", method="llm", features=later, chat=closed, embedder=embedder)
-            assert store.query("SELECT count(*) AS n FROM features WHERE method = 'llm'")["n"][0] == 4
+                label_concepts(store, "news", method="llm", features=later, chat=closed)
+            assert store.query("SELECT count(*) AS n FROM features WHERE method = 'llm'")["n"][0] == 5
     finally:
         server.close()
+
+
+def test_llm_labels_that_failed_are_asked_again_once_the_endpoint_answers_json(labelled_db, embedder, tmp_path):
+    from saeembed.llm import CachedChat, OpenAICompatible
+    from tests.test_llm import ChatServer, completion
+
+    mode = {"answer": "prose"}
+
+    def script(number: int, request: dict) -> object:
+        prompt = request["messages"][-1]["content"]
+        if "concept is described as" in prompt:
+            return completion(json.dumps({"applies": True}))
+        if mode["answer"] == "prose":  # e.g. a chat template that makes the model chat instead of answering
+            return completion("Sure! The concept is about sport and games.")
+        return completion(json.dumps({"label": "sports game results", "description": "Match reports."}))
+
+    db = tmp_path / "fixed.duckdb"
+    db.write_bytes(labelled_db.read_bytes())
+    server = ChatServer(script)
+    try:
+        with Store.open(db) as store:
+            ids = store.query(
+                "SELECT feature_id FROM concept_frequency WHERE n_docs BETWEEN 40 AND 150 ORDER BY feature_id LIMIT 3"
+            )["feature_id"].to_list()
+            features = ",".join(map(str, ids))
+            chat = CachedChat(OpenAICompatible(server.base_url, "test-model", retry_base_delay=0.01), store)
+            with pytest.raises(SaeembedError) as caught:
+                label_concepts(store, "news", method="llm", features=features, chat=chat, embedder=embedder)
+            assert str(caught.value) == (
+                "no concept labelled: 3 of 3 LLM answers were unusable (3 not JSON), "
+                "e.g. label answer is not JSON: 'Sure! The concept is about sport and games.'"
+            )
+            assert (chat.calls, chat.cache_hits, len(server.requests)) == (3, 0, 3)
+            assert store.query("SELECT count(*) AS n FROM llm_cache")["n"][0] == 0
+            mode["answer"] = "json"
+            fixed = label_concepts(store, "news", method="llm", features=features, chat=chat, embedder=embedder)
+            assert (fixed.labelled, fixed.failed, fixed.failures) == (3, 0, {})
+            # Three label requests made again (not read from the cache), then the judge's 2 × 5 per label.
+            assert (chat.calls, chat.cache_hits) == (3 + 3 + 3 * 10, 0)
+            labels = store.query("SELECT feature_id, label FROM features WHERE method = 'llm' ORDER BY feature_id")
+            assert labels.rows() == [(feature_id, "sports game results") for feature_id in ids]
+    finally:
+        server.close()
+
+
+def token_rows(store: Store) -> pl.DataFrame:
+    return store.query(
+        "SELECT feature_id, label, description, auroc FROM features "
+        "WHERE method = 'tokens' AND run_id IS NOT NULL ORDER BY feature_id"
+    )
+
+
+def test_token_labels_commit_in_batches_so_a_killed_run_keeps_them_and_a_rerun_labels_the_rest(
+    labelled_db, embedder, tmp_path
+):
+    copies = {name: tmp_path / f"{name}.duckdb" for name in ("at_once", "batched", "killed")}
+    for path in copies.values():
+        path.write_bytes(labelled_db.read_bytes())
+        # The corpus's token labels go; its held-out documents' sentence embeddings (seconds to make) stay.
+        with Store.open(path) as store:
+            store.con.execute("DELETE FROM features WHERE method = 'tokens' AND run_id IS NOT NULL")
+    with Store.open(copies["at_once"]) as store:
+        label_concepts(store, "news", features="top:150", batch_size=500, embedder=embedder)
+        at_once = token_rows(store)
+    with Store.open(copies["batched"]) as store:
+        stages = []
+        label_concepts(
+            store,
+            "news",
+            features="top:150",
+            batch_size=50,
+            embedder=embedder,
+            on_progress=lambda stage, done, total: stages.append((stage, done, total)),
+        )
+        batched = token_rows(store)
+    assert [entry for entry in stages if entry[0] == "label"] == [("label", n, 150) for n in (50, 100, 150)]
+    # Batches score as labelling all at once does: held-out documents are drawn and embedded once.
+    assert at_once.height == 150
+    assert batched.select("feature_id", "label", "description").equals(
+        at_once.select("feature_id", "label", "description")
+    )
+    np.testing.assert_allclose(batched["auroc"].to_numpy(), at_once["auroc"].to_numpy(), atol=1e-6)
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "label":  # the first batch is committed: stop as a Ctrl-C would
+            raise KeyboardInterrupt
+
+    with Store.open(copies["killed"]) as store:
+        with pytest.raises(KeyboardInterrupt):
+            label_concepts(store, "news", features="top:150", batch_size=50, embedder=embedder, on_progress=interrupt)
+        kept = token_rows(store)
+        assert kept.equals(batched.head(50))
+        rerun = label_concepts(store, "news", features="top:150", batch_size=50, embedder=embedder)
+        assert (rerun.labelled, rerun.skipped, rerun.failed) == (100, 50, 0)
+        resumed = token_rows(store)
+    assert resumed.select("feature_id", "label").equals(at_once.select("feature_id", "label"))
+
+
+def test_concepts_never_active_are_counted_as_failures_and_alone_raise(labelled_db, embedder, tmp_path):
+    db = tmp_path / "absent.duckdb"
+    db.write_bytes(labelled_db.read_bytes())
+    with Store.open(db) as store:
+        present = set(store.query("SELECT DISTINCT feature_id FROM doc_features")["feature_id"].to_list())
+        absent = min(set(range(8192)) - present)
+        active = min(present)
+        summary = label_concepts(store, "news", features=f"{active},{absent}", force=True, embedder=embedder)
+        assert (summary.labelled, summary.failed) == (1, 1)
+        assert summary.failures == {"never active in this corpus": 1}
+        assert summary.first_failure == f"concept {absent} is never active in this corpus"
+        with pytest.raises(SaeembedError) as caught:
+            label_concepts(store, "news", features=str(absent), embedder=embedder)
+    assert str(caught.value) == (
+        "no concept labelled: 1 of 1 concepts could not be labelled (1 never active in this corpus), "
+        f"e.g. concept {absent} is never active in this corpus"
+    )
 
 
 @pytest.mark.slow
@@ -282,11 +402,20 @@ def test_llm_labels_with_the_local_smollm2(labelled_db, embedder, tmp_path):
             "SELECT feature_id FROM concept_frequency WHERE n_docs BETWEEN 40 AND 150 ORDER BY feature_id LIMIT 2"
         )["feature_id"].to_list()
         chat = CachedChat(LocalTransformers("smollm2-135m-instruct"), store)
-        summary = label_concepts(
-            store, "news", method="llm", features=",".join(map(str, ids)), chat=chat, embedder=embedder
-        )
-        # A 135M model often answers in prose instead of JSON: each concept is labelled or counted as failed.
-        assert summary.labelled + summary.failed == 2 and summary.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert chat.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        # A 135M model often answers in prose instead of JSON: each concept is labelled or counted as failed,
+        # and when none is labelled the run says why.
+        try:
+            summary = label_concepts(
+                store, "news", method="llm", features=",".join(map(str, ids)), chat=chat, embedder=embedder
+            )
+        except SaeembedError as error:
+            assert str(error).startswith("no concept labelled: 2 of 2 LLM answers were unusable ("), error
+            labelled = 0
+        else:
+            assert summary.labelled + summary.failed == 2 and summary.labelled >= 1
+            labelled = summary.labelled
         assert chat.calls >= 2
-        cached = store.query("SELECT count(*) AS n FROM llm_cache")["n"][0]
-        assert cached == chat.calls
+        # Only label answers that parse are cached: a prose answer is asked again by the next run.
+        cached = store.query("SELECT count(*) AS n FROM llm_cache WHERE request->>'$.max_tokens' = '200'")["n"][0]
+        assert cached == labelled

@@ -26,11 +26,17 @@ from saeembed.llm import (
     MalformedAnswer,
     OpenAICompatible,
     RequestFailed,
+    chat_backend,
+    check_endpoint,
     complete_many,
+    complete_parsed,
     detection_score,
+    failure_reason,
     judge_messages,
+    keyphrase_messages,
     label_messages,
     parse_judgement,
+    parse_keyphrases,
     parse_label,
 )
 from saeembed.store import Store
@@ -62,13 +68,27 @@ def completion(content: str | None, model: str = "test-model") -> Reply:
     )
 
 
+def model_listing(*models: str) -> Reply:
+    """A 200 reply shaped like OpenAI's GET /models list."""
+    return Reply(
+        200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "me"} for m in models]}
+    )
+
+
+TEST_MODELS = model_listing("test-model")
+"""What the test server lists by default: the model every test asks for."""
+
+
 class ChatServer:
     """An HTTP server on 127.0.0.1 answering POST /v1/chat/completions with `script(number, request)`,
-    where number counts requests from 1. It records every request, its headers, and the most requests
-    it ever had in flight at once."""
+    where number counts requests from 1, and GET /v1/models with `listing` (404 when None). It records
+    every chat request, its headers, the paths of GET requests, and the most chat requests it ever had in
+    flight at once."""
 
-    def __init__(self, script: Callable[[int, dict[str, Any]], Reply]) -> None:
+    def __init__(self, script: Callable[[int, dict[str, Any]], Reply], listing: Reply | None = TEST_MODELS) -> None:
         self.script = script
+        self.listing = listing
+        self.gets: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.in_flight = 0
@@ -78,6 +98,14 @@ class ChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                with server.lock:
+                    server.gets.append(self.path)
+                if self.path != "/v1/models" or server.listing is None:
+                    self.send(Reply(404, {"detail": "Not Found"}))
+                else:
+                    self.send(server.listing)
 
             def do_POST(self) -> None:
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -125,11 +153,11 @@ class ChatServer:
 
 
 @pytest.fixture()
-def serve() -> Iterator[Callable[[Callable[[int, dict[str, Any]], Reply]], ChatServer]]:
+def serve() -> Iterator[Callable[..., ChatServer]]:
     servers: list[ChatServer] = []
 
-    def start(script: Callable[[int, dict[str, Any]], Reply]) -> ChatServer:
-        servers.append(ChatServer(script))
+    def start(script: Callable[[int, dict[str, Any]], Reply], **options: Any) -> ChatServer:
+        servers.append(ChatServer(script, **options))
         return servers[-1]
 
     yield start
@@ -252,6 +280,132 @@ def test_a_reply_without_message_content_is_a_clear_error(serve):
             chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
         with pytest.raises(RequestFailed, match=r"no choices\[0\]\.message\.content \(finish_reason: stop\)"):
             chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+
+
+# -- timeouts and the endpoint check -------------------------------------------------------------------
+
+
+@pytest.fixture()
+def hanging() -> Iterator[str]:
+    """The base URL of a server on 127.0.0.1 that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+def test_a_hanging_endpoint_fails_the_check_and_each_request_as_a_timeout_within_seconds(hanging, tmp_path: Path):
+    started = time.monotonic()
+    with Store.open(tmp_path / "cache.duckdb") as store, pytest.raises(EndpointError) as caught:
+        chat_backend(store, llm_base_url=hanging, llm_model="m", timeout=2)
+    # The check does not retry a timeout: a model listing that does not come in 2 s will not come later.
+    assert str(caught.value) == f"LLM endpoint {hanging} timed out after 2 s (ReadTimeout)"
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    with OpenAICompatible(hanging, "m", timeout=2) as chat, pytest.raises(EndpointError) as caught:
+        chat.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+    assert str(caught.value) == f"LLM endpoint {hanging} timed out after 2 s on each of 3 attempts (ReadTimeout)"
+    # 3 attempts of 2 s and the default backoff (at most 1 + 2 s) between them.
+    assert 6 <= time.monotonic() - started < 12
+
+
+def test_check_endpoint_passes_a_listed_model_with_one_request(serve):
+    server = serve(lambda number, request: completion("never"), listing=model_listing("other", "test-model"))
+    check_endpoint(server.base_url, "test-model")
+    # Ollama lists tags: "llama3" is its "llama3:latest".
+    server.listing = model_listing("llama3:latest")
+    check_endpoint(server.base_url, "llama3")
+    assert server.gets == ["/v1/models"] * 2
+    assert server.requests == []
+
+
+def test_check_endpoint_names_the_models_served_when_the_model_is_not(serve):
+    def vllm(number: int, request: dict[str, Any]) -> Reply:
+        return Reply(404, {"object": "error", "message": f"The model `{request['model']}` does not exist."})
+
+    server = serve(vllm, listing=model_listing("llama-3-8b", "qwen-7b"))
+    with pytest.raises(EndpointError) as caught:
+        check_endpoint(server.base_url, "gpt-4o")
+    assert (
+        str(caught.value)
+        == f"LLM endpoint {server.base_url} does not serve model 'gpt-4o'; it serves: llama-3-8b, qwen-7b"
+    )
+    # A server that answers for names it does not list (llama.cpp's, under any name) passes.
+    server.script = lambda number, request: completion("OK")
+    check_endpoint(server.base_url, "gpt-4o")
+    assert [request["max_tokens"] for request in server.requests] == [1, 1]
+
+
+def test_check_endpoint_without_a_model_listing_asks_for_one_token(serve):
+    server = serve(lambda number, request: completion("OK"), listing=None)
+    check_endpoint(server.base_url, "test-model")
+    assert server.gets == ["/v1/models"]
+    assert server.requests == [
+        {
+            "model": "test-model",
+            "messages": [{"role": "user", "content": "Say OK."}],
+            "max_tokens": 1,
+            "temperature": 0.0,
+        }
+    ]
+    server.script = lambda number, request: Reply(404, {"error": 'model "nope" not found, try pulling it first'})
+    with pytest.raises(EndpointError) as caught:
+        check_endpoint(server.base_url, "nope")
+    assert str(caught.value) == f"LLM endpoint {server.base_url}: model 'nope' not found"
+
+
+def test_check_endpoint_reports_a_refused_key_at_once(serve, monkeypatch):
+    server = serve(
+        lambda number, request: completion("never"), listing=Reply(401, {"error": {"message": "Incorrect API key"}})
+    )
+    monkeypatch.setenv("SAEEMBED_TEST_KEY", "sk-wrong")
+    with pytest.raises(EndpointError) as caught:
+        check_endpoint(server.base_url, "test-model", api_key_env="SAEEMBED_TEST_KEY")
+    assert str(caught.value) == f"LLM endpoint {server.base_url}: authentication failed (401): check $SAEEMBED_TEST_KEY"
+    assert (server.gets, server.requests) == (["/v1/models"], [])
+
+
+def test_check_endpoint_on_a_closed_port_fails_within_seconds():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(EndpointError) as caught:
+        check_endpoint(f"http://127.0.0.1:{port}/v1", "m")
+    assert str(caught.value).startswith(f"LLM endpoint http://127.0.0.1:{port}/v1 unreachable after 3 attempts: ")
+    assert time.monotonic() - started < 5
+
+
+def test_chat_backend_checks_the_endpoint_once_with_its_timeout(serve, tmp_path: Path):
+    server = serve(label_reply)
+    with Store.open(tmp_path / "cache.duckdb") as store:
+        chat = chat_backend(store, llm_base_url=server.base_url, llm_model="test-model", timeout=7)
+        assert isinstance(chat, CachedChat) and chat.backend.timeout == 7
+        chat.check()
+        assert (server.gets, server.requests) == (["/v1/models"], [])
+        with pytest.raises(EndpointError, match=r"does not serve model 'gpt-4o'; it serves: test-model$"):
+            server.script = lambda number, request: Reply(404, {"message": "The model `gpt-4o` does not exist."})
+            chat_backend(store, llm_base_url=server.base_url, llm_model="gpt-4o")
+        with pytest.raises(SaeembedError, match="timeout must be a positive number of seconds, got 0"):
+            chat_backend(store, llm_base_url=server.base_url, llm_model="test-model", timeout=0)
 
 
 # -- complete_many -------------------------------------------------------------------------------------
@@ -383,6 +537,93 @@ def test_failed_requests_are_not_cached(serve, tmp_path: Path):
             chat.complete(messages, max_tokens=5, temperature=0)
         assert chat.complete(messages, max_tokens=5, temperature=0) == "fine"
         assert store.con.execute("SELECT response FROM llm_cache").fetchall() == [("fine",)]
+
+
+def prose_or_label(mode: dict[str, str]) -> Callable[[int, dict[str, Any]], Reply]:
+    """Answers label prompts in prose while mode["answer"] is "prose" (an endpoint misconfigured, say),
+    with JSON labels once it is "json"."""
+
+    def script(number: int, request: dict[str, Any]) -> Reply:
+        if mode["answer"] == "prose":
+            return completion("Sure! The concept is about sport.")
+        return label_reply(number, request)
+
+    return script
+
+
+def test_unusable_answers_are_not_cached_so_a_rerun_asks_again_once_the_endpoint_is_fixed(serve, tmp_path: Path):
+    mode = {"answer": "prose"}
+    server = serve(prose_or_label(mode))
+    requests = [label_messages([f"{word} «x»"], ["y"]) for word in ("alpha", "beta", "gamma")]
+    with client(server) as backend, Store.open(tmp_path / "cache.duckdb") as store:
+        chat = CachedChat(backend, store)
+        first = complete_many(chat, requests, max_tokens=40, temperature=0, parse=parse_label)
+        assert first == ["Sure! The concept is about sport."] * 3
+        assert (chat.calls, chat.cache_hits) == (3, 0)
+        assert store.con.execute("SELECT count(*) FROM llm_cache").fetchall() == [(0,)]
+        mode["answer"] = "json"
+        second = complete_many(chat, requests, max_tokens=40, temperature=0, parse=parse_label)
+        assert [parse_label(answer).label for answer in second] == ["about alpha", "about beta", "about gamma"]
+        assert (chat.calls, chat.cache_hits, len(server.requests)) == (6, 0, 6)
+        assert complete_many(chat, requests, max_tokens=40, temperature=0, parse=parse_label) == second
+        assert (chat.calls, chat.cache_hits, len(server.requests)) == (6, 3, 6)
+
+
+def test_unusable_answers_cached_by_older_versions_are_asked_again_and_replaced(serve, tmp_path: Path):
+    mode = {"answer": "prose"}
+    server = serve(prose_or_label(mode))
+    messages = label_messages(["delta «x»"], ["y"])
+    with client(server) as backend, Store.open(tmp_path / "cache.duckdb") as store:
+        chat = CachedChat(backend, store)
+        # Without a parser every answer is cached, as older versions cached them.
+        chat.complete(messages, max_tokens=40, temperature=0)
+        assert store.con.execute("SELECT response FROM llm_cache").fetchall() == [
+            ("Sure! The concept is about sport.",)
+        ]
+        # Asked again, still unusable: no longer kept.
+        assert chat.complete(messages, max_tokens=40, temperature=0, parse=parse_label).startswith("Sure!")
+        assert (chat.calls, chat.cache_hits) == (2, 0)
+        assert store.con.execute("SELECT count(*) FROM llm_cache").fetchall() == [(0,)]
+        chat.complete(messages, max_tokens=40, temperature=0)
+        mode["answer"] = "json"
+        fixed = chat.complete(messages, max_tokens=40, temperature=0, parse=parse_label)
+        assert parse_label(fixed) == LabelAnswer("about delta", "Texts that mention delta.")
+        assert store.con.execute("SELECT response FROM llm_cache").fetchall() == [(fixed,)]
+        assert chat.complete(messages, max_tokens=40, temperature=0, parse=parse_label) == fixed
+        assert (chat.calls, chat.cache_hits, len(server.requests)) == (4, 1, 4)
+
+
+def test_keyphrases_and_judgements_are_cached_only_when_they_parse(serve, tmp_path: Path):
+    answers = iter(["I would group them by subject.", '{"keyphrases": ["football matches", "stock prices"]}'])
+    server = serve(lambda number, request: completion(next(answers) if number <= 2 else "Maybe"))
+    messages = keyphrase_messages("subject")
+    with client(server) as backend, Store.open(tmp_path / "cache.duckdb") as store:
+        chat = CachedChat(backend, store)
+        with pytest.raises(MalformedAnswer, match='no "keyphrases" list'):
+            complete_parsed(chat, messages, parse_keyphrases, max_tokens=200, temperature=0)
+        for _ in range(2):
+            phrases = complete_parsed(chat, messages, parse_keyphrases, max_tokens=200, temperature=0)
+            assert phrases == ["football matches", "stock prices"]
+        assert (chat.calls, chat.cache_hits) == (2, 1)
+        judged = complete_many(
+            chat, [judge_messages("sport", "A match.")], max_tokens=20, temperature=0, parse=parse_judgement
+        )
+        assert judged == ["Maybe"]
+        assert store.con.execute("SELECT count(*) FROM llm_cache").fetchall() == [(1,)]
+    # Without a cache, complete_parsed parses all the same.
+    with client(server) as backend, pytest.raises(MalformedAnswer, match="neither JSON"):
+        complete_parsed(backend, judge_messages("sport", "A match."), parse_judgement, max_tokens=20, temperature=0)
+
+
+def test_failures_carry_a_short_reason_to_count_them_by():
+    reasons = {}
+    for answer in ("Sports news", '{"name": "x"}', '{"label": " "}'):
+        with pytest.raises(MalformedAnswer) as caught:
+            parse_label(answer)
+        reasons[answer] = failure_reason(caught.value)
+    assert reasons == {"Sports news": "not JSON", '{"name": "x"}': 'no "label"', '{"label": " "}': "empty label"}
+    assert failure_reason(RequestFailed("x", reason="request rejected (400)")) == "request rejected (400)"
+    assert failure_reason(SaeembedError("x")) == "SaeembedError"
 
 
 # -- prompts and parsers -------------------------------------------------------------------------------
