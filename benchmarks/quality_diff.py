@@ -32,7 +32,8 @@ from saeembed.analysis.diff import diff
 from saeembed.corpora import demo_corpus
 from saeembed.embed import EmbedOptions
 from saeembed.labels import label_concepts
-from saeembed.percentiles import DEFAULT_PRESENCE, presence_thresholds
+from saeembed.options import DEFAULT_PRESENCE
+from saeembed.percentiles import presence_thresholds
 from saeembed.pipeline import embed, ingest
 from saeembed.store import Store
 

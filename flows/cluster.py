@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
 from saeembed.llm import chat_backend
+from saeembed.options import ClusterOptions
 from saeembed.report import cluster_report, write_report
 from saeembed.store import Store
 
@@ -35,9 +36,11 @@ def cluster_flow(
     llm_base_url: str | None = None,
     llm_model: str | None = None,
     llm_api_key_env: str = "OPENAI_API_KEY",
+    llm_timeout: float = 60.0,
 ) -> dict:
     """Cluster CORPUS's documents on the concepts closest to ABOUT (or the feature ids in CONCEPTS); with
     DENSE, the same documents on all-MiniLM-L6-v2 embeddings, for comparison."""
+    ClusterOptions.pick(locals())  # every parameter checked before the database is opened
     options = {
         "about": about,
         "concepts": concepts,
@@ -49,7 +52,7 @@ def cluster_flow(
         "dense": dense,
     }
     with Store.open(db) as store:
-        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env)
+        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=llm_timeout)
         result = run_cluster(store, corpus, {**options, "chat": chat})
     title = (
         f"saeembed cluster {corpus}"

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.embed import embed_flow
 
-from saeembed.percentiles import DEFAULT_PRESENCE
+from saeembed.options import DEFAULT_PRESENCE, CompareReleasesOptions
 from saeembed.release_report import releases_report
 from saeembed.releases import ReleaseComparison, compare_releases, example_releases, ingest_releases, read_releases
 from saeembed.report import write_report
@@ -59,6 +59,7 @@ def compare_releases_flow(
     response; 'example' for the bundled one; None to use what CORPUS holds) compared release by release.
     Only new rows are ingested and only new responses embedded, so a schedule picks up a new release
     as soon as its rows appear."""
+    CompareReleasesOptions.pick(locals())  # every parameter checked before anything is read or written
     ingested = ingest_task(source, corpus, db) if source is not None else None
     embedded = embed_flow(
         corpus=corpus,

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
 from saeembed.analysis_report import analysis_report
+from saeembed.options import CorrelateOptions
 from saeembed.report import write_report
 from saeembed.store import Store
 
@@ -37,6 +38,7 @@ def correlate_flow(
     db: str | None = None,
 ) -> dict:
     """Concept pairs of CORPUS with high NPMI and dissimilar labels (or concepts tracking WITH_COLUMN)."""
+    CorrelateOptions.pick(locals())  # every parameter checked before the database is opened
     options: dict = {"where": where, "min_count": min_count, "top": top}
     if with_column is None:
         options |= {"min_npmi": min_npmi, "max_label_sim": max_label_sim, "max_same_token": max_same_token}

@@ -13,6 +13,7 @@ from saeembed_flows.ingest import ingest_flow
 from saeembed_flows.label import label_flow
 
 from saeembed.corpora import demo_corpus
+from saeembed.options import DemoOptions
 from saeembed.store import Store, first_row, read_sql
 
 DEMO_CORPUS = "demo"
@@ -29,6 +30,7 @@ def write_demo_corpus(folder: str, n_docs: int) -> str:
 def demo_flow(db: str | None = None, n_docs: int = 3000, show_progress: bool = False) -> dict:
     """Ingest N_DOCS bundled news articles as corpus 'demo', embed them with the default SAE and label
     its concepts (token labels)."""
+    DemoOptions.pick(locals())
     with tempfile.TemporaryDirectory() as folder:
         ingested = ingest_flow(path=write_demo_corpus(folder, n_docs), corpus=DEMO_CORPUS, db=db)
     embedded = embed_flow(corpus=DEMO_CORPUS, db=db, show_progress=show_progress)

@@ -9,9 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.diff import DiffResult, diff, diff_by
 from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
-from saeembed.errors import SaeembedError
 from saeembed.llm import chat_backend
-from saeembed.percentiles import DEFAULT_PRESENCE
+from saeembed.options import DEFAULT_PRESENCE, DiffOptions
 from saeembed.report import diff_report, write_report
 from saeembed.store import Store
 
@@ -66,10 +65,12 @@ def diff_flow(
     llm_base_url: str | None = None,
     llm_model: str | None = None,
     llm_api_key_env: str = "OPENAI_API_KEY",
+    llm_timeout: float = 60.0,
     judged_per_side: int = 40,
 ) -> dict:
     """Concepts whose frequency differs between corpus A and corpus B (or each level of BY vs the rest);
     with an LLM (llm_local or llm_base_url), hypotheses drawn from them and verified on held-out documents."""
+    DiffOptions.pick(locals())  # every parameter checked before the database is opened
     options: dict = {"min_delta": min_delta, "top": top, "rank_by": rank_by, "presence_threshold": presence_threshold}
     if by is None:
         options |= {"where_a": where_a, "where_b": where_b, "paired_on": paired_on}
@@ -77,9 +78,7 @@ def diff_flow(
         options |= {"where": where}
     hypotheses = None
     with Store.open(db) as store:
-        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env)
-        if chat is not None and by is not None:
-            raise SaeembedError("hypotheses explain A vs B: leave out --by, or the --llm-* options")
+        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=llm_timeout)
         result = run_diff(store, a, b, by, options)
         if chat is not None:
             hypotheses = run_hypotheses(store, result.analysis_id, chat, judged_per_side)

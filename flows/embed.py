@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
 from saeembed.embed import EmbedOptions, EmbedStats
+from saeembed.options import EmbedJobOptions
 from saeembed.pipeline import DEFAULT_CHUNK, EmbedJob
 from saeembed.store import Store
 
@@ -51,6 +52,7 @@ def embed_flow(
     show_progress: bool = False,
 ) -> dict:
     """Embed CORPUS with SAE (default: the SmolLM2-135M-Instruct SAE shipped with saeembed)."""
+    EmbedJobOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
     options = EmbedOptions(max_tokens=max_tokens, chat_template=chat_template, batch_size=batch_size)
     with Store.open(db) as store:
         job = open_job(store, corpus, sae, reader, layer, device, dtype, options)

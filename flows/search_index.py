@@ -15,6 +15,7 @@ from saeembed.dense import SentenceEmbedder, count_unembedded
 from saeembed.doc_index import FLAT_BELOW, document_index
 from saeembed.errors import SaeembedError
 from saeembed.exemplars import exemplar_documents, exemplar_vectors
+from saeembed.options import SearchIndexOptions
 from saeembed.store import Store, first_row
 
 
@@ -65,6 +66,7 @@ def search_index_flow(
 ) -> dict:
     """Build (or bring up to date) what `saeembed search` reads for CORPUS: the dense FAISS index (flat below
     FLAT_BELOW documents, IVF above) and, when the corpus has been embedded, the per-run concept columns."""
+    SearchIndexOptions.pick(locals())
     if not (dense or concepts):
         raise SaeembedError("nothing to build: give dense and/or concepts")
     summary: dict = {"corpus": corpus}

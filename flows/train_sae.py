@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
-from saeembed.errors import SaeembedError
+from saeembed.options import TrainSaeOptions
 from saeembed.pipeline import TrainData, split_corpus
 from saeembed.reader import DEFAULT_READER, Reader
 from saeembed.store import Store, default_db_path
@@ -72,11 +72,8 @@ def train_sae_flow(
     show_progress: bool = False,
 ) -> dict:
     """Train a TopK SAE (AuxK loss) on CORPUS's activations at LAYER; write it to OUT."""
+    TrainSaeOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
     target = Path(out)
-    if target.exists() and any(target.iterdir()):
-        raise SaeembedError(f"--out {target} exists and is not empty: choose a new folder")
-    if save_dtype not in ("float16", "float32", "bfloat16"):
-        raise SaeembedError(f"unknown --save-dtype '{save_dtype}': use float16, bfloat16 or float32")
     data = split(db, corpus, heldout_docs, seed)
     loaded = Reader.load(reader, layer=layer, device=device, dtype=dtype)
     # Activations depend on these settings only: a rerun with the same ones reuses them.

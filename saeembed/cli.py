@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from saeembed.errors import SaeembedError
+from saeembed.errors import SaeembedError, explain
+
+if TYPE_CHECKING:
+    from saeembed.options import Options
 
 app = typer.Typer(
     help="Embed text corpora with a sparse autoencoder over an LLM's activations; analyse them in DuckDB.",
@@ -51,6 +56,9 @@ LlmModelOption = Annotated[str | None, typer.Option("--llm-model", help="Model n
 LlmKeyOption = Annotated[
     str, typer.Option("--llm-api-key-env", help="Environment variable holding the endpoint's key.")
 ]
+LlmTimeoutOption = Annotated[
+    float, typer.Option("--llm-timeout", help="Seconds an LLM request may take before it counts as timed out.")
+]
 PresenceOption = Annotated[
     float,
     typer.Option(
@@ -62,23 +70,60 @@ PresenceOption = Annotated[
 DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 (auto: bf16, fp16 on old GPUs)")]
 
 
-def main() -> None:
-    """Console entry point: a SaeembedError becomes one line on stderr and exit code 2."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Every failure a user can cause or meet ends as one line `error: …` on stderr:
+    exit code 2 for bad input and the machine's trouble (busy or damaged database, disk full, permission
+    denied), 130 when interrupted, 3 for a bug in saeembed (its traceback with --debug or SAEEMBED_DEBUG=1)."""
+    from typer.exceptions import TyperException
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("SAEEMBED_DEBUG", "") not in ("", "0")
+    args = [arg for arg in args if arg != "--debug"]
+    _Debug.enabled = debug
     try:
-        app()
-    except SaeembedError as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        # Prefect keeps the failed run's exception; dropping its frames frees what they held (open
-        # DuckDB handles) before the interpreter exits.
-        error.__traceback__ = None
-        sys.exit(2)
+        code = app(args=args, prog_name="saeembed", standalone_mode=False)
+    except typer.Exit as done:
+        code = done.exit_code
+    except TyperException as error:  # the command line itself is wrong (click's UsageError and kin)
+        context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+            print(context.get_help())
+            code = 0
+        else:
+            message = error.format_message() if hasattr(error, "format_message") else str(error)
+            where = " ".join(context.command_path.split()[1:]) + " " if context is not None else ""
+            _fail(f"{message} (see: saeembed {where}--help)", 2, error, debug)
+    except (typer.Abort, KeyboardInterrupt) as error:
+        _fail("interrupted: whole batches already stored are kept; rerun to resume", 130, error, debug)
+    except Exception as error:
+        message = explain(error)
+        if message is not None:
+            _fail(message, 2, error, debug)
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        _fail(
+            f"internal error ({type(error).__name__}: {first}): this is a bug in saeembed; rerun with --debug "
+            "(or SAEEMBED_DEBUG=1) for the traceback, and please report it",
+            3,
+            error,
+            debug,
+        )
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-def _check_presence(presence_threshold: float) -> None:
-    """Refuse a bad --presence-threshold before Prefect starts."""
-    from saeembed.percentiles import check_presence
+def _fail(message: str, code: int, error: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(error)
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    # Prefect keeps the failed run's exception; dropping its frames frees what they held (open DuckDB
+    # handles) before the interpreter exits.
+    error.__traceback__ = None
+    sys.exit(code)
 
-    check_presence(presence_threshold)
+
+class _Debug:
+    """Whether this process shows tracebacks (set by main from --debug / SAEEMBED_DEBUG)."""
+
+    enabled = False
 
 
 def _db(db: Path | None) -> str:
@@ -87,11 +132,11 @@ def _db(db: Path | None) -> str:
     return str(db if db is not None else default_db_path())
 
 
-def _run_flow(flow_name: str, **parameters: Any) -> dict:
-    """Run one of saeembed's Prefect flows in this process and return its result.
+def _run_flow(flow_name: str, db: str, options: Options, **extra: Any) -> dict:
+    """Run one of saeembed's Prefect flows in this process with a checked options object; its result.
 
-    A SaeembedError raised inside the flow reaches the user as one line (see `main`), without
-    Prefect's traceback of it.
+    A failure raised inside the flow reaches the user as one line (see `main`), without Prefect's
+    traceback of it (that stays behind --debug).
     """
     import importlib
 
@@ -101,9 +146,9 @@ def _run_flow(flow_name: str, **parameters: Any) -> dict:
 
     setup_logging()  # Prefect adds its handlers lazily; make them exist to filter the console one
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_HideUserErrors())
+        handler.addFilter(_HideFailures())
     _console_logs_to_current_stderr()
-    return flow(**parameters)
+    return flow(db=db, **options.params(), **extra)
 
 
 def _console_logs_to_current_stderr() -> None:
@@ -118,6 +163,7 @@ def _console_logs_to_current_stderr() -> None:
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.stream, _CurrentStderr):
+                handler.addFilter(_HideFailures())
                 with handler.lock:  # not setStream: it flushes the old stream, which may be closed
                     handler.stream = _CurrentStderr()
                     handler.console.file = handler.stream
@@ -140,13 +186,17 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
-class _HideUserErrors(logging.Filter):
-    """Drop Prefect's log records about a SaeembedError: the CLI prints it as one line instead."""
+class _HideFailures(logging.Filter):
+    """Drop Prefect's log records about a failure (its traceback, "Finished in state Failed"): the CLI
+    prints the failure as one line instead. With --debug they stay."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], SaeembedError):
+        if _Debug.enabled:
+            return True
+        if record.exc_info:
             return False
-        return "SaeembedError" not in record.getMessage()
+        message = record.getMessage()
+        return "SaeembedError" not in message and "Finished in state Failed" not in message
 
 
 def _emit(payload: Any, as_json: bool, render: Any) -> None:
@@ -191,18 +241,65 @@ def ingest(
         str | None, typer.Option("--id-col", help="Column holding your ids (default: 'id' when present).")
     ] = None,
     table: Annotated[str | None, typer.Option("--table", help="With a .duckdb file: the table to read.")] = None,
+    on_bad_line: Annotated[
+        str, typer.Option("--on-bad-line", help="A JSONL line that is not JSON: error (stop) | skip (report).")
+    ] = "error",
+    on_duplicate_id: Annotated[
+        str,
+        typer.Option(
+            "--on-duplicate-id", help="An id that repeats with another text: keep (both) | first | last | error."
+        ),
+    ] = "keep",
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add documents to a corpus; other columns become metadata (SQL: meta->>'column'). Rows already stored
     are skipped, so a scheduled ingest of a growing source adds only the new ones."""
-    if not any(character in path for character in "*?[") and not Path(path).expanduser().exists():
-        raise SaeembedError(f"no such file or directory: {path}")
-    report = _run_flow("ingest", path=path, corpus=corpus, text_col=text_col, id_col=id_col, table=table, db=_db(db))
+    from saeembed.options import IngestOptions
+    from saeembed.preflight import check_database
+    from saeembed.sources import check_source
+
+    options = IngestOptions(
+        path=path,
+        corpus=corpus,
+        text_col=text_col,
+        id_col=id_col,
+        table=table,
+        on_bad_line=on_bad_line,
+        on_duplicate_id=on_duplicate_id,
+    )
+    check_source(options.path, text_col=options.text_col, id_col=options.id_col, table=options.table)
+    check_database(_db(db), writes=True, creates=True)
+    report = _run_flow("ingest", _db(db), options)
     _emit(report, as_json, lambda: _summary(f"ingest → {corpus}", report))
-    if report["skipped_empty"]:
-        examples = ", ".join(report["empty_examples"])
-        stderr.print(f"skipped {report['skipped_empty']} rows with an empty text (e.g. {examples})")
+    _ingest_warnings(report)
+
+
+def _ingest_warnings(report: dict) -> None:
+    """One line on stderr for each kind of row that was not stored as it was read."""
+    notes = [
+        (report["skipped_empty"], "rows with an empty text", report["empty_examples"]),
+        (report["skipped_bad_line"], "lines that are not JSON objects", report["bad_line_examples"]),
+    ]
+    for count, what, examples in notes:
+        if count:
+            stderr.print(f"skipped {count} {what} (e.g. {', '.join(examples)})", highlight=False, markup=False)
+    if report["duplicate_ids"]:
+        ids = ", ".join(report["duplicate_id_examples"])
+        fate = f"skipped {report['skipped_duplicate_id']}" if report["skipped_duplicate_id"] else "kept all"
+        stderr.print(
+            f"warning: {report['duplicate_ids']} rows repeat an earlier row's id with another text ({fate}; "
+            f"e.g. {ids}; --on-duplicate-id first|last|error decides)",
+            highlight=False,
+            markup=False,
+        )
+    if report["replaced_surrogates"]:
+        stderr.print(
+            f"warning: {report['replaced_surrogates']} rows held unpaired UTF-16 surrogates (JSON \\ud800-style "
+            "escapes), stored as U+FFFD",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
@@ -225,11 +322,12 @@ def embed(
     as_json: JsonOption = False,
 ) -> None:
     """Embed the corpus's not-yet-embedded documents (a rerun resumes where a killed one stopped)."""
-    summary = _run_flow(
-        "embed",
+    from saeembed.options import EmbedJobOptions
+    from saeembed.preflight import check_corpora, check_database, check_reader, check_sae
+
+    options = EmbedJobOptions(
         corpus=corpus,
         sae=sae,
-        db=_db(db),
         reader=reader,
         layer=layer,
         batch_size=batch_size,
@@ -237,8 +335,12 @@ def embed(
         chat_template=chat_template,
         device=device,
         dtype=dtype,
-        show_progress=not as_json,
     )
+    check_sae(options.sae)
+    check_reader(options.reader)
+    check_database(_db(db), writes=True)
+    check_corpora(_db(db), [options.corpus], embedded=False)
+    summary = _run_flow("embed", _db(db), options, show_progress=not as_json)
     _emit(summary, as_json, lambda: _summary(f"embed {corpus}", summary))
 
 
@@ -265,14 +367,15 @@ def train_sae(
     as_json: JsonOption = False,
 ) -> None:
     """Train a TopK SAE with the AuxK loss; report held-out FVU, L0 and dead latents."""
-    report = _run_flow(
-        "train_sae",
+    from saeembed.options import TrainSaeOptions
+    from saeembed.preflight import check_corpora, check_database, check_reader
+
+    options = TrainSaeOptions(
         corpus=corpus,
         layer=layer,
         out=str(out),
         latents=latents,
         k=k,
-        db=_db(db),
         reader=reader,
         max_tokens=max_tokens,
         train_tokens=train_tokens,
@@ -283,8 +386,11 @@ def train_sae(
         seed=seed,
         device=device,
         dtype=dtype,
-        show_progress=not as_json,
     )
+    check_reader(options.reader)
+    check_database(_db(db), writes=False)
+    check_corpora(_db(db), [options.corpus], embedded=False)
+    report = _run_flow("train_sae", _db(db), options, show_progress=not as_json)
     _emit(report, as_json, lambda: _summary("train-sae", report))
 
 
@@ -298,28 +404,40 @@ def label(
     llm_base_url: LlmBaseUrlOption = None,
     llm_model: LlmModelOption = None,
     llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
+    llm_timeout: LlmTimeoutOption = 60.0,
     concurrency: Annotated[int, typer.Option("--concurrency", help="LLM requests in flight.")] = 4,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Label concepts and score each label (offline AUROC; LLM judge detection with --method llm)."""
-    if concurrency < 1:
-        raise SaeembedError(f"--concurrency must be at least 1, got {concurrency}")
-    summary = _run_flow(
-        "label",
+    from saeembed.options import LabelOptions
+    from saeembed.preflight import check_corpora, check_database
+
+    options = LabelOptions(
         corpus=corpus,
         method=method,
         features=features,
         force=force,
-        db=_db(db),
         llm_local=llm_local,
         llm_base_url=llm_base_url,
         llm_model=llm_model,
         llm_api_key_env=llm_api_key_env,
+        llm_timeout=llm_timeout,
         concurrency=concurrency,
-        show_progress=not as_json,
     )
-    _emit(summary, as_json, lambda: _summary(f"label {corpus}", summary))
+    check_database(_db(db), writes=True)
+    check_corpora(_db(db), [options.corpus], embedded=True)
+    _check_llm_endpoint(options)
+    summary = _run_flow("label", _db(db), options, show_progress=not as_json)
+    shown = {**summary, "failures": ", ".join(f"{why}: {n}" for why, n in summary["failures"].items()) or "none"}
+    _emit(summary, as_json, lambda: _summary(f"label {corpus}", shown))
+    if summary["failed"]:
+        stderr.print(
+            f"warning: {summary['failed']} concepts not labelled ({shown['failures']}), "
+            f"e.g. {summary['first_failure']}",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command("diff")
@@ -344,6 +462,7 @@ def diff_command(
     llm_base_url: LlmBaseUrlOption = None,
     llm_model: LlmModelOption = None,
     llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
+    llm_timeout: LlmTimeoutOption = 60.0,
     judged_per_side: Annotated[
         int, typer.Option("--judged-per-side", help="With an LLM: held-out documents per side to judge.")
     ] = 40,
@@ -352,18 +471,10 @@ def diff_command(
 ) -> None:
     """Concepts whose frequency differs between A and B, with CIs and BH q-values (Prefect flow). With an
     LLM (--llm-local or --llm-base-url): ≤ 10 hypotheses drawn from them, verified on held-out documents."""
-    if (b is None) == (by is None):
-        raise SaeembedError(
-            "give corpus B (saeembed diff A B …) or --by COLUMN (saeembed diff A --by COLUMN), not both"
-        )
-    if by is not None and (where_a or where_b or paired_on):
-        raise SaeembedError("--where-a, --where-b and --paired-on compare A with B; with --by use --where")
-    if by is not None and (llm_local or llm_base_url):
-        raise SaeembedError("hypotheses explain A vs B: leave out --by, or the --llm-* options")
-    _check_html(report, "--report")
-    _check_presence(presence_threshold)
-    result = _run_flow(
-        "diff",
+    from saeembed.options import DiffOptions
+    from saeembed.preflight import check_corpora, check_database
+
+    options = DiffOptions(
         a=a,
         b=b,
         by=by,
@@ -376,13 +487,17 @@ def diff_command(
         rank_by=rank_by,
         presence_threshold=presence_threshold,
         report=str(report) if report else None,
-        db=_db(db),
         llm_local=llm_local,
         llm_base_url=llm_base_url,
         llm_model=llm_model,
         llm_api_key_env=llm_api_key_env,
+        llm_timeout=llm_timeout,
         judged_per_side=judged_per_side,
     )
+    check_database(_db(db), writes=True)
+    check_corpora(_db(db), [options.a] + ([options.b] if options.b else []), embedded=True)
+    _check_llm_endpoint(options)
+    result = _run_flow("diff", _db(db), options)
 
     def render() -> None:
         stdout.print(
@@ -424,9 +539,10 @@ def correlate(
     as_json: JsonOption = False,
 ) -> None:
     """Concept pairs that go together (NPMI), or concepts that track a metadata column (Prefect flow)."""
-    _check_html(report, "--report")
-    result = _run_flow(
-        "correlate",
+    from saeembed.options import CorrelateOptions
+    from saeembed.preflight import check_corpora, check_database
+
+    options = CorrelateOptions(
         corpus=corpus,
         with_column=with_column,
         where=where,
@@ -436,8 +552,10 @@ def correlate(
         max_same_token=max_same_token,
         top=top,
         report=str(report) if report else None,
-        db=_db(db),
     )
+    check_database(_db(db), writes=True)
+    check_corpora(_db(db), [options.corpus], embedded=True)
+    result = _run_flow("correlate", _db(db), options)
 
     def render() -> None:
         rows = next((v for v in result.values() if isinstance(v, list)), [])
@@ -474,17 +592,19 @@ def cluster(
     llm_base_url: LlmBaseUrlOption = None,
     llm_model: LlmModelOption = None,
     llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
+    llm_timeout: LlmTimeoutOption = 60.0,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cluster documents along an axis you name: only the concepts about it count (Jaccard; HDBSCAN or
     spectral), or dense embeddings for comparison (Prefect flow)."""
-    _check_html(report, "--report")
-    result = _run_flow(
-        "cluster",
+    from saeembed.options import ClusterOptions, parse_concept_ids
+    from saeembed.preflight import check_corpora, check_database
+
+    options = ClusterOptions(
         corpus=corpus,
         about=about,
-        concepts=_ids(concepts, "--concepts") if concepts else None,
+        concepts=parse_concept_ids(concepts, "--concepts") if concepts is not None else None,
         method=method,
         k=k,
         min_cluster_size=min_cluster_size,
@@ -492,12 +612,16 @@ def cluster(
         where=where,
         dense=dense,
         report=str(report) if report else None,
-        db=_db(db),
         llm_local=llm_local,
         llm_base_url=llm_base_url,
         llm_model=llm_model,
         llm_api_key_env=llm_api_key_env,
+        llm_timeout=llm_timeout,
     )
+    check_database(_db(db), writes=True)
+    check_corpora(_db(db), [options.corpus], embedded=True)
+    _check_llm_endpoint(options)
+    result = _run_flow("cluster", _db(db), options)
 
     def render() -> None:
         stdout.print(
@@ -548,10 +672,10 @@ def compare_releases_command(
 ) -> None:
     """Compare releases answering the same prompts: paired diffs against the previous release and a baseline
     (Prefect flow: ingest, embed, diffs, report)."""
-    _check_html(report, "--report")
-    _check_presence(presence_threshold)
-    result = _run_flow(
-        "compare_releases",
+    from saeembed.options import CompareReleasesOptions
+    from saeembed.preflight import check_corpora, check_database, check_sae
+
+    options = CompareReleasesOptions(
         source=None if source.lower() == "none" else source,
         corpus=corpus,
         baseline=baseline,
@@ -563,9 +687,14 @@ def compare_releases_command(
         top=top,
         presence_threshold=presence_threshold,
         report=str(report) if report else None,
-        db=_db(db),
-        show_progress=not as_json,
     )
+    check_sae(options.sae)
+    if options.source not in (None, "example") and not Path(options.source).expanduser().exists():
+        raise SaeembedError(f"no releases table at {options.source}")
+    check_database(_db(db), writes=True, creates=options.source is not None)
+    if options.source is None:
+        check_corpora(_db(db), [options.corpus], embedded=False)
+    result = _run_flow("compare_releases", _db(db), options, show_progress=not as_json)
 
     def render() -> None:
         stdout.print(
@@ -592,7 +721,13 @@ def search_index(
 ) -> None:
     """Build what `saeembed search` reads (Prefect flow): the dense FAISS index of the corpus's documents
     (all-MiniLM-L6-v2) and the concept-major cache of its latest run. Search builds them when missing too."""
-    summary = _run_flow("search_index", corpus=corpus, flat_below=flat_below, db=_db(db), show_progress=not as_json)
+    from saeembed.options import SearchIndexOptions
+    from saeembed.preflight import check_corpora, check_database
+
+    options = SearchIndexOptions(corpus=corpus, flat_below=flat_below)
+    check_database(_db(db), writes=True)
+    check_corpora(_db(db), [options.corpus], embedded=False)
+    summary = _run_flow("search_index", _db(db), options, show_progress=not as_json)
     _emit(summary, as_json, lambda: _summary(f"search-index {corpus}", summary))
 
 
@@ -607,10 +742,22 @@ def serve(
 ) -> None:
     """Serve prefect.yaml's deployments from this machine (Prefect's serve: schedules run, the UI can trigger
     runs). Needs a Prefect server: `prefect server start`, and PREFECT_API_URL pointing at it."""
+    from saeembed.options import ServeOptions
+
+    names = tuple(name.strip() for name in only.split(",") if name.strip()) if only is not None else None
+    options = ServeOptions(project=str(project), only=names, limit=limit)
+    if not project.exists():
+        raise SaeembedError(f"no Prefect project file at {project}: run from the repository or pass --project")
+    if db is not None and not db.parent.exists():
+        raise SaeembedError(f"cannot use database {db}: folder {db.parent} does not exist")
     from saeembed_flows.serve import serve_project
 
-    names = [name.strip() for name in only.split(",") if name.strip()] if only else None
-    serve_project(project, only=names, db=str(db) if db else None, limit=limit)
+    serve_project(
+        Path(options.project),
+        only=list(options.only) if options.only else None,
+        db=str(db) if db else None,
+        limit=options.limit,
+    )
 
 
 @app.command()
@@ -620,7 +767,12 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """Ingest a bundled AG News sample and embed it with the default reader and SAE."""
-    result = _run_flow("demo", db=_db(db), n_docs=n_docs, show_progress=not as_json)
+    from saeembed.options import DemoOptions
+    from saeembed.preflight import check_database
+
+    options = DemoOptions(n_docs=n_docs)
+    check_database(_db(db), writes=True, creates=True)
+    result = _run_flow("demo", _db(db), options, show_progress=not as_json)
     _emit(result, as_json, lambda: _print_demo(result))
 
 
@@ -655,12 +807,33 @@ def search(
     llm_base_url: LlmBaseUrlOption = None,
     llm_model: LlmModelOption = None,
     llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
+    llm_timeout: LlmTimeoutOption = 60.0,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Documents that have a property: concepts whose labels and strongest documents match it (sae), a dense
     FAISS index (dense), or both fused by reciprocal rank (fused). No Prefect. With an LLM, it picks the
     concepts."""
+    from saeembed.options import SearchOptions
+    from saeembed.preflight import check_database
+
+    options = SearchOptions(
+        query=query,
+        corpus=corpus,
+        mode=mode,
+        top=top,
+        n_concepts=n_concepts,
+        temperature=temperature,
+        exemplar_weight=exemplar_weight,
+        where=where,
+        llm_local=llm_local,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        llm_api_key_env=llm_api_key_env,
+        llm_timeout=llm_timeout,
+    )
+    check_database(_db(db), writes=True)
+    _check_llm_endpoint(options)
     import polars as pl
 
     from saeembed.analysis.retrieve import search_documents
@@ -669,17 +842,17 @@ def search(
     from saeembed.store import Store
 
     with Store.open(_db(db)) as store:
-        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env)
+        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=options.llm_timeout)
         result = search_documents(
             store,
-            query,
-            corpus=corpus or only_corpus(store),
-            mode=mode,
-            top=top,
-            n_concepts=n_concepts,
-            temperature=temperature,
-            exemplar_weight=exemplar_weight,
-            where=where,
+            options.query,
+            corpus=options.corpus or only_corpus(store),
+            mode=options.mode,
+            top=options.top,
+            n_concepts=options.n_concepts,
+            temperature=options.temperature,
+            exemplar_weight=options.exemplar_weight,
+            where=options.where,
             chat=chat,
         )
     payload = {k: v.to_dicts() if isinstance(v, pl.DataFrame) else v for k, v in result._asdict().items()}
@@ -721,11 +894,15 @@ def history(
 ) -> None:
     """How an analysis's results moved across its runs (same kind and parameters): Δ, NPMI or cluster shares."""
     from saeembed.history import analysis_history
+    from saeembed.options import HistoryOptions, parse_concept_ids
     from saeembed.store import Store
 
-    followed = _ids(concepts, "--concepts") if concepts else None
+    followed = parse_concept_ids(concepts, "--concepts") if concepts is not None else None
+    options = HistoryOptions(analysis=analysis, concepts=followed, top=top)
     with Store.open(_db(db), read_only=True) as store:
-        found = analysis_history(store, analysis, concepts=followed, top=top)
+        found = analysis_history(
+            store, options.analysis, concepts=list(options.concepts) if options.concepts else None, top=options.top
+        )
     payload = {
         "kind": found.kind,
         "params": found.params,
@@ -752,16 +929,22 @@ def history(
     _emit(payload, as_json, render)
 
 
-def _check_html(path: Path | None, option: str) -> None:
-    if path is not None and path.suffix.lower() not in (".html", ".htm"):
-        raise SaeembedError(f"{option} must end in .html, got {path}")
+def _check_llm_endpoint(options: Any) -> None:
+    """One cheap request to the LLM endpoint (or a look for the local model) before Prefect starts or any
+    model loads: an unreachable, slow or misconfigured LLM is reported in seconds."""
+    if options.llm_base_url is not None:
+        from saeembed.llm import check_endpoint
 
+        check_endpoint(
+            options.llm_base_url,
+            options.llm_model,
+            api_key_env=options.llm_api_key_env,
+            timeout=min(options.llm_timeout, 10.0),
+        )
+    elif options.llm_local is not None:
+        from saeembed.hub import resolve_reader
 
-def _ids(text: str, option: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SaeembedError(f"{option} takes comma-separated concept ids, e.g. 12,40; got {text!r}") from None
+        resolve_reader(options.llm_local)
 
 
 @app.command()
@@ -773,13 +956,12 @@ def report(
 ) -> None:
     """Write the HTML report of a stored analysis (tables, charts, marked examples; no external resources)."""
     from saeembed.analysis_report import analysis_report
+    from saeembed.options import ReportOptions
     from saeembed.store import Store
 
-    _check_html(html, "--html")
-    if not html.parent.exists():
-        raise SaeembedError(f"cannot write {html}: folder {html.parent} does not exist")
+    options = ReportOptions(analysis=analysis, html=str(html))
     with Store.open(_db(db), read_only=True) as store:
-        analysis_id, page = analysis_report(store, analysis)
+        analysis_id, page = analysis_report(store, options.analysis)
     html.write_text(page, encoding="utf-8")
     payload = {"analysis_id": analysis_id, "html": str(html.resolve()), "bytes": len(page)}
     _emit(payload, as_json, lambda: stdout.print(f"analysis {analysis_id}: wrote {html} ({len(page):,} bytes)"))
@@ -794,10 +976,12 @@ def docs_show(
 ) -> None:
     """A document with its strongest concepts and the token where each fired («marked»)."""
     from saeembed.lookup import show_document
+    from saeembed.options import DocsShowOptions
     from saeembed.store import Store
 
+    options = DocsShowOptions(doc_id=doc_id, top=top)
     with Store.open(_db(db), read_only=True) as store:
-        view = show_document(store, doc_id, top=top)
+        view = show_document(store, options.doc_id, top=options.top)
     payload = {**view._asdict(), "concepts": view.concepts.to_dicts()}
 
     def render() -> None:
@@ -822,10 +1006,12 @@ def concepts_top(
 ) -> None:
     """The corpus's most frequent concepts, with the tokens where they peak."""
     from saeembed.lookup import top_concepts
+    from saeembed.options import ConceptsTopOptions
     from saeembed.store import Store
 
+    options = ConceptsTopOptions(corpus=corpus, top=top)
     with Store.open(_db(db), read_only=True) as store:
-        frame = top_concepts(store, corpus, top=top)
+        frame = top_concepts(store, options.corpus, top=options.top)
     rows = frame.to_dicts()
     _emit(
         rows,
@@ -853,10 +1039,14 @@ def concepts_show(
 ) -> None:
     """A concept's label and scores, and its top documents with the firing tokens «marked»."""
     from saeembed.lookup import show_concept
+    from saeembed.options import ConceptsShowOptions
     from saeembed.store import Store
 
+    options = ConceptsShowOptions(feature_id=feature_id, corpus=corpus, top=top, all_tokens=all_tokens)
     with Store.open(_db(db), read_only=True) as store:
-        view = show_concept(store, feature_id, corpus=corpus, top=top, all_tokens=all_tokens)
+        view = show_concept(
+            store, options.feature_id, corpus=options.corpus, top=options.top, all_tokens=options.all_tokens
+        )
     payload = {**view._asdict(), "labels": view.labels.to_dicts(), "documents": view.documents.to_dicts()}
 
     def render() -> None:
@@ -892,12 +1082,14 @@ def concepts_search(
 ) -> None:
     """Concepts whose labels are closest to QUERY (sentence embeddings, FAISS)."""
     from saeembed.lookup import only_corpus
+    from saeembed.options import ConceptsSearchOptions
     from saeembed.search import search_concepts
     from saeembed.store import Store
 
+    options = ConceptsSearchOptions(query=query, corpus=corpus, top=top, min_score=min_score)
     with Store.open(_db(db), read_only=True) as store:
-        name = corpus or only_corpus(store)
-        frame = search_concepts(store, query, corpus=name, top=top, min_score=min_score)
+        name = options.corpus or only_corpus(store)
+        frame = search_concepts(store, options.query, corpus=name, top=options.top, min_score=options.min_score)
     rows = frame.to_dicts()
     _emit(
         rows,
@@ -932,15 +1124,13 @@ def corpora_export(
 ) -> None:
     """Write a bundled offline corpus to Parquet, ready for `saeembed ingest`."""
     from saeembed.corpora import demo_corpus, training_texts
+    from saeembed.options import CorporaExportOptions
 
-    if out.suffix != ".parquet":
-        raise SaeembedError(f"--out must end in .parquet, got {out}")
-    if name == "demo":
-        frame = demo_corpus(n=n_docs or 3000)
-    elif name == "sae-training":
-        frame = training_texts(max_texts=n_docs)
+    options = CorporaExportOptions(name=name, out=str(out), n_docs=n_docs)
+    if options.name == "demo":
+        frame = demo_corpus(n=options.n_docs or 3000)
     else:
-        raise SaeembedError(f"unknown bundled corpus '{name}': choose demo or sae-training")
+        frame = training_texts(max_texts=options.n_docs)
     frame.write_parquet(out)
     stderr.print(f"wrote {frame.height} rows to {out}")
 

@@ -27,7 +27,8 @@ import polars as pl
 
 from saeembed.analysis.diff import diff
 from saeembed.errors import SaeembedError
-from saeembed.percentiles import DEFAULT_PRESENCE, check_presence, presence_thresholds, recorded_presence
+from saeembed.options import DEFAULT_PRESENCE, CompareReleasesOptions
+from saeembed.percentiles import presence_thresholds, recorded_presence
 from saeembed.sources import content_hash
 from saeembed.store import IngestCounts, Store, read_sql
 
@@ -155,7 +156,14 @@ def compare_releases(
     plus how the top concepts' frequencies moved across releases (a concept present where its max activation
     reaches `presence_threshold` × its p90, as in `diff`)."""
     started = time.perf_counter()
-    check_presence(presence_threshold)
+    CompareReleasesOptions(
+        source=None,
+        corpus=corpus,
+        baseline=baseline,
+        min_delta=min_delta,
+        top=top,
+        presence_threshold=presence_threshold,
+    )
     releases = store.query(read_sql("release_list"), {"corpus": corpus})
     if releases.height == 0:
         raise SaeembedError(

@@ -306,7 +306,7 @@ def test_dense_clusters_the_same_documents_on_sentence_embeddings(store_path):
         ({"concepts": [1], "where": "1; DROP TABLE documents"}, "--where must be a single expression"),
         ({"concepts": [7]}, "only 1 documents have a selected concept, fewer than --min-cluster-size 5"),
         ({"concepts": [7, 8], "method": "spectral", "k": 2}, "too few for --k 2 clusters"),
-        ({"about": "sports", "n_concepts": 0}, "number of concepts must be at least 1"),
+        ({"about": "sports", "n_concepts": 0}, "--n-concepts must be at least 1, got 0"),
     ],
 )
 def test_bad_input_gets_a_clear_message(store_path, options, message):

@@ -291,7 +291,7 @@ def test_bad_input_is_refused_before_anything_is_written(store_path):
             correlate_pairs(store, "c", where="meta->>'half' = 'third'")
         with pytest.raises(SaeembedError, match="--min-npmi must be between -1 and 1"):
             correlate_pairs(store, "c", min_npmi=3)
-        with pytest.raises(SaeembedError, match="--min-count and --top must be at least 1"):
+        with pytest.raises(SaeembedError, match="--min-count must be at least 1, got 0"):
             correlate_pairs(store, "c", min_count=0)
         with pytest.raises(SaeembedError, match="no corpus named 'nope'"):
             correlate_pairs(store, "nope")
@@ -375,7 +375,7 @@ def test_column_errors(store_path):
     with Store.open(store_path) as store:
         with pytest.raises(SaeembedError, match="no embedded document of 'c' has it in its meta"):
             correlate_column(store, "c", "nope")
-        with pytest.raises(SaeembedError, match="--min-count and --top must be at least 1"):
+        with pytest.raises(SaeembedError, match="--top must be at least 1, got 0"):
             correlate_column(store, "c", "half", top=0)
         store.con.execute("UPDATE documents SET meta = json_object('same', 'x')")
         before = store.query("SELECT count(*) AS n FROM analyses")["n"][0]

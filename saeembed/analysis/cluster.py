@@ -34,7 +34,8 @@ from scipy import sparse
 
 from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
 from saeembed.errors import SaeembedError
-from saeembed.llm import ChatBackend, MalformedAnswer, keyphrase_messages, parse_keyphrases
+from saeembed.llm import ChatBackend, MalformedAnswer, complete_parsed, keyphrase_messages, parse_keyphrases
+from saeembed.options import ClusterOptions
 from saeembed.predicates import Predicate, parse_predicate
 from saeembed.store import RunInfo, Store, read_sql
 
@@ -104,7 +105,17 @@ def cluster_documents(
     feature ids in `concepts`); with `dense`, the same documents on sentence embeddings instead. Stores
     `clusters` and `cluster_summaries` rows under a new analysis id (kind 'cluster')."""
     started = time.perf_counter()
-    _check_options(about, concepts, method, k, min_cluster_size, n_concepts)
+    ClusterOptions(
+        corpus=corpus,
+        about=about,
+        concepts=concepts,
+        method=method,
+        k=k,
+        min_cluster_size=min_cluster_size,
+        n_concepts=n_concepts,
+        where=where,
+        dense=dense,
+    )
     predicate = None if where is None else parse_predicate(where, "--where")
     run = store.latest_run(corpus)
     if about is not None or dense:
@@ -186,7 +197,7 @@ def expand_about(about: str, chat: ChatBackend) -> list[str]:
     """Keyphrases an LLM adds to `about` (the paper's query expansion); none when its answer is unreadable,
     so the clustering goes on with `about` alone."""
     try:
-        return parse_keyphrases(chat.complete(keyphrase_messages(about), max_tokens=200, temperature=0.0))
+        return complete_parsed(chat, keyphrase_messages(about), parse_keyphrases, max_tokens=200, temperature=0.0)
     except MalformedAnswer:
         return []
 
@@ -385,34 +396,6 @@ def _snippet(text: str) -> str:
 
 
 # -- plumbing ----------------------------------------------------------------------------------------
-
-
-def _check_options(
-    about: str | None,
-    concepts: Sequence[int] | None,
-    method: str,
-    k: int | None,
-    min_cluster_size: int | None,
-    n_concepts: int,
-) -> None:
-    if (about is None) == (concepts is None):
-        raise SaeembedError("say which concepts to cluster on: give exactly one of --about TEXT or --concepts ID,ID…")
-    if about is not None and not about.strip():
-        raise SaeembedError("--about is empty: say what the clusters should be about")
-    if concepts is not None and len(concepts) == 0:
-        raise SaeembedError("--concepts is empty: give at least one feature id")
-    if method not in ("hdbscan", "spectral"):
-        raise SaeembedError(f"unknown --method '{method}': use hdbscan or spectral")
-    if method == "spectral" and (k is None or k < 2):
-        raise SaeembedError("spectral clustering needs --k N (N ≥ 2 clusters)")
-    if method == "hdbscan" and k is not None:
-        raise SaeembedError("--k is for spectral clustering; HDBSCAN finds the number of clusters itself")
-    if method == "spectral" and min_cluster_size is not None:
-        raise SaeembedError("--min-cluster-size is for HDBSCAN; spectral clustering takes --k")
-    if min_cluster_size is not None and min_cluster_size < 2:
-        raise SaeembedError(f"--min-cluster-size must be at least 2, got {min_cluster_size}")
-    if n_concepts < 1:
-        raise SaeembedError(f"the number of concepts must be at least 1, got {n_concepts}")
 
 
 def _min_cluster_size(n: int, given: int | None) -> int:

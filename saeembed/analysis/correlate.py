@@ -47,6 +47,7 @@ from scipy import sparse, stats
 
 from saeembed.dense import SentenceEmbedder
 from saeembed.errors import SaeembedError
+from saeembed.options import CorrelateOptions
 from saeembed.predicates import Predicate, parse_predicate
 from saeembed.search import current_labels
 from saeembed.store import RunInfo, Store, read_sql
@@ -387,14 +388,15 @@ def correlate_pairs(
     exact; how pairs are found (a pair of frequent concepts is missed with probability ≤ 10⁻⁹) is in the
     module's docstring."""
     started = time.perf_counter()
-    if not -1 <= min_npmi <= 1:
-        raise SaeembedError(f"--min-npmi must be between -1 and 1, got {min_npmi}")
-    if not -1 <= max_label_sim <= 1:
-        raise SaeembedError(f"--max-label-sim must be between -1 and 1, got {max_label_sim}")
-    if not 0 <= max_same_token <= 1:
-        raise SaeembedError(f"max_same_token must be between 0 and 1, got {max_same_token}")
-    if min_count < 1 or top < 1:
-        raise SaeembedError(f"--min-count and --top must be at least 1, got {min_count} and {top}")
+    CorrelateOptions(
+        corpus=corpus,
+        where=where,
+        min_npmi=min_npmi,
+        max_label_sim=max_label_sim,
+        min_count=min_count,
+        max_same_token=max_same_token,
+        top=top,
+    )
     predicate = None if where is None else parse_predicate(where)
     run = store.latest_run(corpus)
     doc_ids = _documents(store, run, predicate)
@@ -599,8 +601,7 @@ def correlate_column(
     from statsmodels.stats.multitest import multipletests
 
     started = time.perf_counter()
-    if min_count < 1 or top < 1:
-        raise SaeembedError(f"--min-count and --top must be at least 1, got {min_count} and {top}")
+    CorrelateOptions(corpus=corpus, with_column=column, where=where, min_count=min_count, top=top)
     predicate = None if where is None else parse_predicate(where)
     run = store.latest_run(corpus)
     values = _column_values(store, run, column, predicate)

@@ -35,7 +35,8 @@ import pyarrow as pa
 from scipy import stats
 
 from saeembed.errors import SaeembedError
-from saeembed.percentiles import DEFAULT_PRESENCE, check_presence, presence_thresholds, recorded_presence
+from saeembed.options import DEFAULT_PRESENCE, DiffOptions
+from saeembed.percentiles import presence_thresholds, recorded_presence
 from saeembed.predicates import Predicate, parse_predicate
 from saeembed.store import RunInfo, Store, read_sql
 from saeembed.tokens import load_tokenizer, mark_context
@@ -79,7 +80,17 @@ def diff(
     corpus `b` (by `where_b`), a concept counting as present in a document where its max activation is at
     least `presence_threshold` × its p90; results are stored in `diff_results` under a new analysis id."""
     started = time.perf_counter()
-    _check_options(min_delta, top, rank_by, presence_threshold)
+    DiffOptions(
+        a=a,
+        b=b,
+        where_a=where_a,
+        where_b=where_b,
+        paired_on=paired_on,
+        min_delta=min_delta,
+        top=top,
+        rank_by=rank_by,
+        presence_threshold=presence_threshold,
+    )
     pred_a, pred_b = optional_predicate(where_a, "--where-a"), optional_predicate(where_b, "--where-b")
     run_a, run_b = store.latest_run(a), store.latest_run(b)
     if run_a.sae_id != run_b.sae_id:
@@ -140,7 +151,15 @@ def diff_by(
     """One-vs-rest: for each level of metadata column `column`, its documents against all the others
     (`presence_threshold` as in `diff`)."""
     started = time.perf_counter()
-    _check_options(min_delta, top, rank_by, presence_threshold)
+    DiffOptions(
+        a=corpus,
+        by=column,
+        where=where,
+        min_delta=min_delta,
+        top=top,
+        rank_by=rank_by,
+        presence_threshold=presence_threshold,
+    )
     predicate = optional_predicate(where, "--where")
     run = store.latest_run(corpus)
     docs = side_documents(store, run, predicate, "the corpus", with_meta=True)
@@ -340,16 +359,6 @@ def rank(table: pl.DataFrame, min_delta: float, rank_by: RankBy) -> pl.DataFrame
 
 
 # -- plumbing ----------------------------------------------------------------------------------------
-
-
-def _check_options(min_delta: float, top: int, rank_by: str, presence_threshold: float) -> None:
-    check_presence(presence_threshold)
-    if not 0 <= min_delta <= 1:
-        raise SaeembedError(f"--min-delta must be between 0 and 1, got {min_delta}")
-    if top < 1:
-        raise SaeembedError(f"--top must be at least 1, got {top}")
-    if rank_by not in ("specific", "delta", "q"):
-        raise SaeembedError(f"unknown --rank-by '{rank_by}': use specific, delta or q")
 
 
 def optional_predicate(predicate: str | None, option: str) -> Predicate | None:

@@ -33,6 +33,7 @@ from saeembed.llm import (
     MalformedAnswer,
     Message,
     complete_many,
+    complete_parsed,
     json_object,
     judge_messages,
     parse_judgement,
@@ -138,7 +139,7 @@ def verify_hypotheses(
     side_b = side_documents(store, run_b, pred_b, "B", with_meta=with_meta)
     top = _top_concepts(store, analysis_id, concepts, run_a.sae_id, store.corpus_id(params["a"]))
     shown = _examples(store, run_a, run_b, side_a, side_b, top, recorded_presence(params))
-    hypotheses = parse_hypotheses(chat.complete(hypothesis_messages(shown), max_tokens=800, temperature=0.0))
+    hypotheses = complete_parsed(chat, hypothesis_messages(shown), parse_hypotheses, max_tokens=800, temperature=0.0)
 
     # Held out: never a document the LLM saw as an example.
     seen = set(shown["doc_id"].drop_nulls().to_list())
@@ -163,7 +164,9 @@ def verify_hypotheses(
         ).iter_rows()
     )
     requests = [judge_messages(statement, texts[doc_id]) for statement, _ in hypotheses for doc_id in docs_a + docs_b]
-    answers = complete_many(chat, requests, max_tokens=20, temperature=0.0, concurrency=concurrency)
+    answers = complete_many(
+        chat, requests, max_tokens=20, temperature=0.0, concurrency=concurrency, parse=parse_judgement
+    )
     verdicts = np.array([_verdict(answer) for answer in answers], dtype=float).reshape(len(hypotheses), -1)
     table = _statistics(
         hypotheses, verdicts[:, : len(docs_a)], verdicts[:, len(docs_a) :], paired=params["paired_on"] is not None

@@ -40,7 +40,8 @@ from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
 from saeembed.errors import SaeembedError
 from saeembed.exemplars import exemplar_vectors
-from saeembed.llm import ChatBackend
+from saeembed.llm import ChatBackend, MalformedAnswer, complete_parsed
+from saeembed.options import SearchOptions
 from saeembed.percentiles import concept_p90, run_state
 from saeembed.predicates import Predicate, parse_predicate
 from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
@@ -342,7 +343,16 @@ def search_documents(
     With `chat` (a saeembed.llm backend, e.g. `chat_backend(store, …)`), an LLM chooses the concepts among
     the closest labels (see `llm_choice`). Recorded in `analyses` (kind 'search') and `retrieval_results`."""
     started = time.perf_counter()
-    _check_options(query, mode, top, n_concepts, temperature, exemplar_weight)
+    SearchOptions(
+        query=query,
+        corpus=corpus,
+        mode=mode,
+        top=top,
+        n_concepts=n_concepts,
+        temperature=temperature,
+        exemplar_weight=exemplar_weight,
+        where=where,
+    )
     predicate = None if where is None else parse_predicate(where)
     corpus_id = store.corpus_id(corpus)
     embedder = embedder or SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
@@ -441,32 +451,23 @@ def llm_choice(chat: ChatBackend, query: str, candidates: pl.DataFrame, notes: l
     everything = list(range(candidates.height))
     if candidates.height == 0:
         return everything
-    answer = chat.complete(llm_messages(query, candidates), max_tokens=LLM_MAX_TOKENS, temperature=0.0)
-    rows = parse_llm_choice(answer, candidates.height)
-    if rows is None:
-        notes.append(f"the LLM's answer named no concept ({answer[:80]!r}); concepts kept in embedding order")
+
+    def parse(answer: str) -> list[int]:
+        rows = parse_llm_choice(answer, candidates.height)
+        if rows is None:
+            raise MalformedAnswer(f"the LLM's answer named no concept ({answer[:80]!r})", reason="names no concept")
+        return rows
+
+    try:
+        # Parsed through the cache: an unreadable answer is not kept, so a rerun asks again.
+        rows = complete_parsed(chat, llm_messages(query, candidates), parse, max_tokens=LLM_MAX_TOKENS, temperature=0)
+    except MalformedAnswer as error:
+        notes.append(f"{error}; concepts kept in embedding order")
         return everything
     if not rows:
         notes.append("the LLM found no concept that shows this property; concepts kept in embedding order")
         return everything
     return rows
-
-
-def _check_options(
-    query: str, mode: str, top: int, n_concepts: int, temperature: float, exemplar_weight: float
-) -> None:
-    if not query.strip():
-        raise SaeembedError("empty query: say which property the documents should have")
-    if mode not in MODES:
-        raise SaeembedError(f"unknown --mode '{mode}': use sae, dense or fused")
-    if top < 1:
-        raise SaeembedError(f"--top must be at least 1, got {top}")
-    if n_concepts < 1:
-        raise SaeembedError(f"--concepts must be at least 1, got {n_concepts}")
-    if temperature <= 0:
-        raise SaeembedError(f"--temperature must be positive, got {temperature}")
-    if not 0 <= exemplar_weight <= 1:
-        raise SaeembedError(f"--exemplar-weight must be between 0 and 1, got {exemplar_weight}")
 
 
 def _allowed_documents(store: Store, corpus_id: int, predicate: Predicate | None) -> np.ndarray | None:
