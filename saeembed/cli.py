@@ -259,15 +259,7 @@ def ingest(
     from saeembed.preflight import check_database
     from saeembed.sources import check_source
 
-    options = IngestOptions(
-        path=path,
-        corpus=corpus,
-        text_col=text_col,
-        id_col=id_col,
-        table=table,
-        on_bad_line=on_bad_line,
-        on_duplicate_id=on_duplicate_id,
-    )
+    options = IngestOptions.pick(locals())
     check_source(options.path, text_col=options.text_col, id_col=options.id_col, table=options.table)
     check_database(_db(db), writes=True, creates=True)
     report = _run_flow("ingest", _db(db), options)
@@ -325,17 +317,7 @@ def embed(
     from saeembed.options import EmbedJobOptions
     from saeembed.preflight import check_corpora, check_database, check_reader, check_sae
 
-    options = EmbedJobOptions(
-        corpus=corpus,
-        sae=sae,
-        reader=reader,
-        layer=layer,
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        chat_template=chat_template,
-        device=device,
-        dtype=dtype,
-    )
+    options = EmbedJobOptions.pick(locals())
     check_sae(options.sae)
     check_reader(options.reader)
     check_database(_db(db), writes=True)
@@ -370,23 +352,7 @@ def train_sae(
     from saeembed.options import TrainSaeOptions
     from saeembed.preflight import check_corpora, check_database, check_reader
 
-    options = TrainSaeOptions(
-        corpus=corpus,
-        layer=layer,
-        out=str(out),
-        latents=latents,
-        k=k,
-        reader=reader,
-        max_tokens=max_tokens,
-        train_tokens=train_tokens,
-        heldout_docs=heldout_docs,
-        batch_size=batch_size,
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-    )
+    options = TrainSaeOptions.pick(locals())
     check_reader(options.reader)
     check_database(_db(db), writes=False)
     check_corpora(_db(db), [options.corpus], embedded=False)
@@ -413,18 +379,7 @@ def label(
     from saeembed.options import LabelOptions
     from saeembed.preflight import check_corpora, check_database
 
-    options = LabelOptions(
-        corpus=corpus,
-        method=method,
-        features=features,
-        force=force,
-        llm_local=llm_local,
-        llm_base_url=llm_base_url,
-        llm_model=llm_model,
-        llm_api_key_env=llm_api_key_env,
-        llm_timeout=llm_timeout,
-        concurrency=concurrency,
-    )
+    options = LabelOptions.pick(locals())
     check_database(_db(db), writes=True)
     check_corpora(_db(db), [options.corpus], embedded=True)
     _check_llm_endpoint(options)
@@ -474,26 +429,7 @@ def diff_command(
     from saeembed.options import DiffOptions
     from saeembed.preflight import check_corpora, check_database
 
-    options = DiffOptions(
-        a=a,
-        b=b,
-        by=by,
-        where_a=where_a,
-        where_b=where_b,
-        where=where,
-        paired_on=paired_on,
-        min_delta=min_delta,
-        top=top,
-        rank_by=rank_by,
-        presence_threshold=presence_threshold,
-        report=str(report) if report else None,
-        llm_local=llm_local,
-        llm_base_url=llm_base_url,
-        llm_model=llm_model,
-        llm_api_key_env=llm_api_key_env,
-        llm_timeout=llm_timeout,
-        judged_per_side=judged_per_side,
-    )
+    options = DiffOptions.pick(locals())
     check_database(_db(db), writes=True)
     check_corpora(_db(db), [options.a] + ([options.b] if options.b else []), embedded=True)
     _check_llm_endpoint(options)
@@ -542,17 +478,7 @@ def correlate(
     from saeembed.options import CorrelateOptions
     from saeembed.preflight import check_corpora, check_database
 
-    options = CorrelateOptions(
-        corpus=corpus,
-        with_column=with_column,
-        where=where,
-        min_npmi=min_npmi,
-        max_label_sim=max_label_sim,
-        min_count=min_count,
-        max_same_token=max_same_token,
-        top=top,
-        report=str(report) if report else None,
-    )
+    options = CorrelateOptions.pick(locals())
     check_database(_db(db), writes=True)
     check_corpora(_db(db), [options.corpus], embedded=True)
     result = _run_flow("correlate", _db(db), options)
@@ -601,23 +527,8 @@ def cluster(
     from saeembed.options import ClusterOptions, parse_concept_ids
     from saeembed.preflight import check_corpora, check_database
 
-    options = ClusterOptions(
-        corpus=corpus,
-        about=about,
-        concepts=parse_concept_ids(concepts, "--concepts") if concepts is not None else None,
-        method=method,
-        k=k,
-        min_cluster_size=min_cluster_size,
-        n_concepts=n_concepts,
-        where=where,
-        dense=dense,
-        report=str(report) if report else None,
-        llm_local=llm_local,
-        llm_base_url=llm_base_url,
-        llm_model=llm_model,
-        llm_api_key_env=llm_api_key_env,
-        llm_timeout=llm_timeout,
-    )
+    parsed = parse_concept_ids(concepts, "--concepts") if concepts is not None else None
+    options = ClusterOptions.pick({**locals(), "concepts": parsed})
     check_database(_db(db), writes=True)
     check_corpora(_db(db), [options.corpus], embedded=True)
     _check_llm_endpoint(options)
@@ -675,19 +586,7 @@ def compare_releases_command(
     from saeembed.options import CompareReleasesOptions
     from saeembed.preflight import check_corpora, check_database, check_sae
 
-    options = CompareReleasesOptions(
-        source=None if source.lower() == "none" else source,
-        corpus=corpus,
-        baseline=baseline,
-        sae=sae,
-        max_tokens=max_tokens,
-        device=device,
-        dtype=dtype,
-        min_delta=min_delta,
-        top=top,
-        presence_threshold=presence_threshold,
-        report=str(report) if report else None,
-    )
+    options = CompareReleasesOptions.pick({**locals(), "source": None if source.lower() == "none" else source})
     check_sae(options.sae)
     if options.source not in (None, "example") and not Path(options.source).expanduser().exists():
         raise SaeembedError(f"no releases table at {options.source}")
@@ -817,21 +716,7 @@ def search(
     from saeembed.options import SearchOptions
     from saeembed.preflight import check_database
 
-    options = SearchOptions(
-        query=query,
-        corpus=corpus,
-        mode=mode,
-        top=top,
-        n_concepts=n_concepts,
-        temperature=temperature,
-        exemplar_weight=exemplar_weight,
-        where=where,
-        llm_local=llm_local,
-        llm_base_url=llm_base_url,
-        llm_model=llm_model,
-        llm_api_key_env=llm_api_key_env,
-        llm_timeout=llm_timeout,
-    )
+    options = SearchOptions.pick(locals())
     check_database(_db(db), writes=True)
     _check_llm_endpoint(options)
     import polars as pl

@@ -176,6 +176,12 @@ class Options:
         """The options as plain values (a flow's parameters, an analysis's recorded params)."""
         return asdict(self)  # type: ignore[call-overload]
 
+    def _paths_as_text(self, *names: str) -> None:
+        """Fields given as Paths (the CLI's) kept as text, so the options travel as a flow's JSON parameters."""
+        for name in names:
+            if isinstance(getattr(self, name), Path):
+                object.__setattr__(self, name, str(getattr(self, name)))
+
 
 @dataclass(frozen=True, kw_only=True)
 class LlmOptions(Options):
@@ -266,6 +272,7 @@ class TrainSaeOptions(Options):
     def __post_init__(self) -> None:
         check_text("--corpus", self.corpus)
         check_int("--layer", self.layer, low=0, high=MAX_LAYER)
+        self._paths_as_text("out")
         check_text("--out", self.out, limit=4096)
         check_int("--latents", self.latents, low=2, high=MAX_LATENTS)
         check_int("--k", self.k, low=1, high=self.latents)
@@ -363,6 +370,7 @@ class DiffOptions(LlmOptions):
         check_int("--top", self.top, low=1, high=MAX_ROWS)
         check_choice("--rank-by", self.rank_by, RANK_BY)
         check_presence(self.presence_threshold)
+        self._paths_as_text("report")
         check_html("--report", self.report)
         check_int("--judged-per-side", self.judged_per_side, low=2, high=10_000)
 
@@ -389,6 +397,7 @@ class CorrelateOptions(Options):
         check_int("--min-count", self.min_count, low=1, high=10**12)
         check_number("--max-same-token", self.max_same_token, low=0, high=1)
         check_int("--top", self.top, low=1, high=MAX_ROWS)
+        self._paths_as_text("report")
         check_html("--report", self.report)
 
 
@@ -431,6 +440,7 @@ class ClusterOptions(LlmOptions):
             check_int("--min-cluster-size", self.min_cluster_size, low=2, high=10**9)
         check_int("--n-concepts", self.n_concepts, low=1, high=MAX_LATENTS)
         check_predicate("--where", self.where)
+        self._paths_as_text("report")
         check_html("--report", self.report)
 
 
@@ -461,6 +471,7 @@ class CompareReleasesOptions(Options):
         check_number("--min-delta", self.min_delta, low=0, high=1)
         check_int("--top", self.top, low=1, high=MAX_ROWS)
         check_presence(self.presence_threshold)
+        self._paths_as_text("report")
         check_html("--report", self.report)
 
 
@@ -529,6 +540,7 @@ class ReportOptions(Options):
     html: str
 
     def __post_init__(self) -> None:
+        self._paths_as_text("html")
         check_analysis(self.analysis)
         check_html("--html", self.html, folder_exists=True)
 
@@ -612,6 +624,7 @@ class CorporaExportOptions(Options):
     n_docs: int | None = None
 
     def __post_init__(self) -> None:
+        self._paths_as_text("out")
         check_choice("NAME", self.name, ("demo", "sae-training"))
         if Path(self.out).suffix != ".parquet":
             raise SaeembedError(f"--out must end in .parquet, got {self.out}")

@@ -27,9 +27,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Corpora 'a' and 'b' (embedded, meta topic/prompt), with a diff already stored (analysis 1)."""
     folder = tmp_path_factory.mktemp("cli-errors")
     docs = {
-        corpus: [
-            (f"{topic} story {i}", {"topic": topic, "prompt": i}, [1, 2 + i % 3]) for i, topic in enumerate(kinds)
-        ]
+        corpus: [(f"{topic} story {i}", {"topic": topic, "prompt": i}, [1, 2 + i % 3]) for i, topic in enumerate(kinds)]
         for corpus, kinds in {"a": ["Sports", "Business"] * 6, "b": ["Sports"] * 8}.items()
     }
     path = build_store(folder / "errors.duckdb", docs)
@@ -356,3 +354,35 @@ def test_a_bug_is_exit_3_with_the_traceback_behind_debug(db, capsys, monkeypatch
     assert (
         code == 3 and "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith("error:")
     )
+
+
+@pytest.fixture()
+def hanging_endpoint():
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+    server.close()
+
+
+@pytest.mark.parametrize("command", [["label", "--corpus", "a", "--method", "llm"], ["diff", "a", "b"]])
+def test_a_hanging_llm_endpoint_is_a_timeout_before_anything_loads(db, capsys, hanging_endpoint, command):
+    started = time.perf_counter()
+    args = [*command, "--llm-base-url", hanging_endpoint, "--llm-model", "m", "--llm-timeout", "2", "--db", str(db)]
+    code, _, err = run_main(capsys, args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "timed out" in lines[0], err
+    assert time.perf_counter() - started < 10
+
+
+def test_an_unreachable_llm_endpoint_is_reported_in_seconds(db, capsys):
+    started = time.perf_counter()
+    args = ["label", "--corpus", "a", "--method", "llm", "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-model", "m"]
+    code, _, err = run_main(capsys, [*args, "--db", str(db)])
+    # A refused connection is retried twice (a server may be starting): each retry is a warning line.
+    errors = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "unreachable" in errors[0] and err.strip().endswith(errors[0]), err
+    assert time.perf_counter() - started < 10
