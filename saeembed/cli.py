@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from saeembed.errors import SaeembedError, explain
 
@@ -38,8 +39,9 @@ app.add_typer(docs_app, name="docs")
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(corpora_app, name="corpora")
 
-stdout = Console()
-stderr = Console(stderr=True)
+# No markup by default: what is printed quotes the user's texts, labels and predicates, where "[/b]" is data.
+stdout = Console(markup=False)
+stderr = Console(stderr=True, markup=False)
 
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="DuckDB file (default: $SAEEMBED_DB or ./saeembed.duckdb).")
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
 def _fail(message: str, code: int, error: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(error)
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    stderr.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
     # Prefect keeps the failed run's exception; dropping its frames frees what they held (open DuckDB
     # handles) before the interpreter exits.
     error.__traceback__ = None
@@ -871,8 +873,11 @@ def docs_show(
 
     def render() -> None:
         stdout.print(
-            f"[bold]doc {view.doc_id}[/] ({view.external_id}) in {view.corpus}, run {view.run_id}: "
-            f"{view.n_tokens} tokens{' (truncated)' if view.truncated else ''}"
+            Text.assemble(
+                (f"doc {view.doc_id}", "bold"),
+                f" ({view.external_id}) in {view.corpus}, run {view.run_id}: "
+                f"{view.n_tokens} tokens{' (truncated)' if view.truncated else ''}",
+            )
         )
         if view.meta:
             stdout.print(f"meta: {view.meta}", highlight=False)
@@ -939,7 +944,7 @@ def concepts_show(
         title = f"concept {view.feature_id}"
         if current:
             title += f": {current[0]['label']}"
-        stdout.print(f"[bold]{title}[/]", highlight=False)
+        stdout.print(Text(title, style="bold"), highlight=False)
         stdout.print(f"present in {view.n_docs} of {view.corpus_docs} documents of {view.corpus} (run {view.run_id})")
         if view.labels.height:
             stdout.print(

@@ -136,6 +136,7 @@ BAD = [
     (["docs", "show", "999"], "document 999 does not exist"),
     (["concepts", "top", "--corpus", "a", "--top", "0"], "--top must be at least 1"),
     (["concepts", "top", "--corpus", "nope"], "no corpus named 'nope'"),
+    (["concepts", "top", "--corpus", "[/red]x[bold]"], "no corpus named '[/red]x[bold]'"),  # not rich markup
     (["concepts", "show", "5", "--top", "0"], "--top must be at least 1"),
     (["concepts", "search", "sports", "--corpus", "a", "--min-score", "2"], "--min-score must be between 0 and 1"),
     (["corpora", "export", "nope", "--out", "{tmp}/x.parquet"], "unknown NAME 'nope'"),
@@ -386,3 +387,13 @@ def test_an_unreachable_llm_endpoint_is_reported_in_seconds(db, capsys):
     errors = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "unreachable" in errors[0] and err.strip().endswith(errors[0]), err
     assert time.perf_counter() - started < 10
+
+
+def test_user_text_is_printed_as_it_is_never_as_markup(tmp_path, capsys):
+    """Rich markup in a document, its meta or a predicate once crashed the table (exit 3): it is data."""
+    path = build_store(tmp_path / "markup.duckdb", {"[/b]c": [("[/b] a [bold]story", {"k": "[/red]"}, [1, 2])]})
+    code, out, err = run_main(capsys, ["docs", "show", "1", "--db", str(path)])
+    assert code == 0, err
+    assert "[/b] a [bold]story" in out and "[/red]" in out and "in [/b]c" in out
+    code, _, err = run_main(capsys, ["concepts", "top", "--corpus", "[/b]c", "--db", str(path)])
+    assert code == 0, err
