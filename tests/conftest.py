@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.support import TEST_LAYER, build_store, planted
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-# Tests read layer 3: a truncated 4-layer reader keeps the suite fast while exercising the real model.
-TEST_LAYER = 3
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +40,10 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
         temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results)}),
     ):
         yield
+
+
+@pytest.fixture()
+def two_corpora(tmp_path: Path) -> Path:
+    """Corpora 'a' and 'b' of 200 documents each: concept 7 in 30% of a, 5% of b (see `planted`)."""
+    rng = np.random.default_rng(0)
+    return build_store(tmp_path / "diff.duckdb", {"a": planted(200, 0.30, rng, "a"), "b": planted(200, 0.05, rng, "b")})

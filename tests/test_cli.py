@@ -14,7 +14,7 @@ from saeembed.cli import app
 from saeembed.embed import EmbedOptions
 from saeembed.pipeline import embed, ingest
 from saeembed.store import Store
-from tests.test_embed import TEXTS, small_sae
+from tests.support import TEXTS, small_sae
 
 runner = CliRunner()
 
@@ -149,7 +149,7 @@ def test_concept_lookups_name_the_problem(labelled_cli_db, args, message):
 
 
 def test_cluster_command_runs_the_flow_and_summarises_the_clusters(prefect_harness, tmp_path):
-    from tests.test_cluster import labelled_store
+    from tests.support import labelled_store
 
     path = labelled_store(tmp_path / "cluster.duckdb")
     report = tmp_path / "c.html"

@@ -17,7 +17,7 @@ import pytest
 
 from saeembed.cli import main
 from saeembed.store import Store
-from tests.builders import build_store
+from tests.support import build_store
 
 SECRET = "TOPSECRET-7319"
 

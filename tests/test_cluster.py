@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -22,71 +21,16 @@ from saeembed.analysis.cluster import (
 from saeembed.errors import SaeembedError
 from saeembed.report import cluster_report
 from saeembed.store import Store
-from tests.builders import build_store
+from tests.support import CLUSTER_DOCS as DOCS
+from tests.support import CLUSTER_LABELS as LABELS
+from tests.support import SPORTS, labelled_store
 
-SPORTS = [
-    "The striker scored twice as the football club won the league match.",
-    "The tennis champion won the final in straight sets at Wimbledon.",
-    "The basketball team beat their rivals in overtime to reach the playoffs.",
-    "The goalkeeper saved a penalty and the soccer side held on to win.",
-    "The sprinter broke the world record in the hundred metres final.",
-    "The cricket captain hit a century as his side won the test match.",
-    "The cyclist won the mountain stage of the Tour de France.",
-    "The boxer knocked out the champion in the third round.",
-]
-FINANCE = [
-    "Shares fell on Wall Street as the central bank raised interest rates.",
-    "The company reported record quarterly earnings and raised its dividend.",
-    "The stock market rallied after inflation figures came in lower than expected.",
-    "Investors sold government bonds as yields rose to a ten-year high.",
-    "The bank cut its profit forecast after loan losses grew.",
-    "Oil prices climbed and energy stocks led the index higher.",
-    "The retailer's shares slumped after weak holiday sales.",
-    "The merger of the two banks was approved by regulators.",
-]
-OTHER = ["A recipe for lemon cake with poppy seeds.", "The weather will be mild with light rain."]
-ALONE = ["The museum opened a new wing for modern art.", "Volunteers planted trees along the river."]
-
-# Sports documents carry concepts from {1, 2, 3}, finance ones from {4, 5, 6}; two stray documents carry
-# only concept 7 or 8 (present nowhere else: HDBSCAN noise); two carry none of 1–8. Concept 9 is everywhere.
-SPORTS_CONCEPTS = [[1, 2, 3], [1, 2, 3], [1, 2], [1, 2, 3], [2, 3], [1, 2, 3], [1, 3], [1, 2, 3]]
-FINANCE_CONCEPTS = [[4, 5, 6], [4, 5], [4, 5, 6], [4, 5, 6], [5, 6], [4, 5, 6], [4, 6], [4, 5, 6]]
-DOCS = (
-    [(t, {"kind": "sports"}, [*c, 9]) for t, c in zip(SPORTS, SPORTS_CONCEPTS, strict=True)]
-    + [(t, {"kind": "finance"}, [*c, 9]) for t, c in zip(FINANCE, FINANCE_CONCEPTS, strict=True)]
-    + [(OTHER[0], {"kind": "other"}, [7, 9]), (OTHER[1], {"kind": "other"}, [8, 9])]
-    + [(t, {"kind": "alone"}, [9]) for t in ALONE]
-)
-LABELS = {
-    1: "football and soccer matches",
-    2: "winning a sports championship",
-    3: "athletes and sports teams",
-    4: "stock market shares",
-    5: "banks and interest rates",
-    6: "company earnings and profits",
-    7: "baking recipes",
-    8: "weather forecast",
-    9: "the letter e",
-}
 ALL = list(range(1, 9))
 
 
 @pytest.fixture()
 def store_path(tmp_path):
     return labelled_store(tmp_path / "cluster.duckdb")
-
-
-def labelled_store(path: Path) -> Path:
-    """The DOCS store with the LABELS as token labels of run 1."""
-    build_store(path, {"c": DOCS})
-    with Store.open(path) as store:
-        for feature_id, label in LABELS.items():
-            store.con.execute(
-                "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, auroc) "
-                "VALUES (1, ?, 'tokens', 'm', ?, 1, 0.9)",
-                [feature_id, label],
-            )
-    return path
 
 
 def kinds(store: Store) -> dict[int, str]:
@@ -239,7 +183,7 @@ def test_an_llm_expands_about_into_keyphrases_searched_as_facets(store_path):
     import json as json_module
 
     from saeembed.llm import CachedChat, OpenAICompatible
-    from tests.test_llm import ChatServer, completion, last_user_text
+    from tests.support import ChatServer, completion, last_user_text
 
     answers = iter(
         [

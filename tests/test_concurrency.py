@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from saeembed.store import Store
-from tests.test_embed import TEXTS, small_sae
+from tests.support import TEXTS, small_sae
 
 BIN = Path(sys.executable).parent
 

@@ -15,26 +15,9 @@ import saeembed.analysis.correlate as correlate
 from saeembed.analysis.correlate import correlate_column, correlate_pairs, count_pairs, npmi
 from saeembed.errors import SaeembedError
 from saeembed.store import Store
-from tests.builders import build_store
-
-# 20 documents: concepts 1 and 2 together in 6, 1 alone in 1, 2 alone in 1; 3 and 4 together in 5 (always
-# peaking on the same token); 9 in every document; 5 in the first 10 (meta half = 'first').
-DOCS = [
-    (
-        f"doc {i}",
-        {"half": "first" if i < 10 else "second", "score": i},
-        sorted(
-            {9}
-            | ({1, 2} if i < 6 else set())
-            | ({1} if i == 6 else set())
-            | ({2} if i == 7 else set())
-            | ({3, 4} if 10 <= i < 15 else set())
-            | ({5} if i < 10 else set())
-        ),
-    )
-    for i in range(20)
-]
-PEAK = {1: 1, 2: 2, 3: 4, 4: 4, 5: 5, 9: 9}
+from tests.support import CORRELATE_DOCS as DOCS
+from tests.support import CORRELATE_PEAK as PEAK
+from tests.support import build_store
 
 
 @pytest.fixture()

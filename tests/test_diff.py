@@ -3,8 +3,6 @@ independently computed statistics."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -14,23 +12,7 @@ from scipy import stats
 from saeembed.analysis.diff import diff, diff_by, independent_statistics, paired_statistics
 from saeembed.errors import SaeembedError
 from saeembed.store import RunSettings, Store
-from tests.builders import READER, build_store
-
-
-def planted(n: int, share_with_7: float, rng: np.random.Generator, side: str) -> list[tuple[str, dict, list[int]]]:
-    """n documents: concept 1 everywhere, 2 in half of them, 7 in `share_with_7` of them."""
-    docs = []
-    for i in range(n):
-        features = [1] + ([2] if i % 2 else []) + ([7] if i < share_with_7 * n else [])
-        docs.append((f"Document {i} of side {side} about things.", {"side": side, "prompt": f"p{i}"}, features))
-    rng.shuffle(docs)
-    return docs
-
-
-@pytest.fixture()
-def two_corpora(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    return build_store(tmp_path / "diff.duckdb", {"a": planted(200, 0.30, rng, "a"), "b": planted(200, 0.05, rng, "b")})
+from tests.support import READER, build_store, planted
 
 
 def test_counts_and_statistics_match_hand_and_scipy_computations(two_corpora):

@@ -11,43 +11,9 @@ import torch
 from saeembed.embed import EmbedOptions
 from saeembed.errors import SaeembedError
 from saeembed.pipeline import embed, ingest
-from saeembed.sae import SaeConfig, SparseAutoencoder
+from saeembed.sae import SparseAutoencoder
 from saeembed.store import Store
-from tests.conftest import TEST_LAYER
-
-TEXTS = [
-    "The striker scored twice as the home side won the cup final.",
-    "Oil prices climbed after the cartel agreed to cut output.",
-    "Astronomers found a planet orbiting two stars.",
-    "Parliament passed the budget late on Tuesday.",
-    "Chip makers reported record quarterly revenue.",
-    "The coach was sacked after a run of five defeats.",
-    "Hi",
-    "A long sentence about the weather, the markets, the elections and the football results this weekend.",
-]
-
-
-def small_sae(folder: Path, *, d_in: int = 576, layer: int = TEST_LAYER, reader: str | None = None) -> Path:
-    generator = torch.Generator().manual_seed(0)
-    cfg = SaeConfig(
-        arch="topk",
-        d_in=d_in,
-        d_sae=256,
-        k=8,
-        reader_model=reader or "HuggingFaceTB/SmolLM2-135M-Instruct",
-        layer=layer,
-    )
-    sae = SparseAutoencoder.from_tensors(
-        cfg,
-        {
-            "W_enc": torch.randn(d_in, 256, generator=generator) / d_in**0.5,
-            "b_enc": torch.full((256,), 50.0),  # every kept pre-activation positive: exactly k per token
-            "W_dec": torch.randn(256, d_in, generator=generator),
-            "b_dec": torch.zeros(d_in),
-        },
-    )
-    sae.save(folder)
-    return folder
+from tests.support import TEXTS, small_sae
 
 
 @pytest.fixture()

@@ -8,8 +8,7 @@ import polars as pl
 import pytest
 
 from saeembed.store import Store
-from tests.conftest import TEST_LAYER
-from tests.test_embed import TEXTS, small_sae
+from tests.support import TEST_LAYER, TEXTS, small_sae
 
 
 @pytest.fixture()

@@ -9,10 +9,9 @@ from saeembed.analysis.diff import diff
 from saeembed.errors import SaeembedError
 from saeembed.history import analysis_history
 from saeembed.store import Store
-from tests.test_diff import two_corpora  # noqa: F401  (a fixture)
 
 
-def test_a_concepts_delta_across_runs_of_one_diff(two_corpora):  # noqa: F811
+def test_a_concepts_delta_across_runs_of_one_diff(two_corpora):
     with Store.open(two_corpora) as store:
         other = diff(store, "a", "b", min_delta=0.1).analysis_id  # other parameters: another analysis
         first = diff(store, "a", "b").analysis_id
@@ -38,8 +37,9 @@ def test_a_concepts_delta_across_runs_of_one_diff(two_corpora):  # noqa: F811
 
 
 def test_pairs_npmi_across_runs_of_one_correlation(tmp_path):
-    from tests.builders import build_store
-    from tests.test_correlate import DOCS, PEAK
+    from tests.support import CORRELATE_DOCS as DOCS
+    from tests.support import CORRELATE_PEAK as PEAK
+    from tests.support import build_store
 
     with Store.open(build_store(tmp_path / "c.duckdb", {"c": DOCS}, peak=PEAK)) as store:
         first = correlate_pairs(store, "c", min_npmi=0.3, min_count=2).analysis_id
@@ -55,7 +55,7 @@ def test_pairs_npmi_across_runs_of_one_correlation(tmp_path):
     assert pair["npmi"][0] > pair["npmi"][1]
 
 
-def test_history_errors(two_corpora):  # noqa: F811
+def test_history_errors(two_corpora):
     with Store.open(two_corpora) as store:
         with pytest.raises(SaeembedError, match="no 'diff' analysis"):
             analysis_history(store, "diff")
@@ -66,7 +66,7 @@ def test_history_errors(two_corpora):  # noqa: F811
             analysis_history(store, analysis_id, top=0)
 
 
-def test_history_command_prints_delta_per_run(two_corpora):  # noqa: F811
+def test_history_command_prints_delta_per_run(two_corpora):
     import json
 
     from typer.testing import CliRunner

@@ -16,8 +16,7 @@ from saeembed.analysis.hypotheses import parse_hypotheses, verify_hypotheses
 from saeembed.errors import SaeembedError
 from saeembed.llm import CachedChat, MalformedAnswer, OpenAICompatible
 from saeembed.store import Store
-from tests.builders import build_store
-from tests.test_llm import ChatServer, Reply, completion, last_user_text
+from tests.support import ChatServer, Reply, build_store, completion, last_user_text
 
 # A: 30 of 40 documents about sports (concept 1), the rest about markets (concept 2); B: 4 of 40 about sports.
 SPORTS, MARKETS = "the team won the sports final", "stock markets rose on profits"

@@ -9,7 +9,7 @@ import polars as pl
 
 from saeembed.history import analysis_history
 from saeembed.store import Store
-from tests.test_embed import TEXTS, small_sae
+from tests.support import TEXTS, small_sae
 
 
 def write_batch(path, texts: list[str], first_id: int) -> None:

@@ -229,7 +229,7 @@ def test_labels_shipped_with_an_sae_are_loaded_once_and_yield_to_corpus_labels(l
 
 def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder, tmp_path):
     from saeembed.llm import CachedChat, OpenAICompatible
-    from tests.test_llm import ChatServer, completion
+    from tests.support import ChatServer, completion
 
     def script(number: int, request: dict) -> object:
         prompt = request["messages"][-1]["content"]
@@ -278,7 +278,7 @@ def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder,
 
 def test_llm_labels_that_failed_are_asked_again_once_the_endpoint_answers_json(labelled_db, embedder, tmp_path):
     from saeembed.llm import CachedChat, OpenAICompatible
-    from tests.test_llm import ChatServer, completion
+    from tests.support import ChatServer, completion
 
     mode = {"answer": "prose"}
 

@@ -10,9 +10,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from sklearn.metrics import balanced_accuracy_score
@@ -40,116 +39,7 @@ from saeembed.llm import (
     parse_label,
 )
 from saeembed.store import Store
-
-
-class Reply(NamedTuple):
-    status: int
-    """HTTP status of the reply."""
-    body: Any
-    """JSON-serialisable body, or a str sent as it is."""
-    headers: tuple[tuple[str, str], ...] = ()
-    """Extra response headers (name, value)."""
-    delay: float = 0.0
-    """Seconds the server waits before answering (to hold requests in flight)."""
-
-
-def completion(content: str | None, model: str = "test-model") -> Reply:
-    """A 200 reply shaped like OpenAI's chat.completion object."""
-    return Reply(
-        200,
-        {
-            "id": "chatcmpl-test",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        },
-    )
-
-
-def model_listing(*models: str) -> Reply:
-    """A 200 reply shaped like OpenAI's GET /models list."""
-    return Reply(
-        200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "me"} for m in models]}
-    )
-
-
-TEST_MODELS = model_listing("test-model")
-"""What the test server lists by default: the model every test asks for."""
-
-
-class ChatServer:
-    """An HTTP server on 127.0.0.1 answering POST /v1/chat/completions with `script(number, request)`,
-    where number counts requests from 1, and GET /v1/models with `listing` (404 when None). It records
-    every chat request, its headers, the paths of GET requests, and the most chat requests it ever had in
-    flight at once."""
-
-    def __init__(self, script: Callable[[int, dict[str, Any]], Reply], listing: Reply | None = TEST_MODELS) -> None:
-        self.script = script
-        self.listing = listing
-        self.gets: list[str] = []
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with server.lock:
-                    server.gets.append(self.path)
-                if self.path != "/v1/models" or server.listing is None:
-                    self.send(Reply(404, {"detail": "Not Found"}))
-                else:
-                    self.send(server.listing)
-
-            def do_POST(self) -> None:
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path != "/v1/chat/completions":
-                    self.send(Reply(404, {"detail": "Not Found"}))
-                    return
-                with server.lock:
-                    server.requests.append(request)
-                    server.headers.append(dict(self.headers))
-                    number = len(server.requests)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    reply = server.script(number, request)
-                    time.sleep(reply.delay)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-                self.send(reply)
-
-            def send(self, reply: Reply) -> None:
-                data = (reply.body if isinstance(reply.body, str) else json.dumps(reply.body)).encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in reply.headers:
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.support import ChatServer, Reply, completion, last_user_text, model_listing
 
 
 @pytest.fixture()
@@ -163,10 +53,6 @@ def serve() -> Iterator[Callable[..., ChatServer]]:
     yield start
     for server in servers:
         server.close()
-
-
-def last_user_text(request: dict[str, Any]) -> str:
-    return request["messages"][-1]["content"]
 
 
 def label_reply(number: int, request: dict[str, Any]) -> Reply:

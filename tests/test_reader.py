@@ -7,7 +7,7 @@ import torch
 
 from saeembed.errors import SaeembedError
 from saeembed.reader import Reader, length_batches, resolve_reader
-from tests.conftest import TEST_LAYER
+from tests.support import TEST_LAYER
 
 TEXTS = [
     "The match ended in a draw after extra time.",

@@ -11,24 +11,7 @@ import pytest
 from saeembed.errors import SaeembedError
 from saeembed.releases import check_releases, compare_releases, example_releases, ingest_releases, read_releases
 from saeembed.store import Store
-from tests.builders import build_store
-
-RELEASE_DATES = {"v1": "2024-01-15", "v2": "2024-04-15", "v3": "2024-07-15"}
-
-
-def release_docs(n: int = 40) -> list[tuple[str, dict, list[int]]]:
-    """n prompts answered by three releases: concept 5 ("bullet list") in 4 of 40 answers of v1, 32 of v2
-    and 2 of v3; concept 1 everywhere."""
-    lists = {"v1": range(4), "v2": range(32), "v3": range(2)}
-    return [
-        (
-            f"answer {release} {i}",
-            {"prompt_id": f"p{i}", "model": "bot", "release": release, "released_at": RELEASE_DATES[release]},
-            [1, 5] if i in lists[release] else [1],
-        )
-        for release in ("v2", "v1", "v3")  # stored out of release order on purpose
-        for i in range(n)
-    ]
+from tests.support import build_store, release_docs
 
 
 @pytest.fixture()
@@ -135,7 +118,7 @@ def test_a_stored_comparison_loads_as_it_was_returned(store):
 def test_compare_releases_flow_embeds_new_responses_only_and_writes_the_report(prefect_harness, tmp_path):
     from saeembed_flows.compare_releases import compare_releases_flow
 
-    from tests.test_embed import small_sae
+    from tests.support import small_sae
 
     first_six = example_releases()["prompt_id"].unique().sort()[:6].to_list()
     table = example_releases().filter(pl.col("prompt_id").is_in(first_six))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -14,9 +15,9 @@ from saeembed.cli import app
 from saeembed.errors import SaeembedError
 from saeembed.releases import compare_releases
 from saeembed.store import Store
-from tests.builders import build_store
-from tests.test_correlate import DOCS, PEAK
-from tests.test_releases import release_docs
+from tests.support import CORRELATE_DOCS as DOCS
+from tests.support import CORRELATE_PEAK as PEAK
+from tests.support import build_store, release_docs
 
 
 @pytest.fixture()
@@ -39,7 +40,9 @@ def test_every_kind_of_analysis_gets_a_page(path):
         pages = {kind: analysis_report(store, result.analysis_id)[1] for kind, result in made.items()}
         assert analysis_report(store, "compare-releases")[0] == made["compare-releases"].analysis_id  # the latest
     assert all(self_contained(page) for page in pages.values())
-    assert "<svg" in pages["diff"] and "5 " in pages["diff"]  # concept 5 is in the first half only
+    # Concept 5 is in every document of the first half and none of the second: its row says so.
+    row_of_5 = r"<td class='num'>5</td><td>[^<]*</td><td class='num'>1\.000</td><td class='num'>0\.000</td>"
+    assert "<svg" in pages["diff"] and re.search(row_of_5 + r"<td class='num'>\+1\.000</td>", pages["diff"])
     results = pages["correlate"].split("<table>")[2]  # after the parameters' table
     assert results.count("<tr>") == 1 + made["correlate"].pairs.height
     assert "chi-square" in pages["correlate-column"]
@@ -75,7 +78,7 @@ def test_unsupported_kinds_are_named(path):
 
 def test_a_stored_clustering_gets_the_page_the_flow_wrote(tmp_path):
     from saeembed.analysis.cluster import cluster_documents
-    from tests.test_cluster import DOCS
+    from tests.support import CLUSTER_DOCS as DOCS
 
     with Store.open(build_store(tmp_path / "cl.duckdb", {"c": DOCS})) as store:
         result = cluster_documents(store, "c", concepts=[1, 2, 3, 4, 5, 6])

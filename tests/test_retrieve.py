@@ -453,7 +453,7 @@ def test_parse_llm_choice_keeps_named_candidates_in_order():
 
 def test_an_llm_chooses_and_orders_the_concepts(arith_db):
     from saeembed.llm import OpenAICompatible
-    from tests.test_llm import ChatServer, completion
+    from tests.support import ChatServer, completion
 
     picks = ChatServer(lambda number, request: completion("3, 1"))
     refuses = ChatServer(lambda number, request: completion("none"))

@@ -182,7 +182,7 @@ def test_a_writer_waits_for_the_other_process_when_asked(db_path):
 
 
 def test_the_consistency_check_names_damage(tmp_path):
-    from tests.builders import build_store
+    from tests.support import build_store
 
     path = build_store(tmp_path / "c.duckdb", {"a": [("x", {}, [1, 2]), ("y", {}, [3])]})
     with Store.open(path) as store:
