@@ -8,9 +8,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
-from saeembed.embed import EmbedOptions, EmbedStats
+from saeembed.embed import EmbedOptions
 from saeembed.options import EmbedJobOptions
-from saeembed.pipeline import DEFAULT_CHUNK, EmbedJob
+from saeembed.pipeline import DEFAULT_CHUNK, EmbedJob, EmbedStats
 from saeembed.store import Store
 
 

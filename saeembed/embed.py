@@ -1,25 +1,22 @@
-"""Documents → reader residuals → SAE codes → one pooled sparse concept vector per document → DuckDB.
+"""Documents → reader residuals → SAE codes → one pooled sparse concept vector per document.
 
-`embed_pending` is the unit of work the embed flow runs as a task: it embeds up to `limit` documents
-the run has not embedded yet, writing each length-sorted batch in its own transaction.
+torch and numpy only: the rows come out as numpy columns, so the reader and SAE run (and can be
+benchmarked) where no database is installed; `saeembed.pipeline` writes them to the store.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import Tensor
 
-from saeembed.reader import Reader, length_batches
+from saeembed.reader import Reader
 from saeembed.sae import SparseAutoencoder, SparseCodes
-from saeembed.store import Store
 
 # SAE pre-activations are built for at most this many (token × latent) cells at a time (≈256 MB in fp32).
 MAX_CODE_CELLS = 64 * 2**20
@@ -81,10 +78,10 @@ def pool_codes(codes: SparseCodes, token_doc: Tensor, token_pos: Tensor, d_sae: 
 
 
 class EmbeddedBatch(NamedTuple):
-    documents: pa.Table
-    """doc_id, n_tokens, n_tokens_total, truncated, n_features (rows of `embedded_documents`)."""
-    features: pa.Table
-    """doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos (rows of `doc_features`)."""
+    documents: dict[str, np.ndarray]
+    """Columns doc_id, n_tokens, n_tokens_total, truncated, n_features (rows of `embedded_documents`)."""
+    features: dict[str, np.ndarray]
+    """Columns doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos (rows of `doc_features`)."""
     n_tokens: int
     """Document tokens read in this batch (template tokens excluded)."""
 
@@ -116,26 +113,22 @@ def embed_batch(
     pooled = pooled_parts[0] if len(pooled_parts) == 1 else _merge_pooled(pooled_parts, sae.cfg.d_sae)
     ids = np.asarray(doc_ids, dtype=np.int64)
     n_tokens = tokens.lengths.numpy()
-    features = pa.table(
-        {
-            "doc_id": ids[pooled.doc_index],
-            "feature_id": pooled.feature_id.astype(np.int32),
-            "max_act": pooled.max_act.astype(np.float32),
-            "mean_act": (pooled.sum_act / n_tokens[pooled.doc_index]).astype(np.float32),
-            "n_active_tokens": pooled.n_active_tokens.astype(np.int32),
-            "argmax_pos": pooled.argmax_pos.astype(np.int32),
-        }
-    )
+    features = {
+        "doc_id": ids[pooled.doc_index],
+        "feature_id": pooled.feature_id.astype(np.int32),
+        "max_act": pooled.max_act.astype(np.float32),
+        "mean_act": (pooled.sum_act / n_tokens[pooled.doc_index]).astype(np.float32),
+        "n_active_tokens": pooled.n_active_tokens.astype(np.int32),
+        "argmax_pos": pooled.argmax_pos.astype(np.int32),
+    }
     total = np.asarray(n_tokens_total, dtype=np.int32)
-    documents = pa.table(
-        {
-            "doc_id": ids,
-            "n_tokens": n_tokens.astype(np.int32),
-            "n_tokens_total": total,
-            "truncated": total > max_tokens,
-            "n_features": np.bincount(pooled.doc_index, minlength=len(ids)).astype(np.int32),
-        }
-    )
+    documents = {
+        "doc_id": ids,
+        "n_tokens": n_tokens.astype(np.int32),
+        "n_tokens_total": total,
+        "truncated": total > max_tokens,
+        "n_features": np.bincount(pooled.doc_index, minlength=len(ids)).astype(np.int32),
+    }
     return EmbeddedBatch(documents, features, int(n_tokens.sum()))
 
 
@@ -163,64 +156,3 @@ def _merge_pooled(parts: list[PooledCodes], d_sae: int) -> PooledCodes:
         n_active_tokens=merged_count.astype(np.int64),
         argmax_pos=argmax_pos,
     )
-
-
-@dataclass(frozen=True)
-class EmbedStats:
-    documents: int = 0
-    """Documents embedded."""
-    tokens: int = 0
-    """Document tokens read (after truncation, template excluded)."""
-    truncated: int = 0
-    """Documents longer than max_tokens."""
-    features: int = 0
-    """Concept rows written (sum over documents of concepts present)."""
-    seconds: float = 0.0
-    """Wall time spent."""
-
-    def __add__(self, other: EmbedStats) -> EmbedStats:
-        return EmbedStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
-
-
-def embed_pending(
-    store: Store,
-    run_id: int,
-    reader: Reader,
-    sae: SparseAutoencoder,
-    options: EmbedOptions,
-    *,
-    limit: int,
-    on_batch: Callable[[int, int], None] | None = None,
-) -> EmbedStats:
-    """Embed up to `limit` of the run's not-yet-embedded documents; each batch is one transaction.
-
-    `on_batch(documents, tokens)` is called after each batch is stored (progress bars).
-    """
-    started = time.perf_counter()
-    pending = store.pending_documents(run_id, limit=limit)
-    if pending.height == 0:
-        return EmbedStats()
-    tokenized = reader.tokenize(pending["text"].to_list(), options.max_tokens)
-    doc_ids = pending["doc_id"].to_list()
-    prefix = reader.prefix_ids(options.chat_template)
-    stats = EmbedStats()
-    for batch in length_batches(
-        [len(ids) + len(prefix) for ids in tokenized.ids],
-        batch_size=options.batch_size,
-        max_batch_tokens=options.max_batch_tokens,
-    ):
-        embedded = embed_batch(
-            reader,
-            sae,
-            [doc_ids[i] for i in batch],
-            [tokenized.ids[i] for i in batch],
-            [tokenized.n_tokens_total[i] for i in batch],
-            prefix,
-            options.max_tokens,
-        )
-        store.write_batch(run_id, embedded.documents, embedded.features)
-        truncated = int(np.sum(embedded.documents["truncated"].to_numpy()))
-        stats = stats + EmbedStats(len(batch), embedded.n_tokens, truncated, embedded.features.num_rows)
-        if on_batch is not None:
-            on_batch(len(batch), embedded.n_tokens)
-    return replace(stats, seconds=time.perf_counter() - started)

@@ -13,11 +13,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from saeembed.embed import EmbedOptions, EmbedStats, embed_pending
+import pyarrow as pa
+
+from saeembed.embed import EmbedOptions, embed_batch
 from saeembed.errors import SaeembedError
 from saeembed.labels import load_shipped_labels
 from saeembed.percentiles import concept_p90
-from saeembed.reader import DEFAULT_READER, Device, DType, Reader
+from saeembed.reader import DEFAULT_READER, Device, DType, Reader, length_batches
 from saeembed.sae import SparseAutoencoder, check_compatible, load_sae
 from saeembed.sources import SourceRows, read_source
 from saeembed.store import RunSettings, Store, first_row
@@ -95,6 +97,67 @@ def store_source(store: Store, source: SourceRows, *, corpus: str, path: str | P
         duplicate_id_examples=source.duplicate_id_examples,
         replaced_surrogates=source.replaced_surrogates,
     )
+
+
+@dataclass(frozen=True)
+class EmbedStats:
+    documents: int = 0
+    """Documents embedded."""
+    tokens: int = 0
+    """Document tokens read (after truncation, template excluded)."""
+    truncated: int = 0
+    """Documents longer than max_tokens."""
+    features: int = 0
+    """Concept rows written (sum over documents of concepts present)."""
+    seconds: float = 0.0
+    """Wall time spent."""
+
+    def __add__(self, other: EmbedStats) -> EmbedStats:
+        return EmbedStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
+
+def embed_pending(
+    store: Store,
+    run_id: int,
+    reader: Reader,
+    sae: SparseAutoencoder,
+    options: EmbedOptions,
+    *,
+    limit: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> EmbedStats:
+    """Embed up to `limit` of the run's not-yet-embedded documents; each batch is one transaction.
+
+    `on_batch(documents, tokens)` is called after each batch is stored (progress bars).
+    """
+    started = time.perf_counter()
+    pending = store.pending_documents(run_id, limit=limit)
+    if pending.height == 0:
+        return EmbedStats()
+    tokenized = reader.tokenize(pending["text"].to_list(), options.max_tokens)
+    doc_ids = pending["doc_id"].to_list()
+    prefix = reader.prefix_ids(options.chat_template)
+    stats = EmbedStats()
+    for batch in length_batches(
+        [len(ids) + len(prefix) for ids in tokenized.ids],
+        batch_size=options.batch_size,
+        max_batch_tokens=options.max_batch_tokens,
+    ):
+        embedded = embed_batch(
+            reader,
+            sae,
+            [doc_ids[i] for i in batch],
+            [tokenized.ids[i] for i in batch],
+            [tokenized.n_tokens_total[i] for i in batch],
+            prefix,
+            options.max_tokens,
+        )
+        store.write_batch(run_id, pa.table(embedded.documents), pa.table(embedded.features))
+        truncated = int(embedded.documents["truncated"].sum())
+        stats = stats + EmbedStats(len(batch), embedded.n_tokens, truncated, len(embedded.features["doc_id"]))
+        if on_batch is not None:
+            on_batch(len(batch), embedded.n_tokens)
+    return replace(stats, seconds=time.perf_counter() - started)
 
 
 class ResolvedSae(NamedTuple):

@@ -1,0 +1,65 @@
+"""The structure the code promises: the model runs without the database stack, the library never imports
+Prefect, and tests share code through tests/support.py only."""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import saeembed
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ["saeembed.hub", "saeembed.reader", "saeembed.sae", "saeembed.tokens", "saeembed.train", "saeembed.embed"]
+
+BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_the_model_imports_where_no_database_stack_is_installed():
+    # A GPU box for a throughput check has torch and transformers, not DuckDB, polars, pyarrow or Prefect.
+    blocked = {"duckdb", "polars", "pyarrow", "prefect", "saeembed_flows"}
+    code = BLOCK.format(blocked=blocked) + "".join(f"import {module}\n" for module in MODEL)
+    result = run(code)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_blocker_really_blocks():
+    result = run(BLOCK.format(blocked={"duckdb"}) + "import saeembed.store\n")
+    assert result.returncode != 0 and "blocked: duckdb" in result.stderr
+
+
+def test_no_library_module_imports_prefect_or_the_flows():
+    modules = sorted(m.name for m in pkgutil.walk_packages(saeembed.__path__, "saeembed.") if m.name != "saeembed.sql")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert 'prefect' not in sys.modules, 'prefect'\n"
+        "assert 'saeembed_flows' not in sys.modules, 'saeembed_flows'\n"
+        "print(len(sys.modules))\n"
+    )
+    result = run(code)
+    assert result.returncode == 0, result.stderr
+    assert "saeembed.analysis.diff" in modules and "saeembed.cli" in modules
+
+
+def test_no_test_module_imports_another():
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tests."):
+                assert node.module in ("tests.support",), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("tests.") for alias in node.names), path.name
