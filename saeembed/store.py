@@ -11,6 +11,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -115,6 +117,27 @@ def damaged_database(path: Path, error: Exception) -> SaeembedError:
     return SaeembedError(
         f"database {path} is damaged or not a DuckDB database ({reason}); restore it from a copy or use another --db"
     )
+
+
+RESULT_TABLES = frozenset(
+    {
+        "diff_results",
+        "correlations",
+        "column_correlations",
+        "clusters",
+        "cluster_summaries",
+        "retrieval_results",
+        "diff_hypotheses",
+    }
+)
+"""Tables an analysis records its rows in (`Store.record`): the only names formatted into its SQL."""
+
+
+def _result_frames(rows: dict[str, pl.DataFrame | pa.Table]) -> dict[str, pl.DataFrame | pa.Table]:
+    unknown = set(rows) - RESULT_TABLES
+    if unknown:
+        raise ValueError(f"not a results table: {', '.join(sorted(unknown))}")
+    return {f"new_{table}": frame for table, frame in rows.items()}
 
 
 def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
@@ -503,6 +526,48 @@ class Store:
             problem = "has not been embedded yet" if exists else "does not exist"
             raise SaeembedError(f"document {doc_id} {problem} in {self.path}")
         return RunInfo(*row)
+
+    def record(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        inputs: dict[str, Any],
+        seconds: float,
+        rows: dict[str, pl.DataFrame | pa.Table],
+    ) -> int:
+        """Record an analysis and its result rows (`{table: frame}`, columns named as the table's, without
+        analysis_id) in one transaction: a killed analysis leaves nothing. Returns the analysis_id."""
+        with self.registered(**_result_frames(rows)), self.transaction():
+            analysis_id = self.record_analysis(kind, params, inputs, round(seconds, 3))
+            self._insert_results(analysis_id, rows)
+        return analysis_id
+
+    def replace_rows(self, analysis_id: int, rows: dict[str, pl.DataFrame | pa.Table]) -> None:
+        """The result rows of analysis `analysis_id` in these tables replaced by `rows`, in one transaction."""
+        with self.registered(**_result_frames(rows)), self.transaction():
+            for table in rows:
+                self.con.execute(f"DELETE FROM {table} WHERE analysis_id = ?", [analysis_id])
+            self._insert_results(analysis_id, rows)
+
+    def _insert_results(self, analysis_id: int, rows: dict[str, pl.DataFrame | pa.Table]) -> None:
+        # BY NAME: each frame's columns go to the table's columns of the same names (JSON columns take text).
+        for table in rows:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS analysis_id, * FROM new_{table}", [analysis_id])
+
+    @contextmanager
+    def registered(self, **tables: pl.DataFrame | pa.Table) -> Iterator[None]:
+        """Arrow tables (or polars frames) readable by name in this connection's SQL while the block runs.
+
+        Register before a transaction opens: unregistering inside an aborted one would raise and hide the
+        error that aborted it.
+        """
+        for name, table in tables.items():
+            self.con.register(name, table.to_arrow() if isinstance(table, pl.DataFrame) else table)
+        try:
+            yield
+        finally:
+            for name in tables:
+                self.con.unregister(name)
 
     def record_analysis(self, kind: str, params: dict[str, Any], inputs: dict[str, Any], seconds: float) -> int:
         """Add a row to `analyses` and return its analysis_id (results tables are keyed by it)."""

@@ -174,7 +174,16 @@ def cluster_documents(
         "min_cluster_size": size,
         "keyphrases": keyphrases,
     }
-    analysis_id = _store(store, params, inputs, assignments, summaries, started)
+    analysis_id = store.record(
+        "cluster",
+        params,
+        inputs,
+        time.perf_counter() - started,
+        {
+            "clusters": assignments.select("doc_id", "cluster", "has_concepts", "x", "y"),
+            "cluster_summaries": _summary_rows(summaries),
+        },
+    )
     return ClusterResult(
         analysis_id=analysis_id,
         method=method,
@@ -438,15 +447,9 @@ def _assignments(
     return joined.select("doc_id", "cluster", pl.col("cluster").is_not_null().alias("has_concepts"), "x", "y")
 
 
-def _store(
-    store: Store,
-    params: dict,
-    inputs: dict,
-    assignments: pl.DataFrame,
-    summaries: pl.DataFrame,
-    started: float,
-) -> int:
-    summary_rows = pa.table(
+def _summary_rows(summaries: pl.DataFrame) -> pa.Table:
+    """`cluster_summaries` rows: the top concepts and the typical documents' ids as JSON text."""
+    return pa.table(
         {
             "cluster": pa.array(summaries["cluster"].to_list(), type=pa.int32()),
             "size": pa.array(summaries["size"].to_list(), type=pa.int64()),
@@ -454,25 +457,6 @@ def _store(
             "typical_docs": [_json([d["doc_id"] for d in row]) for row in summaries["typical_docs"].to_list()],
         }
     )
-    # Registered outside the transaction: see Store.write_batch.
-    store.con.register("new_cluster_rows", assignments.to_arrow())
-    store.con.register("new_cluster_summaries", summary_rows)
-    try:
-        with store.transaction():
-            analysis_id = store.record_analysis("cluster", params, inputs, round(time.perf_counter() - started, 3))
-            store.con.execute(
-                "INSERT INTO clusters SELECT ?, doc_id, cluster, has_concepts, x, y FROM new_cluster_rows",
-                [analysis_id],
-            )
-            store.con.execute(
-                "INSERT INTO cluster_summaries SELECT ?, cluster, size, top_concepts::JSON, typical_docs::JSON "
-                "FROM new_cluster_summaries",
-                [analysis_id],
-            )
-    finally:
-        store.con.unregister("new_cluster_rows")
-        store.con.unregister("new_cluster_summaries")
-    return analysis_id
 
 
 def _json(value: object) -> str:

@@ -426,7 +426,7 @@ def correlate_pairs(
     columns = ["n_ab", "n_a", "n_b", "p_b_given_a", "p_a_given_b", "npmi", "label_similarity", "same_token_share"]
     inputs = {"n_docs": int(doc_ids.size), "run": run.run_id, "candidates": counts.total}
     stored = table.select("feature_a", "feature_b", *columns, "rank")
-    analysis_id = _store(store, "correlate", params, inputs, "correlations", stored, started)
+    analysis_id = store.record("correlate", params, inputs, time.perf_counter() - started, {"correlations": stored})
     shown = table.select("feature_a", "label_a", "feature_b", "label_b", *columns, "example_doc_id", "rank")
     return CorrelationResult(analysis_id, int(doc_ids.size), counts.total, shown)
 
@@ -641,14 +641,12 @@ def correlate_column(
     where = None if predicate is None else predicate.text
     params = {"corpus": corpus, "column": column, "where": where, "min_count": min_count}
     columns = ["column_name", "feature_id", "level", "statistic", "test", "p_value", "q_value", "detail", "rank"]
-    analysis_id = _store(
-        store,
+    analysis_id = store.record(
         "correlate-column",
         params,
         {"n_docs": n_docs, "run": run.run_id, "kind": "numeric" if numeric else "categorical"},
-        "column_correlations",
-        table.select(columns),
-        started,
+        time.perf_counter() - started,
+        {"column_correlations": table.select(columns)},
     )
     labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label")
     shown = table.head(top).join(labels, on="feature_id", how="left", maintain_order="left")
@@ -738,19 +736,3 @@ def _chi_square(counts: pl.DataFrame, totals: pl.DataFrame, sizes: pl.DataFrame,
         pl.Series("p_value", p_value, dtype=pl.Float64),
         pl.Series("detail", detail, dtype=pl.Utf8),
     )
-
-
-def _store(
-    store: Store, kind: str, params: dict, inputs: dict, table_name: str, rows: pl.DataFrame, started: float
-) -> int:
-    """Record the analysis and its result rows in one transaction; returns the analysis id."""
-    store.con.register("new_analysis_rows", rows.to_arrow())  # outside the transaction: see Store.write_batch
-    try:
-        with store.transaction():
-            analysis_id = store.record_analysis(kind, params, inputs, round(time.perf_counter() - started, 3))
-            store.con.execute(
-                f"INSERT INTO {table_name} SELECT ?, {', '.join(rows.columns)} FROM new_analysis_rows", [analysis_id]
-            )
-    finally:
-        store.con.unregister("new_analysis_rows")
-    return analysis_id

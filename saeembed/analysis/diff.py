@@ -63,6 +63,25 @@ class DiffResult(NamedTuple):
     ci_low, ci_high, p_value, q_value, test, n_a, n_b, example_a, example_b (firing token «marked»)."""
 
 
+RESULT_COLUMNS = [
+    "grp",
+    "feature_id",
+    "n_a",
+    "n_b",
+    "freq_a",
+    "freq_b",
+    "delta",
+    "ratio",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "q_value",
+    "test",
+    "rank",
+]
+"""The columns of a diff that `diff_results` keeps."""
+
+
 def diff(
     store: Store,
     a: str,
@@ -129,7 +148,9 @@ def diff(
             n_a, n_b, test = side_a.height, side_b.height, "independent"
         table = rank(table.with_columns(pl.lit(None, dtype=pl.Utf8).alias("grp")), min_delta, rank_by)
         inputs = {"n_a": n_a, "n_b": n_b, "run_a": run_a.run_id, "run_b": run_b.run_id}
-        analysis_id = _store(store, "diff", params, inputs, table, started)
+        analysis_id = store.record(
+            "diff", params, inputs, time.perf_counter() - started, {"diff_results": table.select(RESULT_COLUMNS)}
+        )
         shown = _with_labels(store, run_a, a, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
         shown = _with_examples(store, run_a, run_b, shown)
     finally:
@@ -197,7 +218,9 @@ def diff_by(
         "presence_threshold": presence_threshold,
     }
     inputs = {"documents": total, "without_level": missing, "levels": dict(sizes.iter_rows()), "run": run.run_id}
-    analysis_id = _store(store, "diff", params, inputs, table, started)
+    analysis_id = store.record(
+        "diff", params, inputs, time.perf_counter() - started, {"diff_results": table.select(RESULT_COLUMNS)}
+    )
     shown = _with_labels(store, run, corpus, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
     examples = _level_examples(store, run, levels, shown, thresholds)
     return DiffResult(analysis_id, total, total, "one-vs-rest", examples)
@@ -409,36 +432,6 @@ def register_sides(store: Store, side_a: pl.DataFrame, side_b: pl.DataFrame, thr
 def unregister_sides(store: Store) -> None:
     for name in ("diff_side_a", "diff_side_b", "diff_pairs", "diff_levels", "presence_thresholds"):
         store.con.unregister(name)  # a name that is not registered is ignored
-
-
-def _store(store: Store, kind: str, params: dict, inputs: dict, table: pl.DataFrame, started: float) -> int:
-    columns = [
-        "grp",
-        "feature_id",
-        "n_a",
-        "n_b",
-        "freq_a",
-        "freq_b",
-        "delta",
-        "ratio",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "q_value",
-        "test",
-        "rank",
-    ]
-    rows = table.select(columns).to_arrow()
-    store.con.register("new_diff_rows", rows)  # outside the transaction: see Store.write_batch
-    try:
-        with store.transaction():
-            analysis_id = store.record_analysis(kind, params, inputs, round(time.perf_counter() - started, 3))
-            store.con.execute(
-                f"INSERT INTO diff_results SELECT ?, {', '.join(columns)} FROM new_diff_rows", [analysis_id]
-            )
-    finally:
-        store.con.unregister("new_diff_rows")
-    return analysis_id
 
 
 def _with_labels(store: Store, run: RunInfo, corpus: str, table: pl.DataFrame) -> pl.DataFrame:

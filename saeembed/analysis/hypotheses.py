@@ -171,7 +171,8 @@ def verify_hypotheses(
     table = _statistics(
         hypotheses, verdicts[:, : len(docs_a)], verdicts[:, len(docs_a) :], paired=params["paired_on"] is not None
     )
-    _store(store, analysis_id, table, len(docs_a), len(docs_b), time.perf_counter() - started)
+    seconds = round(time.perf_counter() - started, 3)
+    store.replace_rows(analysis_id, {"diff_hypotheses": table.with_columns(pl.lit(seconds).alias("seconds"))})
     return HypothesisResult(analysis_id, len(docs_a), len(docs_b), table)
 
 
@@ -292,21 +293,3 @@ def _statistics(
     return table.with_columns(pl.Series("q_value", q_value)).with_columns(
         ((pl.col("q_value") < ALPHA) & claimed).alias("confirmed")
     )
-
-
-def _store(store: Store, analysis_id: int, table: pl.DataFrame, judged_a: int, judged_b: int, seconds: float) -> None:
-    store.con.register("new_hypotheses", table.to_arrow())  # outside the transaction: see Store.write_batch
-    try:
-        with store.transaction():
-            store.con.execute("DELETE FROM diff_hypotheses WHERE analysis_id = ?", [analysis_id])
-            store.con.execute(
-                """
-                INSERT INTO diff_hypotheses
-                SELECT ?, hypothesis_id, hypothesis, more_in, n_a, n_b, size_a, size_b, freq_a, freq_b, delta,
-                       ci_low, ci_high, p_value, q_value, test, confirmed, ?
-                FROM new_hypotheses
-                """,
-                [analysis_id, round(seconds, 3)],
-            )
-    finally:
-        store.con.unregister("new_hypotheses")

@@ -413,7 +413,7 @@ def search_documents(
         "allowed_documents": None if allowed is None else len(allowed),
     }
     seconds = round(time.perf_counter() - started, 4)
-    analysis_id = _record(store, mode, params, inputs, documents, seconds)
+    analysis_id = store.record("search", params, inputs, seconds, {"retrieval_results": _result_rows(mode, documents)})
     return RetrievalResult(analysis_id, mode, query, corpus, concepts, documents, index, confidence, message, seconds)
 
 
@@ -468,6 +468,25 @@ def llm_choice(chat: ChatBackend, query: str, candidates: pl.DataFrame, notes: l
         notes.append("the LLM found no concept that shows this property; concepts kept in embedding order")
         return everything
     return rows
+
+
+def _result_rows(mode: str, documents: pl.DataFrame) -> pa.Table:
+    """`retrieval_results` rows: each document's matched concepts as JSON text (none in dense mode)."""
+    concepts = [
+        json.dumps([{k: m[k] for k in ("feature_id", "label", "weight", "activation")} for m in found])
+        if mode != "dense"
+        else None
+        for found in documents["concepts"].to_list()
+    ]
+    return pa.table(
+        {
+            "mode": pa.array([mode] * documents.height, type=pa.string()),
+            "rank": documents["rank"].to_arrow(),
+            "doc_id": documents["doc_id"].to_arrow(),
+            "score": documents["score"].to_arrow(),
+            "concepts": pa.array(concepts, type=pa.string()),
+        }
+    )
 
 
 def _allowed_documents(store: Store, corpus_id: int, predicate: Predicate | None) -> np.ndarray | None:
@@ -647,32 +666,3 @@ def _empty_concepts() -> pl.DataFrame:
             "n_docs": pl.Int64,
         }
     )
-
-
-def _record(store: Store, mode: str, params: dict, inputs: dict, documents: pl.DataFrame, seconds: float) -> int:
-    concepts = [
-        json.dumps([{k: m[k] for k in ("feature_id", "label", "weight", "activation")} for m in found])
-        if mode != "dense"
-        else None
-        for found in documents["concepts"].to_list()
-    ]
-    rows = pa.table(
-        {
-            "rank": documents["rank"].to_arrow(),
-            "doc_id": documents["doc_id"].to_arrow(),
-            "score": documents["score"].to_arrow(),
-            "concepts": pa.array(concepts, type=pa.string()),
-        }
-    )
-    store.con.register("new_retrieval_rows", rows)  # outside the transaction: see Store.write_batch
-    try:
-        with store.transaction():
-            analysis_id = store.record_analysis("search", params, inputs, seconds)
-            store.con.execute(
-                "INSERT INTO retrieval_results "
-                "SELECT ?, ?, rank, doc_id, score, concepts::JSON FROM new_retrieval_rows",
-                [analysis_id, mode],
-            )
-    finally:
-        store.con.unregister("new_retrieval_rows")
-    return analysis_id
