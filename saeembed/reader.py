@@ -39,7 +39,7 @@ def resolve_device(device: Device) -> torch.device:
 
 def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
     """The compute dtype. `auto` is bfloat16 (fp16 on GPUs without bf16): on 2 CPU cores bf16 autocast
-    embeds about 1.7× faster than fp32 end to end (benchmarks/dtype_effect.py, README)."""
+    embeds about 1.7× faster than fp32 end to end (benchmarks/dtype_effect.py; figures in docs/benchmarks.md)."""
     if dtype == "auto":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             return torch.float16

@@ -1,5 +1,5 @@
 -- saeembed's DuckDB schema. Every statement is idempotent: opening a database applies this file.
--- Layout choices and the measurements behind them are in README.md ("Storage layout").
+-- Layout choices and the measurements behind them are in docs/storage.md.
 
 CREATE SEQUENCE IF NOT EXISTS corpus_id_seq START 1;
 CREATE SEQUENCE IF NOT EXISTS doc_id_seq START 1;
