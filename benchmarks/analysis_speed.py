@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from saeembed.analysis.correlate import correlate_pairs, npmi
 from saeembed.analysis.diff import diff
-from saeembed.store import RunSettings, Store
+from saeembed.storage.store import RunSettings, Store
 
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BATCH_DOCS = 100_000

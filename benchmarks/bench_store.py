@@ -11,11 +11,11 @@ from pathlib import Path
 
 import polars as pl
 
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
-from saeembed.embed import EmbedOptions
-from saeembed.labels import label_concepts
-from saeembed.pipeline import embed, ingest
-from saeembed.store import Store
+from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
+from saeembed.concepts.labels import label_concepts
+from saeembed.jobs import embed, ingest
+from saeembed.model.pooling import EmbedOptions
+from saeembed.storage.store import Store
 
 
 def build(db: Path, corpora: dict[str, pl.DataFrame]) -> None:

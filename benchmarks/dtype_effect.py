@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from saeembed.corpora import demo_corpus
-from saeembed.pipeline import embed, ingest
-from saeembed.store import Store
+from saeembed.jobs import embed, ingest
+from saeembed.storage.corpora import demo_corpus
+from saeembed.storage.store import Store
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python benchmarks/embed_throughput.py [--docs 600] [--repeats 3] [--device auto] [--dtype auto]
 
 raw forward: the truncated reader alone (same length-sorted batches, same dtype), tokenisation excluded.
-pipeline:    `saeembed.pipeline.embed` on a fresh DuckDB file — reader, SAE encode, pooling and the
+pipeline:    `saeembed.jobs.embed` on a fresh DuckDB file — reader, SAE encode, pooling and the
              transactional DuckDB writes (ingest excluded).
 Target (issue 2): pipeline ≥ 0.85 × raw forward.
 
@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from saeembed.corpora import demo_corpus
-from saeembed.embed import EmbedOptions
-from saeembed.pipeline import embed, ingest, resolve_sae
-from saeembed.reader import Reader, length_batches
-from saeembed.store import Store
+from saeembed.jobs import embed, ingest, resolve_sae
+from saeembed.model.pooling import EmbedOptions
+from saeembed.model.reader import Reader, length_batches
+from saeembed.storage.corpora import demo_corpus
+from saeembed.storage.store import Store
 
 
 def raw_forward(reader: Reader, texts: list[str], options: EmbedOptions) -> tuple[int, float]:

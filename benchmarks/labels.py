@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from saeembed.dense import SentenceEmbedder
-from saeembed.labels import embedding_auroc, held_out_documents, label_concepts
-from saeembed.search import current_labels
-from saeembed.store import Store
+from saeembed.concepts.dense import SentenceEmbedder
+from saeembed.concepts.labels import embedding_auroc, held_out_documents, label_concepts
+from saeembed.concepts.search import current_labels
+from saeembed.storage.store import Store
 
 
 def describe(name: str, scores: np.ndarray) -> str:

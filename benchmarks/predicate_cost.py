@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from saeembed.predicates import parse_predicate
-from saeembed.store import Store
+from saeembed.storage.predicates import parse_predicate
+from saeembed.storage.store import Store
 
 PREDICATES = {
     "meta": "meta->>'side' = 'a' AND (meta->>'n')::INTEGER % 7 = 0",

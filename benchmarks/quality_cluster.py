@@ -30,9 +30,9 @@ from bench_store import build, labelled_copy
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
-from saeembed.corpora import demo_corpus, read_sae_probes
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
-from saeembed.store import Store
+from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
+from saeembed.storage.corpora import demo_corpus, read_sae_probes
+from saeembed.storage.store import Store
 
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "cluster.duckdb"
 SEED = 0

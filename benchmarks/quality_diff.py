@@ -29,13 +29,13 @@ import polars as pl
 
 from saeembed.analysis.correlate import CorrelationResult, correlate_pairs
 from saeembed.analysis.diff import diff
-from saeembed.corpora import demo_corpus
-from saeembed.embed import EmbedOptions
-from saeembed.labels import label_concepts
+from saeembed.concepts.labels import label_concepts
+from saeembed.jobs import embed, ingest
+from saeembed.model.pooling import EmbedOptions
 from saeembed.options import DEFAULT_PRESENCE
-from saeembed.percentiles import presence_thresholds
-from saeembed.pipeline import embed, ingest
-from saeembed.store import Store
+from saeembed.storage.corpora import demo_corpus
+from saeembed.storage.percentiles import presence_thresholds
+from saeembed.storage.store import Store
 
 PLANTED = "Sports"
 INJECTED = (" The recipe calls for a pinch of saffron and cardamom.", " The violinist tuned her cello and violin.")

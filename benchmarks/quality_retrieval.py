@@ -43,10 +43,10 @@ from saeembed.analysis.retrieve import (
     concept_columns,
     search_documents,
 )
-from saeembed.corpora import demo_corpus, read_sae_probes
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
-from saeembed.search import DEFAULT_MIN_SCORE, search_concepts
-from saeembed.store import Store
+from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
+from saeembed.concepts.search import DEFAULT_MIN_SCORE, search_concepts
+from saeembed.storage.corpora import demo_corpus, read_sae_probes
+from saeembed.storage.store import Store
 
 CORPUS = "mixed"
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "retrieval.duckdb"

@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from saeembed.analysis.retrieve import search_documents
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
-from saeembed.store import RunSettings, Store
+from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
+from saeembed.storage.store import RunSettings, Store
 
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BATCH_DOCS = 5_000

@@ -8,10 +8,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
-from saeembed.llm import chat_backend
+from saeembed.concepts.llm import chat_backend
 from saeembed.options import ClusterOptions
-from saeembed.report import cluster_report, write_report
-from saeembed.store import Store
+from saeembed.reports.html import cluster_report, write_report
+from saeembed.storage.store import Store
 
 
 @task(name="cluster", cache_policy=NO_CACHE)

@@ -9,11 +9,17 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.embed import embed_flow
 
+from saeembed.analysis.releases import (
+    ReleaseComparison,
+    compare_releases,
+    example_releases,
+    ingest_releases,
+    read_releases,
+)
 from saeembed.options import DEFAULT_PRESENCE, CompareReleasesOptions
-from saeembed.release_report import releases_report
-from saeembed.releases import ReleaseComparison, compare_releases, example_releases, ingest_releases, read_releases
-from saeembed.report import write_report
-from saeembed.store import Store
+from saeembed.reports.html import write_report
+from saeembed.reports.releases import releases_report
+from saeembed.storage.store import Store
 
 EXAMPLE = "example"
 """`source` value naming the bundled example releases table."""

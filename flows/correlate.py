@@ -9,10 +9,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
-from saeembed.analysis_report import analysis_report
 from saeembed.options import CorrelateOptions
-from saeembed.report import write_report
-from saeembed.store import Store
+from saeembed.reports.html import write_report
+from saeembed.reports.pages import analysis_report
+from saeembed.storage.store import Store
 
 
 @task(name="correlate", cache_policy=NO_CACHE)

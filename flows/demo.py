@@ -12,9 +12,9 @@ from saeembed_flows.embed import embed_flow
 from saeembed_flows.ingest import ingest_flow
 from saeembed_flows.label import label_flow
 
-from saeembed.corpora import demo_corpus
 from saeembed.options import DemoOptions
-from saeembed.store import Store, first_row, read_sql
+from saeembed.storage.corpora import demo_corpus
+from saeembed.storage.store import Store, first_row, read_sql
 
 DEMO_CORPUS = "demo"
 

@@ -9,10 +9,10 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.diff import DiffResult, diff, diff_by
 from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
-from saeembed.llm import chat_backend
+from saeembed.concepts.llm import chat_backend
 from saeembed.options import DEFAULT_PRESENCE, DiffOptions
-from saeembed.report import diff_report, write_report
-from saeembed.store import Store
+from saeembed.reports.html import diff_report, write_report
+from saeembed.storage.store import Store
 
 
 @task(name="diff", cache_policy=NO_CACHE)

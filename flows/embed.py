@@ -8,10 +8,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
-from saeembed.embed import EmbedOptions
+from saeembed.jobs import DEFAULT_CHUNK, EmbedJob, EmbedStats
+from saeembed.model.pooling import EmbedOptions
 from saeembed.options import EmbedJobOptions
-from saeembed.pipeline import DEFAULT_CHUNK, EmbedJob, EmbedStats
-from saeembed.store import Store
+from saeembed.storage.store import Store
 
 
 @task(name="open-embed-job", cache_policy=NO_CACHE)

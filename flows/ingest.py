@@ -6,10 +6,10 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from saeembed.jobs import store_source
 from saeembed.options import IngestOptions
-from saeembed.pipeline import store_source
-from saeembed.sources import SourceRows, read_source
-from saeembed.store import Store
+from saeembed.storage.sources import SourceRows, read_source
+from saeembed.storage.store import Store
 
 
 @task(name="read-source", cache_policy=NO_CACHE)
@@ -42,7 +42,7 @@ def ingest_flow(
 
     The source is read (and checked) before the database is opened: bad input writes nothing.
     on_bad_line ('error', 'skip') and on_duplicate_id ('keep', 'first', 'last', 'error') are those of
-    `saeembed.sources.read_source`; the result is `IngestReport` as a dict.
+    `saeembed.storage.sources.read_source`; the result is `IngestReport` as a dict.
     """
     IngestOptions.pick(locals())  # every parameter checked before the source is read
     source = read(path, text_col, id_col, table, on_bad_line, on_duplicate_id)

@@ -8,10 +8,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import stage_bars
 
-from saeembed.labels import label_concepts
-from saeembed.llm import chat_backend
+from saeembed.concepts.labels import label_concepts
+from saeembed.concepts.llm import chat_backend
 from saeembed.options import LabelOptions
-from saeembed.store import Store
+from saeembed.storage.store import Store
 
 
 # Not retried: LLM calls retry with backoff inside, and a rerun skips concepts already labelled.

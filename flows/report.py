@@ -7,9 +7,9 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from saeembed.analysis_report import analysis_report
-from saeembed.report import write_report
-from saeembed.store import Store
+from saeembed.reports.html import write_report
+from saeembed.reports.pages import analysis_report
+from saeembed.storage.store import Store
 
 
 @flow(name="report", log_prints=True)

@@ -12,11 +12,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
-from saeembed.options import TrainSaeOptions
-from saeembed.pipeline import TrainData, split_corpus
-from saeembed.reader import DEFAULT_READER, Reader
-from saeembed.store import Store, default_db_path
-from saeembed.train import (
+from saeembed.jobs import TrainData, split_corpus
+from saeembed.model.reader import DEFAULT_READER, Reader
+from saeembed.model.train import (
     TrainOptions,
     activation_cache_path,
     collect_activations,
@@ -24,6 +22,8 @@ from saeembed.train import (
     sae_config_for,
     train_topk_sae,
 )
+from saeembed.options import TrainSaeOptions
+from saeembed.storage.store import Store, default_db_path
 
 
 @task(name="split-corpus", cache_policy=NO_CACHE)

@@ -129,7 +129,7 @@ class _Debug:
 
 
 def _db(db: Path | None) -> str:
-    from saeembed.store import default_db_path
+    from saeembed.storage.store import default_db_path
 
     return str(db if db is not None else default_db_path())
 
@@ -259,7 +259,7 @@ def ingest(
     are skipped, so a scheduled ingest of a growing source adds only the new ones."""
     from saeembed.options import IngestOptions
     from saeembed.preflight import check_database
-    from saeembed.sources import check_source
+    from saeembed.storage.sources import check_source
 
     options = IngestOptions.pick(locals())
     check_source(options.path, text_col=options.text_col, id_col=options.id_col, table=options.table)
@@ -723,10 +723,10 @@ def search(
     _check_llm_endpoint(options)
     import polars as pl
 
+    from saeembed.analysis.lookup import only_corpus
     from saeembed.analysis.retrieve import search_documents
-    from saeembed.llm import chat_backend
-    from saeembed.lookup import only_corpus
-    from saeembed.store import Store
+    from saeembed.concepts.llm import chat_backend
+    from saeembed.storage.store import Store
 
     with Store.open(_db(db)) as store:
         chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=options.llm_timeout)
@@ -780,9 +780,9 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """How an analysis's results moved across its runs (same kind and parameters): Δ, NPMI or cluster shares."""
-    from saeembed.history import analysis_history
+    from saeembed.analysis.history import analysis_history
     from saeembed.options import HistoryOptions, parse_concept_ids
-    from saeembed.store import Store
+    from saeembed.storage.store import Store
 
     followed = parse_concept_ids(concepts, "--concepts") if concepts is not None else None
     options = HistoryOptions(analysis=analysis, concepts=followed, top=top)
@@ -820,7 +820,7 @@ def _check_llm_endpoint(options: Any) -> None:
     """One cheap request to the LLM endpoint (or a look for the local model) before Prefect starts or any
     model loads: an unreachable, slow or misconfigured LLM is reported in seconds."""
     if options.llm_base_url is not None:
-        from saeembed.llm import check_endpoint
+        from saeembed.concepts.llm import check_endpoint
 
         check_endpoint(
             options.llm_base_url,
@@ -829,7 +829,7 @@ def _check_llm_endpoint(options: Any) -> None:
             timeout=min(options.llm_timeout, 10.0),
         )
     elif options.llm_local is not None:
-        from saeembed.hub import resolve_reader
+        from saeembed.model.hub import resolve_reader
 
         resolve_reader(options.llm_local)
 
@@ -842,9 +842,9 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Write the HTML report of a stored analysis (tables, charts, marked examples; no external resources)."""
-    from saeembed.analysis_report import analysis_report
     from saeembed.options import ReportOptions
-    from saeembed.store import Store
+    from saeembed.reports.pages import analysis_report
+    from saeembed.storage.store import Store
 
     options = ReportOptions(analysis=analysis, html=str(html))
     with Store.open(_db(db), read_only=True) as store:
@@ -862,9 +862,9 @@ def docs_show(
     as_json: JsonOption = False,
 ) -> None:
     """A document with its strongest concepts and the token where each fired («marked»)."""
-    from saeembed.lookup import show_document
+    from saeembed.analysis.lookup import show_document
     from saeembed.options import DocsShowOptions
-    from saeembed.store import Store
+    from saeembed.storage.store import Store
 
     options = DocsShowOptions(doc_id=doc_id, top=top)
     with Store.open(_db(db), read_only=True) as store:
@@ -895,9 +895,9 @@ def concepts_top(
     as_json: JsonOption = False,
 ) -> None:
     """The corpus's most frequent concepts, with the tokens where they peak."""
-    from saeembed.lookup import top_concepts
+    from saeembed.analysis.lookup import top_concepts
     from saeembed.options import ConceptsTopOptions
-    from saeembed.store import Store
+    from saeembed.storage.store import Store
 
     options = ConceptsTopOptions(corpus=corpus, top=top)
     with Store.open(_db(db), read_only=True) as store:
@@ -928,9 +928,9 @@ def concepts_show(
     as_json: JsonOption = False,
 ) -> None:
     """A concept's label and scores, and its top documents with the firing tokens «marked»."""
-    from saeembed.lookup import show_concept
+    from saeembed.analysis.lookup import show_concept
     from saeembed.options import ConceptsShowOptions
-    from saeembed.store import Store
+    from saeembed.storage.store import Store
 
     options = ConceptsShowOptions(feature_id=feature_id, corpus=corpus, top=top, all_tokens=all_tokens)
     with Store.open(_db(db), read_only=True) as store:
@@ -971,10 +971,10 @@ def concepts_search(
     as_json: JsonOption = False,
 ) -> None:
     """Concepts whose labels are closest to QUERY (sentence embeddings, FAISS)."""
-    from saeembed.lookup import only_corpus
+    from saeembed.analysis.lookup import only_corpus
+    from saeembed.concepts.search import search_concepts
     from saeembed.options import ConceptsSearchOptions
-    from saeembed.search import search_concepts
-    from saeembed.store import Store
+    from saeembed.storage.store import Store
 
     options = ConceptsSearchOptions(query=query, corpus=corpus, top=top, min_score=min_score)
     with Store.open(_db(db), read_only=True) as store:
@@ -993,7 +993,7 @@ def concepts_search(
 @corpora_app.command("list")
 def corpora_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Corpora in the database with document and embedding counts."""
-    from saeembed.store import Store
+    from saeembed.storage.store import Store
 
     with Store.open(_db(db), read_only=True) as store:
         rows = store.query(
@@ -1013,8 +1013,8 @@ def corpora_export(
     n_docs: Annotated[int | None, typer.Option("--n-docs", help="Rows to keep (default: all / 3000 for demo).")] = None,
 ) -> None:
     """Write a bundled offline corpus to Parquet, ready for `saeembed ingest`."""
-    from saeembed.corpora import demo_corpus, training_texts
     from saeembed.options import CorporaExportOptions
+    from saeembed.storage.corpora import demo_corpus, training_texts
 
     options = CorporaExportOptions(name=name, out=str(out), n_docs=n_docs)
     if options.name == "demo":

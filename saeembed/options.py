@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from saeembed.errors import SaeembedError
-from saeembed.predicates import parse_predicate
+from saeembed.storage.predicates import parse_predicate
 
 DEFAULT_PRESENCE = 0.5
 """A concept counts as present in a document where it fires at ≥ this share of its p90 (diff, releases)."""

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from saeembed.errors import SaeembedError
-from saeembed.hub import resolve_reader
-from saeembed.store import BUSY_POLL_SECONDS, Store, busy_database, db_wait, lock_holders
+from saeembed.model.hub import resolve_reader
+from saeembed.storage.store import BUSY_POLL_SECONDS, Store, busy_database, db_wait, lock_holders
 
 
 def check_database(db: str | Path, *, writes: bool, creates: bool = False) -> None:

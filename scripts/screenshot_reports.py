@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from saeembed.analysis_report import analysis_report
-from saeembed.store import Store
+from saeembed.reports.pages import analysis_report
+from saeembed.storage.store import Store
 
 KINDS = ("diff", "correlate", "correlate-column", "compare-releases")
 

@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS doc_features (
 
 -- Each concept's 90th percentile of nonzero max activations over one or two embedding runs, rows pooled
 -- (sql/concept_p90.sql): retrieval's normaliser and the diff's presence threshold. A cache: `runs` names
--- the runs ('3', '1,3'), `state` what they held when it was computed (saeembed/percentiles.py); an entry
+-- the runs ('3', '1,3'), `state` what they held when it was computed (saeembed/storage/percentiles.py); an entry
 -- whose runs have since gained documents is recomputed.
 CREATE TABLE IF NOT EXISTS concept_percentiles (
     runs       VARCHAR NOT NULL,

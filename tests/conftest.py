@@ -17,7 +17,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 @pytest.fixture(scope="session")
 def reader():
-    from saeembed.reader import Reader
+    from saeembed.model.reader import Reader
 
     return Reader.load("smollm2-135m-instruct", layer=TEST_LAYER, device="cpu", dtype="float32")
 

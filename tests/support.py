@@ -17,8 +17,8 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from saeembed.sae import SaeConfig, SparseAutoencoder
-from saeembed.store import RunSettings, Store
+from saeembed.model.sae import SaeConfig, SparseAutoencoder
+from saeembed.storage.store import RunSettings, Store
 
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

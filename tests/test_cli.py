@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from saeembed.cli import app
-from saeembed.embed import EmbedOptions
-from saeembed.pipeline import embed, ingest
-from saeembed.store import Store
+from saeembed.jobs import embed, ingest
+from saeembed.model.pooling import EmbedOptions
+from saeembed.storage.store import Store
 from tests.support import TEXTS, small_sae
 
 runner = CliRunner()
@@ -88,7 +88,7 @@ def test_flow_errors_reach_the_user_as_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def labelled_cli_db(embedded_db, tmp_path_factory):
-    from saeembed.labels import label_concepts
+    from saeembed.concepts.labels import label_concepts
 
     db = tmp_path_factory.mktemp("cli-labels") / "labelled.duckdb"
     db.write_bytes(embedded_db.read_bytes())

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from saeembed.cli import main
-from saeembed.store import Store
+from saeembed.storage.store import Store
 from tests.support import build_store
 
 SECRET = "TOPSECRET-7319"
@@ -342,12 +342,12 @@ def test_a_full_disk_on_a_real_filesystem_is_one_line(db, tmp_path):
 
 
 def test_a_bug_is_exit_3_with_the_traceback_behind_debug(db, capsys, monkeypatch):
-    import saeembed.lookup
+    import saeembed.analysis.lookup
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(saeembed.lookup, "show_document", broken)
+    monkeypatch.setattr(saeembed.analysis.lookup, "show_document", broken)
     code, _, err = run_main(capsys, ["docs", "show", "1", "--db", str(db)])
     assert code == 3 and len(err.strip().splitlines()) == 1
     assert "internal error (ZeroDivisionError: division by zero)" in err and "--debug" in err

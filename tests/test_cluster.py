@@ -19,8 +19,8 @@ from saeembed.analysis.cluster import (
     renumber,
 )
 from saeembed.errors import SaeembedError
-from saeembed.report import cluster_report
-from saeembed.store import Store
+from saeembed.reports.html import cluster_report
+from saeembed.storage.store import Store
 from tests.support import CLUSTER_DOCS as DOCS
 from tests.support import CLUSTER_LABELS as LABELS
 from tests.support import SPORTS, labelled_store
@@ -182,7 +182,7 @@ def test_concepts_selected_by_about_with_minilm(store_path):
 def test_an_llm_expands_about_into_keyphrases_searched_as_facets(store_path):
     import json as json_module
 
-    from saeembed.llm import CachedChat, OpenAICompatible
+    from saeembed.concepts.llm import CachedChat, OpenAICompatible
     from tests.support import ChatServer, completion, last_user_text
 
     answers = iter(

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from saeembed.store import Store
+from saeembed.storage.store import Store
 from tests.support import TEXTS, small_sae
 
 BIN = Path(sys.executable).parent

@@ -5,7 +5,8 @@ import importlib.util
 import polars as pl
 import pytest
 
-from saeembed.corpora import (
+from saeembed.errors import SaeembedError
+from saeembed.storage.corpora import (
     MAX_CHARS,
     _split_long,
     demo_corpus,
@@ -14,7 +15,6 @@ from saeembed.corpora import (
     sharegpt_turns,
     training_texts,
 )
-from saeembed.errors import SaeembedError
 
 TOPICS = ["World", "Sports", "Business", "Sci/Tech"]
 # Words typical of each AG News class, to check that sae-probes' permuted class names are mapped back right.

@@ -14,7 +14,7 @@ from scipy import stats
 import saeembed.analysis.correlate as correlate
 from saeembed.analysis.correlate import correlate_column, correlate_pairs, count_pairs, npmi
 from saeembed.errors import SaeembedError
-from saeembed.store import Store
+from saeembed.storage.store import Store
 from tests.support import CORRELATE_DOCS as DOCS
 from tests.support import CORRELATE_PEAK as PEAK
 from tests.support import build_store

@@ -11,7 +11,7 @@ from scipy import stats
 
 from saeembed.analysis.diff import diff, diff_by, independent_statistics, paired_statistics
 from saeembed.errors import SaeembedError
-from saeembed.store import RunSettings, Store
+from saeembed.storage.store import RunSettings, Store
 from tests.support import READER, build_store, planted
 
 
@@ -94,7 +94,7 @@ def test_presence_threshold_counts_a_concept_where_it_fires_at_half_its_pooled_p
 
 
 def test_p90_cache_follows_the_runs_it_was_computed_on(tmp_path):
-    from saeembed.percentiles import concept_p90
+    from saeembed.storage.percentiles import concept_p90
 
     db = build_store(tmp_path / "cache.duckdb", {"a": [(f"a {i}", {}, [(3, float(i))]) for i in range(1, 11)]})
     with Store.open(db) as store:

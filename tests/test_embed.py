@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 import torch
 
-from saeembed.embed import EmbedOptions
 from saeembed.errors import SaeembedError
-from saeembed.pipeline import embed, ingest
-from saeembed.sae import SparseAutoencoder
-from saeembed.store import Store
+from saeembed.jobs import embed, ingest
+from saeembed.model.pooling import EmbedOptions
+from saeembed.model.sae import SparseAutoencoder
+from saeembed.storage.store import Store
 from tests.support import TEXTS, small_sae
 
 

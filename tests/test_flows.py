@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from saeembed.store import Store
+from saeembed.storage.store import Store
 from tests.support import TEST_LAYER, TEXTS, small_sae
 
 
@@ -54,8 +54,8 @@ def test_train_sae_flow_writes_a_loadable_sae_with_its_report(prefect_harness, t
     from saeembed_flows.ingest import ingest_flow
     from saeembed_flows.train_sae import train_sae_flow
 
-    from saeembed.corpora import demo_corpus
-    from saeembed.pipeline import resolve_sae
+    from saeembed.jobs import resolve_sae
+    from saeembed.storage.corpora import demo_corpus
 
     db = str(tmp_path / "train.duckdb")
     source = tmp_path / "train.parquet"

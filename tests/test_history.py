@@ -6,9 +6,9 @@ import pytest
 
 from saeembed.analysis.correlate import correlate_pairs
 from saeembed.analysis.diff import diff
+from saeembed.analysis.history import analysis_history
 from saeembed.errors import SaeembedError
-from saeembed.history import analysis_history
-from saeembed.store import Store
+from saeembed.storage.store import Store
 
 
 def test_a_concepts_delta_across_runs_of_one_diff(two_corpora):

@@ -13,9 +13,9 @@ from statsmodels.stats import proportion
 
 from saeembed.analysis.diff import diff
 from saeembed.analysis.hypotheses import parse_hypotheses, verify_hypotheses
+from saeembed.concepts.llm import CachedChat, MalformedAnswer, OpenAICompatible
 from saeembed.errors import SaeembedError
-from saeembed.llm import CachedChat, MalformedAnswer, OpenAICompatible
-from saeembed.store import Store
+from saeembed.storage.store import Store
 from tests.support import ChatServer, Reply, build_store, completion, last_user_text
 
 # A: 30 of 40 documents about sports (concept 1), the rest about markets (concept 2); B: 4 of 40 about sports.

@@ -7,8 +7,8 @@ import json
 
 import polars as pl
 
-from saeembed.history import analysis_history
-from saeembed.store import Store
+from saeembed.analysis.history import analysis_history
+from saeembed.storage.store import Store
 from tests.support import TEXTS, small_sae
 
 

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from saeembed.errors import SaeembedError
-from saeembed.pipeline import ingest
-from saeembed.store import Store
+from saeembed.jobs import ingest
+from saeembed.storage.store import Store
 
 # What polars' strip_chars() strips (Unicode White_Space), the definition of a blank text. Python's
 # str.isspace() differs: it also counts U+001C..U+001F, which a text may hold and is then stored.

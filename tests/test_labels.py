@@ -12,12 +12,9 @@ import polars as pl
 import pytest
 import torch
 
-from saeembed.corpora import demo_corpus
-from saeembed.dense import SentenceEmbedder
-from saeembed.embed import EmbedOptions
-from saeembed.errors import SaeembedError
-from saeembed.examples import concept_examples, load_run_models
-from saeembed.labels import (
+from saeembed.concepts.dense import SentenceEmbedder
+from saeembed.concepts.examples import concept_examples, load_run_models
+from saeembed.concepts.labels import (
     WORD_PATTERN,
     HeldOut,
     embedding_auroc,
@@ -26,9 +23,12 @@ from saeembed.labels import (
     select_features,
     token_labels,
 )
-from saeembed.pipeline import DEFAULT_SAE_DIR, embed, ingest
-from saeembed.search import concept_index, search_concepts
-from saeembed.store import Store
+from saeembed.concepts.search import concept_index, search_concepts
+from saeembed.errors import SaeembedError
+from saeembed.jobs import DEFAULT_SAE_DIR, embed, ingest
+from saeembed.model.pooling import EmbedOptions
+from saeembed.storage.corpora import demo_corpus
+from saeembed.storage.store import Store
 
 N_DOCS = 240
 
@@ -130,7 +130,7 @@ def test_auroc_matches_scikit_learn_and_is_nan_without_examples(labelled_db, emb
         )
         scores = embedding_auroc(store, labels, held_out, embedder)
         vectors = embedder.encode(labels["label"].to_list())
-        from saeembed.dense import document_embeddings
+        from saeembed.concepts.dense import document_embeddings
 
         doc_vectors = dict(zip(docs, document_embeddings(store, docs, embedder), strict=True))
     for row, (pos, neg) in enumerate([(docs[:4], docs[7:10]), (docs[4:7], docs[7:12])]):
@@ -228,7 +228,7 @@ def test_labels_shipped_with_an_sae_are_loaded_once_and_yield_to_corpus_labels(l
 
 
 def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder, tmp_path):
-    from saeembed.llm import CachedChat, OpenAICompatible
+    from saeembed.concepts.llm import CachedChat, OpenAICompatible
     from tests.support import ChatServer, completion
 
     def script(number: int, request: dict) -> object:
@@ -277,7 +277,7 @@ def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder,
 
 
 def test_llm_labels_that_failed_are_asked_again_once_the_endpoint_answers_json(labelled_db, embedder, tmp_path):
-    from saeembed.llm import CachedChat, OpenAICompatible
+    from saeembed.concepts.llm import CachedChat, OpenAICompatible
     from tests.support import ChatServer, completion
 
     mode = {"answer": "prose"}
@@ -393,7 +393,7 @@ def test_concepts_never_active_are_counted_as_failures_and_alone_raise(labelled_
 
 @pytest.mark.slow
 def test_llm_labels_with_the_local_smollm2(labelled_db, embedder, tmp_path):
-    from saeembed.llm import CachedChat, LocalTransformers
+    from saeembed.concepts.llm import CachedChat, LocalTransformers
 
     db = tmp_path / "local.duckdb"
     db.write_bytes(labelled_db.read_bytes())

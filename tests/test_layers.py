@@ -12,7 +12,14 @@ from pathlib import Path
 import saeembed
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ["saeembed.hub", "saeembed.reader", "saeembed.sae", "saeembed.tokens", "saeembed.train", "saeembed.embed"]
+MODEL = [
+    "saeembed.model.hub",
+    "saeembed.model.reader",
+    "saeembed.model.sae",
+    "saeembed.model.tokens",
+    "saeembed.model.train",
+    "saeembed.model.pooling",
+]
 
 BLOCK = """
 import importlib.abc, sys
@@ -37,7 +44,7 @@ def test_the_model_imports_where_no_database_stack_is_installed():
 
 
 def test_the_blocker_really_blocks():
-    result = run(BLOCK.format(blocked={"duckdb"}) + "import saeembed.store\n")
+    result = run(BLOCK.format(blocked={"duckdb"}) + "import saeembed.storage.store\n")
     assert result.returncode != 0 and "blocked: duckdb" in result.stderr
 
 
@@ -63,3 +70,23 @@ def test_no_test_module_imports_another():
                 assert node.module in ("tests.support",), f"{path.name} imports {node.module}"
             if isinstance(node, ast.Import):
                 assert not any(alias.name.startswith("tests.") for alias in node.names), path.name
+
+
+def test_the_import_paths_of_earlier_releases_still_work():
+    from saeembed.concepts.labels import label_concepts
+    from saeembed.concepts.search import search_concepts
+    from saeembed.jobs import embed, ingest
+    from saeembed.labels import label_concepts as old_label_concepts
+    from saeembed.pipeline import embed as old_embed
+    from saeembed.pipeline import ingest as old_ingest
+    from saeembed.search import search_concepts as old_search_concepts
+    from saeembed.storage.store import Store
+    from saeembed.store import Store as OldStore
+
+    assert (old_label_concepts, old_embed, old_ingest, old_search_concepts, OldStore) == (
+        label_concepts,
+        embed,
+        ingest,
+        search_concepts,
+        Store,
+    )

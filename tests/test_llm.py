@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from saeembed.errors import SaeembedError
-from saeembed.llm import (
+from saeembed.concepts.llm import (
     CachedChat,
     EndpointError,
     LabelAnswer,
@@ -38,7 +37,8 @@ from saeembed.llm import (
     parse_keyphrases,
     parse_label,
 )
-from saeembed.store import Store
+from saeembed.errors import SaeembedError
+from saeembed.storage.store import Store
 from tests.support import ChatServer, Reply, completion, last_user_text, model_listing
 
 

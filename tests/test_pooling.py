@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from saeembed.embed import _merge_pooled, pool_codes
-from saeembed.sae import SparseCodes
+from saeembed.model.pooling import _merge_pooled, pool_codes
+from saeembed.model.sae import SparseCodes
 
 
 def hand_example() -> tuple[SparseCodes, torch.Tensor, torch.Tensor, int]:

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saeembed.errors import SaeembedError
-from saeembed.predicates import Sandbox, parse_predicate
-from saeembed.store import Store
+from saeembed.storage.predicates import Sandbox, parse_predicate
+from saeembed.storage.store import Store
 
 SECRET = "TOPSECRET-4242"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from saeembed.errors import SaeembedError
-from saeembed.reader import Reader, length_batches, resolve_reader
+from saeembed.model.reader import Reader, length_batches, resolve_reader
 from tests.support import TEST_LAYER
 
 TEXTS = [

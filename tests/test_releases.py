@@ -8,9 +8,15 @@ import json
 import polars as pl
 import pytest
 
+from saeembed.analysis.releases import (
+    check_releases,
+    compare_releases,
+    example_releases,
+    ingest_releases,
+    read_releases,
+)
 from saeembed.errors import SaeembedError
-from saeembed.releases import check_releases, compare_releases, example_releases, ingest_releases, read_releases
-from saeembed.store import Store
+from saeembed.storage.store import Store
 from tests.support import build_store, release_docs
 
 
@@ -104,7 +110,7 @@ def test_one_release_is_nothing_to_compare(tmp_path):
 
 
 def test_a_stored_comparison_loads_as_it_was_returned(store):
-    from saeembed.releases import load_comparison
+    from saeembed.analysis.releases import load_comparison
 
     made = compare_releases(store, "r", top=5)
     loaded = load_comparison(store, made.analysis_id)

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
 from saeembed.analysis.diff import diff
-from saeembed.analysis_report import analysis_report
+from saeembed.analysis.releases import compare_releases
 from saeembed.cli import app
 from saeembed.errors import SaeembedError
-from saeembed.releases import compare_releases
-from saeembed.store import Store
+from saeembed.reports.pages import analysis_report
+from saeembed.storage.store import Store
 from tests.support import CORRELATE_DOCS as DOCS
 from tests.support import CORRELATE_PEAK as PEAK
 from tests.support import build_store, release_docs

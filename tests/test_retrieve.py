@@ -13,18 +13,18 @@ import pyarrow as pa
 import pytest
 
 import saeembed.analysis.retrieve as retrieve
-import saeembed.doc_index as doc_index
-import saeembed.exemplars as exemplars_module
+import saeembed.concepts.doc_index as doc_index
+import saeembed.concepts.exemplars as exemplars_module
 from saeembed.analysis.retrieve import (
     concept_weights,
     reciprocal_rank_fusion,
     search_documents,
 )
-from saeembed.doc_index import document_index, ivf_settings, search_index
+from saeembed.concepts.doc_index import document_index, ivf_settings, search_index
+from saeembed.concepts.exemplars import exemplars_path
 from saeembed.errors import SaeembedError
-from saeembed.exemplars import exemplars_path
-from saeembed.percentiles import concept_p90
-from saeembed.store import RunSettings, Store
+from saeembed.storage.percentiles import concept_p90
+from saeembed.storage.store import RunSettings, Store
 
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DIM = 4
@@ -374,7 +374,7 @@ TOPIC_LABELS = {
 
 @pytest.fixture(scope="module")
 def minilm():
-    from saeembed.dense import SentenceEmbedder
+    from saeembed.concepts.dense import SentenceEmbedder
 
     return SentenceEmbedder.load("all-minilm-l6-v2")
 
@@ -452,7 +452,7 @@ def test_parse_llm_choice_keeps_named_candidates_in_order():
 
 
 def test_an_llm_chooses_and_orders_the_concepts(arith_db):
-    from saeembed.llm import OpenAICompatible
+    from saeembed.concepts.llm import OpenAICompatible
     from tests.support import ChatServer, completion
 
     picks = ChatServer(lambda number, request: completion("3, 1"))
@@ -526,7 +526,7 @@ def test_search_command_prints_the_documents_and_why_they_matched(topic_db):
 
 
 def test_a_search_has_a_report_page(arith_db):
-    from saeembed.analysis_report import analysis_report
+    from saeembed.reports.pages import analysis_report
 
     with Store.open(arith_db) as store:
         result = search_documents(
@@ -546,7 +546,7 @@ def store_doc_vectors(store: Store, vectors: dict[int, np.ndarray]) -> None:
 
 
 def test_exemplar_vector_is_the_mean_embedding_of_a_concepts_strongest_documents(arith_db):
-    from saeembed.exemplars import exemplar_vectors
+    from saeembed.concepts.exemplars import exemplar_vectors
 
     vectors = {d: unit(1, d) for d in range(1, 14)}
     with Store.open(arith_db) as store:

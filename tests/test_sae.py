@@ -1,6 +1,6 @@
 """SAE architectures and checkpoint layouts: tiny checkpoints written in each published layout the way
 that library writes them, loaded with `load_sae`, and their encodings checked against the layout's
-formula computed here in numpy (float64), independently of saeembed.sae."""
+formula computed here in numpy (float64), independently of saeembed.model.sae."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from saeembed.errors import SaeembedError
-from saeembed.sae import SaeConfig, SparseAutoencoder, SparseCodes, check_compatible, load_sae
+from saeembed.model.sae import SaeConfig, SparseAutoencoder, SparseCodes, check_compatible, load_sae
 
 D_IN, D_SAE = 12, 40
 

@@ -15,8 +15,8 @@ import httpx
 import polars as pl
 import pytest
 
-from saeembed.pipeline import ingest
-from saeembed.store import Store
+from saeembed.jobs import ingest
+from saeembed.storage.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

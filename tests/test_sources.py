@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 import zstandard
 
-from saeembed import sources
 from saeembed.errors import SaeembedError
-from saeembed.pipeline import ingest
-from saeembed.sources import check_source, content_hash, read_source
-from saeembed.store import Store
+from saeembed.jobs import ingest
+from saeembed.storage import sources
+from saeembed.storage.sources import check_source, content_hash, read_source
+from saeembed.storage.store import Store
 
 FRAME = pl.DataFrame(
     {

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from saeembed.errors import SaeembedError
-from saeembed.store import RunSettings, Store, read_sql
+from saeembed.storage.store import RunSettings, Store, read_sql
 
 
 def rows(*texts: str) -> pl.DataFrame:
@@ -79,7 +79,7 @@ def test_second_writer_gets_database_busy(db_path):
 
     with Store.open(db_path):
         script = (
-            "from saeembed.store import Store\n"
+            "from saeembed.storage.store import Store\n"
             "from saeembed.errors import SaeembedError\n"
             f"try:\n    Store.open({str(db_path)!r})\nexcept SaeembedError as e:\n    print(e)\n"
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from saeembed.tokens import load_tokenizer, mark_context, mark_positions, token_at
+from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions, token_at
 
 TEXTS = ["The dollar made slight gains on Monday.", "Héllo wörld — naïve café!\nNew line.", ""]
 

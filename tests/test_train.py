@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saeembed.corpora import demo_corpus
 from saeembed.errors import SaeembedError
-from saeembed.train import TrainOptions, collect_activations, evaluate_sae, train_topk_sae
+from saeembed.model.train import TrainOptions, collect_activations, evaluate_sae, train_topk_sae
+from saeembed.storage.corpora import demo_corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,2 @@
-"""Analyses over stored concept vectors: each a plain function over a DuckDB connection."""
+"""The analyses over stored concept vectors (diff, hypotheses, correlate, cluster, retrieve, releases,
+history, look-ups): each selects through the store, computes, and records through the store."""

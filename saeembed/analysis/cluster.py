@@ -32,12 +32,12 @@ import polars as pl
 import pyarrow as pa
 from scipy import sparse
 
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
+from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
+from saeembed.concepts.llm import ChatBackend, MalformedAnswer, complete_parsed, keyphrase_messages, parse_keyphrases
 from saeembed.errors import SaeembedError
-from saeembed.llm import ChatBackend, MalformedAnswer, complete_parsed, keyphrase_messages, parse_keyphrases
 from saeembed.options import ClusterOptions
-from saeembed.predicates import Predicate, parse_predicate
-from saeembed.store import RunInfo, Store, read_sql
+from saeembed.storage.predicates import Predicate, parse_predicate
+from saeembed.storage.store import RunInfo, Store, read_sql
 
 Method = Literal["hdbscan", "spectral"]
 
@@ -219,7 +219,7 @@ def select_concepts(store: Store, corpus: str, about: str, n_concepts: int, embe
     own and takes their best concepts in turn: one query embedding of the whole text lands between the
     facets and matches none of them well (AG News, 60 concepts: spectral NMI with the topics 0.12 as one
     query, 0.33 as four; benchmarks/quality_cluster.py)."""
-    from saeembed.search import search_concepts
+    from saeembed.concepts.search import search_concepts
 
     facets = [part.strip() for part in about.split(";") if part.strip()]
     per_facet = -(-n_concepts // len(facets))
@@ -240,7 +240,7 @@ def select_concepts(store: Store, corpus: str, about: str, n_concepts: int, embe
 def explicit_concepts(store: Store, run: RunInfo, corpus: str, feature_ids: Sequence[int]) -> pl.DataFrame:
     """The given concepts (duplicates dropped, order kept) with their labels: feature_id, label, similarity
     (null). Ids outside the SAE are an error."""
-    from saeembed.search import current_labels
+    from saeembed.concepts.search import current_labels
 
     ids = list(dict.fromkeys(int(i) for i in feature_ids))
     d_sae = store.query("SELECT d_sae FROM saes WHERE sae_id = $s", {"s": run.sae_id})["d_sae"][0]

@@ -45,12 +45,12 @@ import polars as pl
 import pyarrow as pa
 from scipy import sparse, stats
 
-from saeembed.dense import SentenceEmbedder
+from saeembed.concepts.dense import SentenceEmbedder
+from saeembed.concepts.search import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.options import CorrelateOptions
-from saeembed.predicates import Predicate, parse_predicate
-from saeembed.search import current_labels
-from saeembed.store import RunInfo, Store, read_sql
+from saeembed.storage.predicates import Predicate, parse_predicate
+from saeembed.storage.store import RunInfo, Store, read_sql
 
 CHUNK_NNZ = 1 << 23
 """Concept rows per chunk of documents: a block's operands per chunk stay within a few MB (cache)."""

@@ -3,7 +3,7 @@
 freq_D(i) is the share of D's documents where concept i is present (Jiang et al. 2025). Counting is a
 GROUP BY in DuckDB over the long `doc_features` table, so it never builds a documents × concepts matrix.
 Present means that the concept's max activation reaches `presence_threshold` (0.5) times its p90 over the
-runs compared (saeembed/percentiles.py); 0 counts any firing, the paper's definition. With any firing, the
+runs compared (saeembed/storage/percentiles.py); 0 counts any firing, the paper's definition. With any firing, the
 broad weak firings of max pooling dominate: in benchmarks/quality_diff.py's planted difference, 2 of the
 top 5 concepts were specific to the planted class (precision ≥ 0.7), and 5 of 5 at 0.5.
 Each concept gets Δ = freq_A − freq_B with a 95% confidence interval, a p-value and a
@@ -35,11 +35,11 @@ import pyarrow as pa
 from scipy import stats
 
 from saeembed.errors import SaeembedError
+from saeembed.model.tokens import load_tokenizer, mark_context
 from saeembed.options import DEFAULT_PRESENCE, DiffOptions
-from saeembed.percentiles import presence_thresholds, recorded_presence
-from saeembed.predicates import Predicate, parse_predicate
-from saeembed.store import RunInfo, Store, read_sql
-from saeembed.tokens import load_tokenizer, mark_context
+from saeembed.storage.percentiles import presence_thresholds, recorded_presence
+from saeembed.storage.predicates import Predicate, parse_predicate
+from saeembed.storage.store import RunInfo, Store, read_sql
 
 RankBy = Literal["specific", "delta", "q"]
 ALPHA = 0.05
@@ -385,7 +385,7 @@ def rank(table: pl.DataFrame, min_delta: float, rank_by: RankBy) -> pl.DataFrame
 
 
 def optional_predicate(predicate: str | None, option: str) -> Predicate | None:
-    """`predicate` parsed and checked (see saeembed.predicates), or None."""
+    """`predicate` parsed and checked (see saeembed.storage.predicates), or None."""
     return None if predicate is None else parse_predicate(predicate, option)
 
 
@@ -435,7 +435,7 @@ def unregister_sides(store: Store) -> None:
 
 
 def _with_labels(store: Store, run: RunInfo, corpus: str, table: pl.DataFrame) -> pl.DataFrame:
-    from saeembed.search import current_labels
+    from saeembed.concepts.search import current_labels
 
     labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label")
     return table.join(labels, on="feature_id", how="left").sort(["grp", "rank"], nulls_last=False)

@@ -27,8 +27,7 @@ from saeembed.analysis.diff import (
     side_documents,
     unregister_sides,
 )
-from saeembed.errors import SaeembedError
-from saeembed.llm import (
+from saeembed.concepts.llm import (
     ChatBackend,
     MalformedAnswer,
     Message,
@@ -38,10 +37,11 @@ from saeembed.llm import (
     judge_messages,
     parse_judgement,
 )
-from saeembed.percentiles import presence_thresholds, recorded_presence
-from saeembed.search import current_labels
-from saeembed.store import RunInfo, Store, read_sql
-from saeembed.tokens import load_tokenizer, mark_context
+from saeembed.concepts.search import current_labels
+from saeembed.errors import SaeembedError
+from saeembed.model.tokens import load_tokenizer, mark_context
+from saeembed.storage.percentiles import presence_thresholds, recorded_presence
+from saeembed.storage.store import RunInfo, Store, read_sql
 
 MAX_HYPOTHESES = 10
 """At most this many hypotheses per diff, as in the reference toolkit."""

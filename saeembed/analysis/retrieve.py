@@ -4,7 +4,7 @@ Three modes:
 
 - sae (Jiang et al. 2025's method): concept search picks the k concepts closest to the query — by the mean of
   the cosine to their label and the cosine to their exemplar vector, the mean embedding of their strongest
-  documents (saeembed/exemplars.py; exemplar_weight = 0 is the paper's label-only choice); the concept at
+  documents (saeembed/concepts/exemplars.py; exemplar_weight = 0 is the paper's label-only choice); the concept at
   rank r (0 = closest) gets weight w_r = exp(−r / (k·T)), T = 0.2 by default; a
   document scores Σ_r w_r · a_r / p90_r, where a_r is its max activation on the concept and p90_r the 90th
   percentile of the concept's nonzero activations over the run, so concepts with large activations do
@@ -36,17 +36,17 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from saeembed.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
-from saeembed.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
+from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
+from saeembed.concepts.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
+from saeembed.concepts.exemplars import exemplar_vectors
+from saeembed.concepts.llm import ChatBackend, MalformedAnswer, complete_parsed
+from saeembed.concepts.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
 from saeembed.errors import SaeembedError
-from saeembed.exemplars import exemplar_vectors
-from saeembed.llm import ChatBackend, MalformedAnswer, complete_parsed
+from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions
 from saeembed.options import SearchOptions
-from saeembed.percentiles import concept_p90, run_state
-from saeembed.predicates import Predicate, parse_predicate
-from saeembed.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
-from saeembed.store import RunInfo, Store, first_row, read_sql
-from saeembed.tokens import load_tokenizer, mark_context, mark_positions
+from saeembed.storage.percentiles import concept_p90, run_state
+from saeembed.storage.predicates import Predicate, parse_predicate
+from saeembed.storage.store import RunInfo, Store, first_row, read_sql
 
 Mode = Literal["sae", "dense", "fused"]
 MODES = ("sae", "dense", "fused")
@@ -340,7 +340,7 @@ def search_documents(
 ) -> RetrievalResult:
     """The `top` documents of `corpus` that best have the property `query` (see the module docstring for
     the modes), optionally among those matching `where` (one expression over documents' columns and meta).
-    With `chat` (a saeembed.llm backend, e.g. `chat_backend(store, …)`), an LLM chooses the concepts among
+    With `chat` (a saeembed.concepts.llm backend, e.g. `chat_backend(store, …)`), an LLM chooses the concepts among
     the closest labels (see `llm_choice`). Recorded in `analyses` (kind 'search') and `retrieval_results`."""
     started = time.perf_counter()
     SearchOptions(

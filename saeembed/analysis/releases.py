@@ -12,7 +12,7 @@ treated as three releases of one assistant whose prompt template changed — the
 so a release comparison should see list-formatting concepts rise at v2, and French rise (and lists
 fall) at v3. (A system prompt would be the natural place for such instructions, but this 135M model
 all but ignores system prompts: asked there for bullet points, 2% of its answers had any.) Regenerate
-it with `python -m saeembed.releases OUT.parquet` (≈ 10 minutes on 2 CPU cores).
+it with `python -m saeembed.analysis.releases OUT.parquet` (≈ 10 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import polars as pl
 from saeembed.analysis.diff import diff
 from saeembed.errors import SaeembedError
 from saeembed.options import DEFAULT_PRESENCE, CompareReleasesOptions
-from saeembed.percentiles import presence_thresholds, recorded_presence
-from saeembed.sources import content_hash
-from saeembed.store import IngestCounts, Store, read_sql
+from saeembed.storage.percentiles import presence_thresholds, recorded_presence
+from saeembed.storage.sources import content_hash
+from saeembed.storage.store import IngestCounts, Store, read_sql
 
 RELEASE_COLUMNS = ("prompt_id", "prompt", "model", "release", "released_at", "response")
 
@@ -44,7 +44,7 @@ class Release(NamedTuple):
     """What this release's prompt template appends to every question ('' for none)."""
 
 
-EXAMPLE_PATH = Path(__file__).parent / "data" / "release_example.parquet"
+EXAMPLE_PATH = Path(__file__).parents[1] / "data" / "release_example.parquet"
 EXAMPLE_MODEL = "smollm2-assistant"
 EXAMPLE_RELEASES = (
     Release("v1", "2024-01-15", ""),
@@ -313,7 +313,7 @@ def _release_predicate(model: str, release: str) -> str:
 
 def example_prompts(n: int = 48, seed: int = 0) -> pl.DataFrame:
     """`n` short English questions that open ShareGPT conversations (prompt_id, prompt)."""
-    from saeembed.corpora import sharegpt_turns
+    from saeembed.storage.corpora import sharegpt_turns
 
     turns = sharegpt_turns().filter(
         (pl.col("turn") == 0)
@@ -330,7 +330,7 @@ def generate_example(out: Path, *, n_prompts: int = 48, max_tokens: int = 120, b
     """Generate the example releases table with the local SmolLM2-135M-Instruct and write it to `out`."""
     import torch
 
-    from saeembed.llm import LocalTransformers
+    from saeembed.concepts.llm import LocalTransformers
 
     model = LocalTransformers("smollm2-135m-instruct", device="cpu", dtype="float32")
     tokenizer, network = model.tokenizer, model.network

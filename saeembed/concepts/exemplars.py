@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from saeembed.dense import SentenceEmbedder, document_embeddings
-from saeembed.percentiles import run_state
-from saeembed.store import Store
+from saeembed.concepts.dense import SentenceEmbedder, document_embeddings
+from saeembed.storage.percentiles import run_state
+from saeembed.storage.store import Store
 
 if TYPE_CHECKING:
     from saeembed.analysis.retrieve import ConceptColumns
 
 EXEMPLAR_DOCS = 20
 """Strongest documents (by max activation) whose embeddings make a concept's exemplar vector: as many as token
-labels are made from (saeembed.labels)."""
+labels are made from (saeembed.concepts.labels)."""
 
 _LOADED: dict[Path, tuple[str, np.ndarray]] = {}
 

@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 import httpx
 
 from saeembed.errors import SaeembedError
-from saeembed.hub import DEFAULT_READER, resolve_reader
-from saeembed.store import Store, first_row
+from saeembed.model.hub import DEFAULT_READER, resolve_reader
+from saeembed.storage.store import Store, first_row
 
 if TYPE_CHECKING:
-    from saeembed.reader import Device, DType
+    from saeembed.model.reader import Device, DType
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ class LocalTransformers:
         # torch is imported here, not at module level, so the HTTP backends load without it.
         import torch
 
-        from saeembed.reader import _load_transformers, resolve_device, resolve_dtype
+        from saeembed.model.reader import _load_transformers, resolve_device, resolve_dtype
 
         source = resolve_reader(model)
         self.model = source.model_id

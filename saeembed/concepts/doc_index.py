@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from saeembed.dense import SentenceEmbedder, document_embeddings
+from saeembed.concepts.dense import SentenceEmbedder, document_embeddings
 from saeembed.errors import SaeembedError
-from saeembed.store import Store, first_row
+from saeembed.storage.store import Store, first_row
 
 FLAT_BELOW = 50_000
 """Corpora with fewer documents get an exact flat index; larger ones an IVF index."""

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from saeembed.errors import SaeembedError
-from saeembed.hub import converted_gguf_dir, resolve_reader
+from saeembed.model.hub import converted_gguf_dir, resolve_reader
 
 Offsets = list[tuple[int, int]]
 

@@ -1,7 +1,7 @@
 """Documents → reader residuals → SAE codes → one pooled sparse concept vector per document.
 
 torch and numpy only: the rows come out as numpy columns, so the reader and SAE run (and can be
-benchmarked) where no database is installed; `saeembed.pipeline` writes them to the store.
+benchmarked) where no database is installed; `saeembed.jobs` writes them to the store.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from saeembed.reader import Reader
-from saeembed.sae import SparseAutoencoder, SparseCodes
+from saeembed.model.reader import Reader
+from saeembed.model.sae import SparseAutoencoder, SparseCodes
 
 # SAE pre-activations are built for at most this many (token × latent) cells at a time (≈256 MB in fp32).
 MAX_CODE_CELLS = 64 * 2**20

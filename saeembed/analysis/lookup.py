@@ -12,8 +12,8 @@ from typing import NamedTuple
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.store import Store, first_row, read_sql
-from saeembed.tokens import load_tokenizer, mark_context, token_at
+from saeembed.model.tokens import load_tokenizer, mark_context, token_at
+from saeembed.storage.store import Store, first_row, read_sql
 
 
 class DocumentView(NamedTuple):
@@ -120,8 +120,8 @@ def show_concept(
 ) -> ConceptView:
     """A concept's labels and its top documents. With `all_tokens` the run's reader re-reads those
     documents to mark every firing token (slower: loads the model); otherwise the stored max is marked."""
-    from saeembed.examples import concept_examples, load_run_models
-    from saeembed.search import current_labels
+    from saeembed.concepts.examples import concept_examples, load_run_models
+    from saeembed.concepts.search import current_labels
 
     name = corpus or only_corpus(store)
     run = store.latest_run(name)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from saeembed.errors import SaeembedError
-from saeembed.hub import DEFAULT_READER, ReaderSource, converted_gguf_dir, resolve_reader
+from saeembed.model.hub import DEFAULT_READER, ReaderSource, converted_gguf_dir, resolve_reader
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]

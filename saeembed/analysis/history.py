@@ -9,7 +9,7 @@ from typing import NamedTuple
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.store import Store, first_row, read_sql
+from saeembed.storage.store import Store, first_row, read_sql
 
 KINDS_WITH_HISTORY = ("diff", "correlate", "cluster")
 
@@ -76,7 +76,7 @@ def _top_concepts(store: Store, kind: str, analysis_id: int, top: int) -> list[i
 
 
 def _labels(store: Store, analysis_id: int) -> pl.DataFrame:
-    from saeembed.search import current_labels
+    from saeembed.concepts.search import current_labels
 
     inputs = store.analysis(analysis_id).inputs
     run = store.run(inputs.get("run_a", inputs.get("run")))

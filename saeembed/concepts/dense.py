@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from saeembed.errors import SaeembedError
-from saeembed.store import Store
+from saeembed.storage.store import Store
 
 DEFAULT_SENTENCE_MODEL = "all-minilm-l6-v2"
 

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from saeembed.errors import SaeembedError
-from saeembed.hub import cache_dir
-from saeembed.reader import Reader, length_batches
-from saeembed.sae import SaeConfig, SparseAutoencoder
+from saeembed.model.hub import cache_dir
+from saeembed.model.reader import Reader, length_batches
+from saeembed.model.sae import SaeConfig, SparseAutoencoder
 
 COLLECT_CHUNK = 2048
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from saeembed.options import check_presence
-from saeembed.store import Store, first_row, read_sql
+from saeembed.storage.store import Store, first_row, read_sql
 
 
 def run_state(store: Store, run_id: int) -> str:

@@ -7,8 +7,8 @@ from html import escape
 
 import polars as pl
 
-from saeembed.releases import ReleaseComparison
-from saeembed.report import STYLE, delta_chart
+from saeembed.analysis.releases import ReleaseComparison
+from saeembed.reports.html import STYLE, delta_chart
 
 PALETTE = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b7791f", "#c53030", "#319795", "#4a5568", "#d53f8c", "#718096")
 

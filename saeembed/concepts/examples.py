@@ -17,13 +17,13 @@ import polars as pl
 import pyarrow as pa
 
 from saeembed.errors import SaeembedError
-from saeembed.store import Store, first_row, read_sql
-from saeembed.tokens import load_tokenizer, mark_context, mark_positions, token_at
+from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions, token_at
+from saeembed.storage.store import Store, first_row, read_sql
 
 if TYPE_CHECKING:
     # Imported where used: look-ups that only mark the stored max tokens must not pay torch's import.
-    from saeembed.reader import Reader
-    from saeembed.sae import SparseAutoencoder
+    from saeembed.model.reader import Reader
+    from saeembed.model.sae import SparseAutoencoder
 
 NEGATIVE_CANDIDATES = 4096
 """Random documents drawn once per call, among which each concept's absent ones are chosen."""
@@ -44,8 +44,8 @@ class RunModels(NamedTuple):
 
 def load_run_models(store: Store, run_id: int, *, device: str = "auto") -> RunModels:
     """Reader and SAE of embedding run `run_id`, with its settings."""
-    from saeembed.reader import Reader
-    from saeembed.sae import load_sae
+    from saeembed.model.reader import Reader
+    from saeembed.model.sae import load_sae
 
     row = first_row(
         store.con.execute(

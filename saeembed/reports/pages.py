@@ -9,7 +9,7 @@ from html import escape
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.store import Store
+from saeembed.storage.store import Store
 
 CORRELATION_COLUMNS = (
     "rank",
@@ -27,7 +27,7 @@ COLUMN_COLUMNS = ("rank", "feature_id", "label", "level", "statistic", "test", "
 
 def analysis_report(store: Store, analysis: int | str) -> tuple[int, str]:
     """(analysis id, page) for `analysis`: an id, or a kind ('diff', …) for the latest of that kind."""
-    from saeembed.history import resolve_analysis
+    from saeembed.analysis.history import resolve_analysis
 
     analysis_id = resolve_analysis(store, analysis)
     stored = store.analysis(analysis_id)
@@ -35,14 +35,14 @@ def analysis_report(store: Store, analysis: int | str) -> tuple[int, str]:
     title = f"saeembed {kind} — analysis {analysis_id} ({stored.created_at:%Y-%m-%d %H:%M})"
     if kind == "diff":
         from saeembed.analysis.diff import load_diff
-        from saeembed.report import diff_report
+        from saeembed.reports.html import diff_report
 
         result = load_diff(store, analysis_id)
         summary = {"test": result.test, "n_a": result.n_a, "n_b": result.n_b, **params}
         return analysis_id, diff_report(title, summary, result.table)
     if kind == "compare-releases":
-        from saeembed.release_report import releases_report
-        from saeembed.releases import load_comparison
+        from saeembed.analysis.releases import load_comparison
+        from saeembed.reports.releases import releases_report
 
         return analysis_id, releases_report(title, load_comparison(store, analysis_id))
     if kind in ("correlate", "correlate-column"):
@@ -59,8 +59,8 @@ def analysis_report(store: Store, analysis: int | str) -> tuple[int, str]:
 
 def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inputs: dict) -> str:
     """The clustering's page from its stored rows (the page the cluster flow writes)."""
-    from saeembed.report import cluster_report
-    from saeembed.search import current_labels
+    from saeembed.concepts.search import current_labels
+    from saeembed.reports.html import cluster_report
 
     run = store.run(inputs["run"])
     assignments = store.query(
@@ -133,7 +133,7 @@ def _search_page(store: Store, title: str, analysis_id: int, params: dict) -> st
 
 
 def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, summary: dict) -> str:
-    from saeembed.search import current_labels
+    from saeembed.concepts.search import current_labels
 
     run = store.run(summary["run"])  # both kinds of correlation record the run they read
     labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
@@ -153,7 +153,7 @@ def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, sum
 
 def table_page(title: str, summary: dict, table: pl.DataFrame, columns: tuple[str, ...]) -> str:
     """A page with the parameters and one table."""
-    from saeembed.report import STYLE
+    from saeembed.reports.html import STYLE
 
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)

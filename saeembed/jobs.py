@@ -1,0 +1,359 @@
+"""The long jobs as plain Python: ingest a source, embed a corpus, train an SAE on a corpus.
+
+Each job is split into the steps the Prefect flows run as tasks (flows/), and each has a one-call
+function here for use from Python without Prefect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from saeembed.concepts.labels import load_shipped_labels
+from saeembed.errors import SaeembedError
+from saeembed.model.pooling import EmbedOptions, embed_batch
+from saeembed.model.reader import DEFAULT_READER, Device, DType, Reader, length_batches
+from saeembed.model.sae import SparseAutoencoder, check_compatible, load_sae
+from saeembed.storage.percentiles import concept_p90
+from saeembed.storage.sources import SourceRows, read_source
+from saeembed.storage.store import RunSettings, Store, first_row
+
+DEFAULT_SAE_DIR = Path(__file__).parent / "data" / "default_sae"
+
+
+class IngestReport(NamedTuple):
+    corpus: str
+    """Corpus the rows went to."""
+    read: int
+    """Rows read from the source."""
+    inserted: int
+    """New documents stored."""
+    already_present: int
+    """Rows already in the corpus (same content hash): re-ingest adds nothing."""
+    skipped_empty: int
+    """Rows with a null, empty or blank text: reported, not stored."""
+    skipped_duplicate: int
+    """Rows repeating an earlier row of the same source."""
+    empty_examples: list[str]
+    """Ids (or row numbers) of some skipped empty rows."""
+    skipped_bad_line: int
+    """JSONL lines that are not a JSON object, skipped with on_bad_line='skip' (counted in `read`)."""
+    bad_line_examples: list[str]
+    """Up to 5 of them as 'line N: reason'."""
+    duplicate_ids: int
+    """Rows whose id an earlier row of the source has with another text or metadata (in every mode)."""
+    skipped_duplicate_id: int
+    """Of those, rows not stored (none with on_duplicate_id='keep'). read = inserted + already_present +
+    skipped_empty + skipped_duplicate + skipped_duplicate_id + skipped_bad_line."""
+    duplicate_id_examples: list[str]
+    """Up to 5 of the repeated ids."""
+    replaced_surrogates: int
+    """Rows whose JSON held a lone UTF-16 surrogate escape, stored with U+FFFD in its place."""
+
+
+def ingest(
+    store: Store,
+    path: str | Path,
+    *,
+    corpus: str,
+    text_col: str = "text",
+    id_col: str | None = None,
+    table: str | None = None,
+    on_bad_line: str = "error",
+    on_duplicate_id: str = "keep",
+) -> IngestReport:
+    """Read a .parquet/.csv/.jsonl file, a glob of them, a folder of .txt files or a DuckDB table into
+    corpus `corpus`. on_bad_line ('error' or 'skip') and on_duplicate_id ('keep', 'first', 'last' or
+    'error') are those of `read_source`."""
+    source = read_source(
+        path, text_col=text_col, id_col=id_col, table=table, on_bad_line=on_bad_line, on_duplicate_id=on_duplicate_id
+    )
+    return store_source(store, source, corpus=corpus, path=path)
+
+
+def store_source(store: Store, source: SourceRows, *, corpus: str, path: str | Path) -> IngestReport:
+    """Add rows read by `read_source` to corpus `corpus` (one transaction; known rows are skipped)."""
+    if not corpus or not corpus.strip():
+        raise SaeembedError("--corpus must be a non-empty name")
+    counts = store.add_documents(corpus, source.rows, source=str(Path(path).resolve()))
+    return IngestReport(
+        corpus=corpus,
+        read=source.n_read,
+        inserted=counts.inserted,
+        already_present=counts.already_present,
+        skipped_empty=source.skipped_empty,
+        skipped_duplicate=source.skipped_duplicate,
+        empty_examples=source.empty_examples,
+        skipped_bad_line=source.skipped_bad_line,
+        bad_line_examples=source.bad_line_examples,
+        duplicate_ids=source.duplicate_ids,
+        skipped_duplicate_id=source.skipped_duplicate_id,
+        duplicate_id_examples=source.duplicate_id_examples,
+        replaced_surrogates=source.replaced_surrogates,
+    )
+
+
+@dataclass(frozen=True)
+class EmbedStats:
+    documents: int = 0
+    """Documents embedded."""
+    tokens: int = 0
+    """Document tokens read (after truncation, template excluded)."""
+    truncated: int = 0
+    """Documents longer than max_tokens."""
+    features: int = 0
+    """Concept rows written (sum over documents of concepts present)."""
+    seconds: float = 0.0
+    """Wall time spent."""
+
+    def __add__(self, other: EmbedStats) -> EmbedStats:
+        return EmbedStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
+
+def embed_pending(
+    store: Store,
+    run_id: int,
+    reader: Reader,
+    sae: SparseAutoencoder,
+    options: EmbedOptions,
+    *,
+    limit: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> EmbedStats:
+    """Embed up to `limit` of the run's not-yet-embedded documents; each batch is one transaction.
+
+    `on_batch(documents, tokens)` is called after each batch is stored (progress bars).
+    """
+    started = time.perf_counter()
+    pending = store.pending_documents(run_id, limit=limit)
+    if pending.height == 0:
+        return EmbedStats()
+    tokenized = reader.tokenize(pending["text"].to_list(), options.max_tokens)
+    doc_ids = pending["doc_id"].to_list()
+    prefix = reader.prefix_ids(options.chat_template)
+    stats = EmbedStats()
+    for batch in length_batches(
+        [len(ids) + len(prefix) for ids in tokenized.ids],
+        batch_size=options.batch_size,
+        max_batch_tokens=options.max_batch_tokens,
+    ):
+        embedded = embed_batch(
+            reader,
+            sae,
+            [doc_ids[i] for i in batch],
+            [tokenized.ids[i] for i in batch],
+            [tokenized.n_tokens_total[i] for i in batch],
+            prefix,
+            options.max_tokens,
+        )
+        store.write_batch(run_id, pa.table(embedded.documents), pa.table(embedded.features))
+        truncated = int(embedded.documents["truncated"].sum())
+        stats = stats + EmbedStats(len(batch), embedded.n_tokens, truncated, len(embedded.features["doc_id"]))
+        if on_batch is not None:
+            on_batch(len(batch), embedded.n_tokens)
+    return replace(stats, seconds=time.perf_counter() - started)
+
+
+class ResolvedSae(NamedTuple):
+    sae: SparseAutoencoder
+    """The loaded SAE."""
+    name: str
+    """'default' or the path the user gave."""
+    path: Path
+    """Where it was loaded from."""
+    fingerprint: str
+    """Hash of its files: the same checkpoint registers once."""
+
+
+def resolve_sae(spec: str = "default") -> ResolvedSae:
+    """Load SAE `spec`: 'default' (shipped with saeembed) or a checkpoint path in any supported layout."""
+    path = DEFAULT_SAE_DIR if spec == "default" else Path(spec).expanduser()
+    if not path.exists():
+        raise SaeembedError(f"SAE not found: {spec} (give 'default' or a checkpoint folder or file)")
+    sae = load_sae(path)
+    return ResolvedSae(sae, spec, path.resolve(), _fingerprint(path))
+
+
+def _fingerprint(path: Path) -> str:
+    digest = hashlib.sha1()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if file.suffix in {".json", ".safetensors", ".npz", ".pth", ".pt"}:
+            digest.update(file.name.encode())
+            with file.open("rb") as handle:
+                while block := handle.read(1 << 22):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class EmbedJob:
+    """One `embed` invocation: what to embed with what, and where it stands."""
+
+    store: Store
+    run_id: int
+    reader: Reader
+    sae: SparseAutoencoder
+    options: EmbedOptions
+    pending: int
+    """Documents left to embed when the job was opened."""
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        corpus: str,
+        *,
+        sae: str = "default",
+        reader: str | None = None,
+        layer: int | None = None,
+        device: Device = "auto",
+        dtype: DType = "auto",
+        options: EmbedOptions = EmbedOptions(),
+    ) -> EmbedJob:
+        """Check inputs, load reader and SAE, and open (or resume) the run for these settings."""
+        corpus_id = store.corpus_id(corpus)
+        resolved = resolve_sae(sae)
+        sae_layer = layer if layer is not None else resolved.sae.cfg.layer
+        if sae_layer is None:
+            raise SaeembedError(f"SAE {sae} does not say which layer it reads: pass --layer")
+        if resolved.sae.cfg.layer is not None and resolved.sae.cfg.layer != sae_layer:
+            raise SaeembedError(f"SAE {sae} reads layer {resolved.sae.cfg.layer}, but --layer {layer} was given")
+        reader_name = reader or resolved.sae.cfg.reader_model or DEFAULT_READER
+        loaded_reader = Reader.load(reader_name, layer=sae_layer, device=device, dtype=dtype)
+        check_compatible(
+            resolved.sae,
+            reader_model=loaded_reader.model_id,
+            hidden_size=loaded_reader.hidden_size,
+            layer=sae_layer,
+        )
+        module = resolved.sae.to(loaded_reader.device)
+        # On GPU the SAE takes the reader's dtype; on CPU it stays fp32 and bf16 runs through autocast.
+        module = module.to(loaded_reader.dtype) if loaded_reader.device.type == "cuda" else module.float()
+        sae_id = store.register_sae(
+            name=resolved.name,
+            fingerprint=resolved.fingerprint,
+            path=str(resolved.path),
+            config=asdict(resolved.sae.cfg),
+        )
+        load_shipped_labels(store, sae_id, resolved.path)
+        settings = RunSettings(
+            corpus_id=corpus_id,
+            sae_id=sae_id,
+            reader_model=loaded_reader.model_id,
+            layer=sae_layer,
+            max_tokens=options.max_tokens,
+            chat_template=options.chat_template,
+            dtype=loaded_reader.dtype_name,
+        )
+        run_id = store.open_run(settings, {"device": str(loaded_reader.device), **asdict(options)})
+        return cls(store, run_id, loaded_reader, module, options, store.count_pending(run_id))
+
+    def embed_chunk(self, limit: int, on_batch: Callable[[int, int], None] | None = None) -> EmbedStats:
+        """Embed up to `limit` pending documents (each length-sorted batch in its own transaction)."""
+        return embed_pending(
+            self.store, self.run_id, self.reader, self.sae, self.options, limit=limit, on_batch=on_batch
+        )
+
+    def finish(self, stats: EmbedStats) -> EmbedSummary:
+        """Record the invocation on the run and summarise it."""
+        config = {"device": str(self.reader.device), **asdict(self.options), "last_invocation": asdict(stats)}
+        status = self.store.finish_run(self.run_id, config)
+        if stats.documents:
+            # Each concept's p90 over the run, kept for the diff's presence threshold and retrieval's
+            # normaliser: computed once here (2–4 s at 100M rows), the first analysis need not wait for it.
+            concept_p90(self.store, self.run_id)
+        mean_concepts = first_row(
+            self.store.con.execute("SELECT avg(n_features) FROM embedded_documents WHERE run_id = ?", [self.run_id])
+        )[0]
+        return EmbedSummary(
+            run_id=self.run_id,
+            status=status,
+            documents=stats.documents,
+            tokens=stats.tokens,
+            tokens_per_second=round(stats.tokens / stats.seconds, 1) if stats.seconds else 0.0,
+            truncated=stats.truncated,
+            mean_concepts_per_doc=round(float(mean_concepts or 0.0), 1),
+            seconds=round(stats.seconds, 1),
+            reader=self.reader.model_id,
+            layer=self.reader.layer,
+            dtype=self.reader.dtype_name,
+            device=str(self.reader.device),
+        )
+
+
+class EmbedSummary(NamedTuple):
+    run_id: int
+    """Key of the run in `embed_runs` (and in `doc_features`)."""
+    status: str
+    """'complete' when every document of the corpus is embedded."""
+    documents: int
+    """Documents embedded by this invocation."""
+    tokens: int
+    """Document tokens read by this invocation."""
+    tokens_per_second: float
+    """Document tokens per second, everything included (reader, SAE, pooling, writes)."""
+    truncated: int
+    """Documents longer than --max-tokens, cut."""
+    mean_concepts_per_doc: float
+    """Over all the run's documents so far."""
+    seconds: float
+    reader: str
+    layer: int
+    dtype: str
+    device: str
+
+
+DEFAULT_CHUNK = 1024
+
+
+def embed(
+    store: Store,
+    corpus: str,
+    *,
+    sae: str = "default",
+    reader: str | None = None,
+    layer: int | None = None,
+    device: Device = "auto",
+    dtype: DType = "auto",
+    options: EmbedOptions = EmbedOptions(),
+    chunk_size: int = DEFAULT_CHUNK,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> EmbedSummary:
+    """Embed every not-yet-embedded document of `corpus` (resuming an interrupted run)."""
+    job = EmbedJob.open(store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype, options=options)
+    stats = EmbedStats()
+    started = time.perf_counter()
+    while (chunk := job.embed_chunk(chunk_size, on_batch)).documents:
+        stats = stats + chunk
+    return job.finish(replace(stats, seconds=time.perf_counter() - started))
+
+
+class TrainData(NamedTuple):
+    train_texts: list[str]
+    """Documents whose activations train the SAE."""
+    heldout_texts: list[str]
+    """Documents kept apart for the report."""
+    documents: int
+    """Documents in the corpus when it was split."""
+
+
+def split_corpus(store: Store, corpus: str, *, heldout_docs: int, seed: int = 0) -> TrainData:
+    """A corpus's texts in a seeded random order, the first `heldout_docs` held out (split by document,
+    so no held-out token shares a document with a training token)."""
+    corpus_id = store.corpus_id(corpus)
+    texts = store.query(
+        "SELECT text FROM documents WHERE corpus_id = $corpus_id ORDER BY hash(doc_id + $seed), doc_id",
+        {"corpus_id": corpus_id, "seed": seed},
+    )["text"].to_list()
+    if len(texts) <= heldout_docs:
+        raise SaeembedError(
+            f"corpus '{corpus}' has {len(texts)} documents: too few to hold out {heldout_docs} and train on the rest"
+        )
+    return TrainData(texts[heldout_docs:], texts[:heldout_docs], len(texts))

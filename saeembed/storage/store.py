@@ -1,0 +1,612 @@
+"""The DuckDB store: schema, writes and reads of corpora, documents, SAEs and concept vectors.
+
+Every write that must not be half-done runs in one transaction, so a killed process leaves the
+database as it was before that batch. The SQL users may read lives in sql/ (see `read_sql`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from saeembed.errors import SaeembedError
+from saeembed.storage.predicates import Predicate, Sandbox
+
+DEFAULT_DB = "saeembed.duckdb"
+PREDICATE_BATCH_ROWS = 65_536
+"""Documents handed to the predicate sandbox at a time: bounds memory when a predicate reads long texts."""
+BUSY_POLL_SECONDS = 0.5
+"""How often a waiting `Store.open` retries a database another process is writing."""
+
+
+def default_db_path() -> Path:
+    """`$SAEEMBED_DB` if set, else ./saeembed.duckdb."""
+    return Path(os.environ.get("SAEEMBED_DB") or DEFAULT_DB)
+
+
+def db_wait() -> float:
+    """Seconds to wait for a busy database: $SAEEMBED_DB_WAIT, else 0."""
+    text = os.environ.get("SAEEMBED_DB_WAIT", "0") or "0"
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise SaeembedError(f"SAEEMBED_DB_WAIT must be a number of seconds, got {text!r}") from None
+    if not (0 <= seconds < float("inf")):
+        raise SaeembedError(f"SAEEMBED_DB_WAIT must be a number of seconds, got {text!r}")
+    return seconds
+
+
+class LockHolder(NamedTuple):
+    pid: int
+    """The process holding DuckDB's lock on the file."""
+    writes: bool
+    """True for a writer (exclusive lock), False for a reader (shared lock)."""
+    command: str
+    """Its command line, shortened ('' when it cannot be read)."""
+
+
+def lock_holders(path: Path) -> list[LockHolder]:
+    """Other processes holding a lock on `path`, from Linux's /proc/locks ([] where there is none).
+
+    Read from /proc rather than asked with fcntl(F_GETLK): that needs a descriptor of the file, and
+    closing one drops every POSIX lock this process holds on it, a live DuckDB connection's included.
+    """
+    try:
+        stat = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    holders = []
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "POSIX" and parts[5] == device and parts[4].isdigit():
+            pid = int(parts[4])
+            if pid != os.getpid():
+                holders.append(LockHolder(pid, parts[3] == "WRITE", _command_of(pid)))
+    return holders
+
+
+def _command_of(pid: int) -> str:
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    words = [Path(words[0]).name, *words[1:]] if words and words[0] else words
+    return " ".join(" ".join(words).split())[:80]
+
+
+def busy_database(path: Path, error: Exception | None = None, waited: float = 0) -> SaeembedError:
+    """The one-line error for a database another process holds, naming it and what it does."""
+    holders = lock_holders(path)
+    after = f" (waited {waited:g} s)" if waited > 0 else ""
+    if holders:
+        holder = holders[0]
+        who = f"process {holder.pid}" + (f" ({holder.command})" if holder.command else "")
+        if holder.writes:
+            state = f"is being written by {who}"
+            hint = "wait for it to finish (SAEEMBED_DB_WAIT=SECONDS waits for you) or use another --db"
+        else:
+            state = f"is held by a reader in {who}"
+            hint = "close that connection (DuckDB lets no process write while another reads the file)"
+    else:
+        pid = re.search(r"PID (\d+)", str(error or ""))
+        state = "is open in another process" + (f" (pid {pid.group(1)})" if pid else "")
+        hint = "wait for it to finish (SAEEMBED_DB_WAIT=SECONDS waits for you) or use another --db"
+    return SaeembedError(f"database busy: {path} {state}{after}; {hint}")
+
+
+def damaged_database(path: Path, error: Exception) -> SaeembedError:
+    """The one-line error for a file DuckDB cannot read as a database."""
+    reason = str(error).split("\n")[0].removeprefix("IO Error: ").strip()
+    return SaeembedError(
+        f"database {path} is damaged or not a DuckDB database ({reason}); restore it from a copy or use another --db"
+    )
+
+
+RESULT_TABLES = frozenset(
+    {
+        "diff_results",
+        "correlations",
+        "column_correlations",
+        "clusters",
+        "cluster_summaries",
+        "retrieval_results",
+        "diff_hypotheses",
+    }
+)
+"""Tables an analysis records its rows in (`Store.record`): the only names formatted into its SQL."""
+
+
+def _result_frames(rows: dict[str, pl.DataFrame | pa.Table]) -> dict[str, pl.DataFrame | pa.Table]:
+    unknown = set(rows) - RESULT_TABLES
+    if unknown:
+        raise ValueError(f"not a results table: {', '.join(sorted(unknown))}")
+    return {f"new_{table}": frame for table, frame in rows.items()}
+
+
+def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
+    """The first row of an executed statement. The result is read to the end: DuckDB 2 refuses to
+    register a table on a connection with an unfinished result."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
+def read_sql(name: str) -> str:
+    """The text of sql/NAME.sql, as installed with the package."""
+    try:
+        return resources.files("saeembed.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SaeembedError(f"no SQL file named {name}.sql in saeembed's sql/ folder") from None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings that change an embedding's vectors: equal settings resume the same run."""
+
+    corpus_id: int
+    sae_id: int
+    reader_model: str
+    layer: int
+    max_tokens: int
+    chat_template: bool
+    dtype: str
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(self.__dict__, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()
+
+
+class IngestCounts(NamedTuple):
+    inserted: int
+    """Rows added to `documents`."""
+    already_present: int
+    """Rows whose content hash was already in the corpus (re-ingest is idempotent)."""
+
+
+class RunInfo(NamedTuple):
+    run_id: int
+    """Key of the run in `embed_runs`."""
+    corpus: str
+    """Name of the embedded corpus."""
+    sae_id: int
+    """Key of the SAE in `saes`."""
+    reader_model: str
+    """Reader the SAE read (HF id)."""
+    layer: int
+    """Decoder layer whose output the SAE encodes."""
+    status: str
+    """'running' or 'complete'."""
+
+
+class AnalysisInfo(NamedTuple):
+    analysis_id: int
+    """Key of the analysis in `analyses` (and its results tables)."""
+    kind: str
+    """'diff', 'correlate', 'cluster', 'search', 'compare-releases', …"""
+    params: dict[str, Any]
+    """The call's parameters."""
+    inputs: dict[str, Any]
+    """Input sizes and the runs read, as recorded."""
+    created_at: datetime
+    """When it ran."""
+
+
+class Store:
+    """An open saeembed database. Use `Store.open(path)`; close it or use it as a context manager."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool = False) -> None:
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, read_only: bool = False, wait: float | None = None) -> Store:
+        """Open (and, unless read_only, create or migrate) the database at `path`.
+
+        DuckDB lets one process at a time open a file for writing, and no other process can open it
+        while it does. While another process holds it, this waits up to `wait` seconds (default:
+        $SAEEMBED_DB_WAIT, else 0), then fails with "database busy", naming that process and whether
+        it reads or writes. A file that is not a readable DuckDB database fails with "damaged".
+        """
+        path = Path(path) if path is not None else default_db_path()
+        if read_only and not path.exists():
+            raise SaeembedError(f"no database at {path}: run `saeembed ingest` (or `saeembed demo`) first")
+        if not path.parent.exists():
+            raise SaeembedError(f"cannot create database {path}: folder {path.parent} does not exist")
+        wait = db_wait() if wait is None else wait
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise damaged_database(path, error) from None
+                if time.monotonic() >= deadline:
+                    raise busy_database(path, error, wait) from None
+                time.sleep(min(BUSY_POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
+            except (duckdb.SerializationException, duckdb.InternalException) as error:
+                raise damaged_database(path, error) from None
+        store = cls(con, path, read_only=read_only)
+        if not read_only:
+            try:
+                store._migrate()
+            except BaseException:
+                con.close()
+                raise
+        return store
+
+    def _migrate(self) -> None:
+        """Apply schema.sql and views.sql unless the database already has this version of them: opening an
+        up-to-date database for writing changes nothing in the file."""
+        schema, views = read_sql("schema"), read_sql("views")
+        digest = hashlib.sha1((schema + views).encode()).hexdigest()
+        try:
+            current = first_row(self.con.execute("SELECT max(digest) FROM schema_version"))
+        except duckdb.CatalogException:
+            current = None
+        if current is not None and current[0] == digest:
+            return
+        with self.transaction():
+            self.con.execute(schema)
+            self.con.execute(views)
+            self.con.execute("DELETE FROM schema_version")
+            self.con.execute("INSERT INTO schema_version (digest) VALUES (?)", [digest])
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def query(self, sql: str, params: dict[str, Any] | list[Any] | None = None) -> pl.DataFrame:
+        """Run one SQL statement and return its rows as a polars DataFrame."""
+        return pl.from_arrow(self.con.sql(sql, params=params or None).to_arrow_table())
+
+    # -- corpora and documents ---------------------------------------------------------------
+
+    def corpus_names(self) -> list[str]:
+        return [row[0] for row in self.con.execute("SELECT name FROM corpora ORDER BY name").fetchall()]
+
+    def corpus_id(self, name: str) -> int:
+        """Key of corpus `name`; a clear error listing the known corpora if there is none."""
+        row = first_row(self.con.execute("SELECT corpus_id FROM corpora WHERE name = ?", [name]))
+        if row is None:
+            known = ", ".join(self.corpus_names()) or "none yet"
+            raise SaeembedError(f"no corpus named '{name}' in {self.path} (corpora: {known})")
+        return row[0]
+
+    def add_documents(self, corpus: str, rows: pl.DataFrame, *, source: str | None = None) -> IngestCounts:
+        """Add rows (external_id, text, meta, content_hash) to corpus `corpus`, creating it if needed.
+
+        Rows whose content_hash the corpus already holds are skipped, so re-ingest is idempotent.
+        All of it happens in one transaction: an interrupted ingest adds nothing.
+        """
+        table = rows.select("external_id", "text", "meta", "content_hash").with_row_index("source_order").to_arrow()
+        self.con.register("incoming_rows", table)  # outside the transaction: see write_batch
+        try:
+            with self.transaction():
+                self.con.execute(
+                    "INSERT INTO corpora (name, source) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                    [corpus, source],
+                )
+                corpus_id = self.corpus_id(corpus)
+                before = self._count("documents WHERE corpus_id = ?", [corpus_id])
+                self.con.execute(
+                    """
+                    INSERT INTO documents (corpus_id, external_id, text, meta, content_hash)
+                    SELECT ?, r.external_id, r.text, r.meta::JSON, r.content_hash
+                    FROM incoming_rows r
+                    WHERE NOT EXISTS (SELECT 1 FROM documents d
+                                      WHERE d.corpus_id = ? AND d.content_hash = r.content_hash)
+                    ORDER BY r.source_order
+                    """,
+                    [corpus_id, corpus_id],
+                )
+                inserted = self._count("documents WHERE corpus_id = ?", [corpus_id]) - before
+        finally:
+            self.con.unregister("incoming_rows")
+        return IngestCounts(inserted=inserted, already_present=table.num_rows - inserted)
+
+    def documents_matching(self, corpus_id: int, predicate: Predicate) -> np.ndarray:
+        """doc_id (ascending, int64) of corpus `corpus_id`'s documents where `predicate` holds.
+
+        The predicate is evaluated in a `Sandbox`, never on this connection: it sees the corpus's documents
+        in batches, only the columns it reads, and no file.
+        """
+        # Names from the fixed list of documents' columns (predicates.DOCUMENT_COLUMNS), never user text.
+        columns = ", ".join(dict.fromkeys(["doc_id", *predicate.columns]))
+        sql = f"SELECT {columns} FROM ({read_sql('predicate_documents')})"
+        with self.con.cursor() as cursor, Sandbox() as sandbox:
+            reader = cursor.sql(sql, params={"corpus_id": corpus_id}).to_arrow_reader(PREDICATE_BATCH_ROWS)
+            return sandbox.matching(predicate, reader)
+
+    def run_documents(self, run: RunInfo, predicate: Predicate | None = None) -> np.ndarray:
+        """doc_id (ascending, int64) of the documents `run` embedded; with `predicate`, those where it holds."""
+        ids = np.asarray(self.con.execute(read_sql("run_documents"), {"run_id": run.run_id}).fetchnumpy()["doc_id"])
+        ids = ids.astype(np.int64, copy=False)
+        return ids if predicate is None else ids[self.predicate_mask(ids, run, predicate)]
+
+    def predicate_mask(self, doc_ids: np.ndarray, run: RunInfo, predicate: Predicate) -> np.ndarray:
+        """True for the entries of `doc_ids` (documents of `run`'s corpus) where `predicate` holds."""
+        return np.isin(doc_ids, self.documents_matching(self.corpus_id(run.corpus), predicate))
+
+    def _count(self, where: str, params: list[Any]) -> int:
+        return first_row(self.con.execute(f"SELECT count(*) FROM {where}", params))[0]
+
+    # -- SAEs and runs -------------------------------------------------------------------------
+
+    def register_sae(self, *, name: str, fingerprint: str, path: str | None, config: dict[str, Any]) -> int:
+        """Key of the SAE with this fingerprint, adding it on first use."""
+        row = first_row(self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]))
+        if row is not None:
+            return row[0]
+        self.con.execute(
+            """
+            INSERT INTO saes (name, fingerprint, path, format, reader_model, layer, hook, arch, d_in, d_sae, k, meta)
+            VALUES ($name, $fingerprint, $path, $format, $reader_model, $layer, $hook, $arch, $d_in, $d_sae, $k,
+                    $meta::JSON)
+            """,
+            {
+                "name": name,
+                "fingerprint": fingerprint,
+                "path": path,
+                "format": config["source_format"],
+                "reader_model": config.get("reader_model"),
+                "layer": config.get("layer"),
+                "hook": config.get("hook"),
+                "arch": config["arch"],
+                "d_in": config["d_in"],
+                "d_sae": config["d_sae"],
+                "k": config.get("k"),
+                "meta": json.dumps(config.get("meta") or {}),
+            },
+        )
+        return first_row(self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]))[0]
+
+    def open_run(self, settings: RunSettings, config: dict[str, Any]) -> int:
+        """The run for these settings: the existing one (to resume) or a new one."""
+        row = first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))
+        if row is not None:
+            self.con.execute(
+                "UPDATE embed_runs SET status = 'running', updated_at = current_timestamp, config = ?::JSON "
+                "WHERE run_id = ?",
+                [json.dumps(config), row[0]],
+            )
+            return row[0]
+        self.con.execute(
+            """
+            INSERT INTO embed_runs (corpus_id, sae_id, reader_model, layer, max_tokens, chat_template, dtype,
+                                    settings_key, status, config)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?::JSON)
+            """,
+            [
+                settings.corpus_id,
+                settings.sae_id,
+                settings.reader_model,
+                settings.layer,
+                settings.max_tokens,
+                settings.chat_template,
+                settings.dtype,
+                settings.key,
+                json.dumps(config),
+            ],
+        )
+        return first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))[0]
+
+    def pending_documents(self, run_id: int, *, limit: int | None = None) -> pl.DataFrame:
+        """Documents of the run's corpus not yet embedded by it (doc_id, text), in doc_id order."""
+        return self.query(
+            """
+            SELECT d.doc_id, d.text
+            FROM documents d
+            JOIN embed_runs r ON r.corpus_id = d.corpus_id AND r.run_id = $run_id
+            ANTI JOIN embedded_documents e ON e.run_id = $run_id AND e.doc_id = d.doc_id
+            ORDER BY d.doc_id
+            LIMIT $limit
+            """,
+            {"run_id": run_id, "limit": limit if limit is not None else 2**62},
+        )
+
+    def count_pending(self, run_id: int) -> int:
+        return first_row(
+            self.con.execute(
+                """
+            SELECT count(*) FROM documents d
+            JOIN embed_runs r ON r.corpus_id = d.corpus_id AND r.run_id = $run_id
+            ANTI JOIN embedded_documents e ON e.run_id = $run_id AND e.doc_id = d.doc_id
+            """,
+                {"run_id": run_id},
+            )
+        )[0]
+
+    def write_batch(self, run_id: int, documents: pa.Table, features: pa.Table) -> None:
+        """Store one batch atomically.
+
+        documents: doc_id, n_tokens, n_tokens_total, truncated, n_features.
+        features:  doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos.
+        """
+        # Registered outside the transaction: unregistering inside an aborted one would raise and hide
+        # the error that aborted it.
+        self.con.register("batch_documents", documents)
+        self.con.register("batch_features", features)
+        try:
+            with self.transaction():
+                self.con.execute(
+                    "INSERT INTO doc_features SELECT ?, doc_id, feature_id, max_act, mean_act, n_active_tokens, "
+                    "argmax_pos FROM batch_features",
+                    [run_id],
+                )
+                self.con.execute(
+                    "INSERT INTO embedded_documents SELECT ?, doc_id, n_tokens, n_tokens_total, truncated, "
+                    "n_features FROM batch_documents",
+                    [run_id],
+                )
+        finally:
+            self.con.unregister("batch_documents")
+            self.con.unregister("batch_features")
+
+    def finish_run(self, run_id: int, config: dict[str, Any]) -> str:
+        """Mark the run complete when no document is left, record the invocation's config; return status."""
+        status = "complete" if self.count_pending(run_id) == 0 else "running"
+        self.con.execute(
+            "UPDATE embed_runs SET status = ?, updated_at = current_timestamp, config = ?::JSON WHERE run_id = ?",
+            [status, json.dumps(config), run_id],
+        )
+        return status
+
+    def latest_run(self, corpus: str, *, sae_id: int | None = None) -> RunInfo:
+        """The most recently updated embedding run of `corpus` (optionally by one SAE) that has embedded a
+        document: a run that failed before its first batch does not hide the one before it."""
+        corpus_id = self.corpus_id(corpus)
+        row = first_row(
+            self.con.execute(
+                """
+            SELECT run_id, sae_id, reader_model, layer, status FROM embed_runs r
+            WHERE corpus_id = $corpus_id AND ($sae_id IS NULL OR sae_id = $sae_id)
+              AND EXISTS (SELECT 1 FROM embedded_documents e WHERE e.run_id = r.run_id)
+            ORDER BY updated_at DESC, run_id DESC LIMIT 1
+            """,
+                {"corpus_id": corpus_id, "sae_id": sae_id},
+            )
+        )
+        if row is None:
+            raise SaeembedError(f"corpus '{corpus}' has not been embedded yet: run `saeembed embed --corpus {corpus}`")
+        return RunInfo(row[0], corpus, row[1], row[2], row[3], row[4])
+
+    def run(self, run_id: int) -> RunInfo:
+        """Embedding run `run_id`."""
+        row = first_row(
+            self.con.execute(
+                """
+            SELECT r.run_id, c.name, r.sae_id, r.reader_model, r.layer, r.status
+            FROM embed_runs r JOIN corpora c USING (corpus_id) WHERE r.run_id = ?
+            """,
+                [run_id],
+            )
+        )
+        if row is None:
+            raise SaeembedError(f"embedding run {run_id} does not exist in {self.path}")
+        return RunInfo(*row)
+
+    def run_for_document(self, doc_id: int) -> RunInfo:
+        """The latest run that embedded document `doc_id`."""
+        row = first_row(
+            self.con.execute(
+                """
+            SELECT r.run_id, c.name, r.sae_id, r.reader_model, r.layer, r.status
+            FROM embedded_documents e JOIN embed_runs r USING (run_id) JOIN corpora c USING (corpus_id)
+            WHERE e.doc_id = ? ORDER BY r.updated_at DESC, r.run_id DESC LIMIT 1
+            """,
+                [doc_id],
+            )
+        )
+        if row is None:
+            exists = self._count("documents WHERE doc_id = ?", [doc_id]) > 0
+            problem = "has not been embedded yet" if exists else "does not exist"
+            raise SaeembedError(f"document {doc_id} {problem} in {self.path}")
+        return RunInfo(*row)
+
+    def record(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        inputs: dict[str, Any],
+        seconds: float,
+        rows: dict[str, pl.DataFrame | pa.Table],
+    ) -> int:
+        """Record an analysis and its result rows (`{table: frame}`, columns named as the table's, without
+        analysis_id) in one transaction: a killed analysis leaves nothing. Returns the analysis_id."""
+        with self.registered(**_result_frames(rows)), self.transaction():
+            analysis_id = self.record_analysis(kind, params, inputs, round(seconds, 3))
+            self._insert_results(analysis_id, rows)
+        return analysis_id
+
+    def replace_rows(self, analysis_id: int, rows: dict[str, pl.DataFrame | pa.Table]) -> None:
+        """The result rows of analysis `analysis_id` in these tables replaced by `rows`, in one transaction."""
+        with self.registered(**_result_frames(rows)), self.transaction():
+            for table in rows:
+                self.con.execute(f"DELETE FROM {table} WHERE analysis_id = ?", [analysis_id])
+            self._insert_results(analysis_id, rows)
+
+    def _insert_results(self, analysis_id: int, rows: dict[str, pl.DataFrame | pa.Table]) -> None:
+        # BY NAME: each frame's columns go to the table's columns of the same names (JSON columns take text).
+        for table in rows:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS analysis_id, * FROM new_{table}", [analysis_id])
+
+    @contextmanager
+    def registered(self, **tables: pl.DataFrame | pa.Table) -> Iterator[None]:
+        """Arrow tables (or polars frames) readable by name in this connection's SQL while the block runs.
+
+        Register before a transaction opens: unregistering inside an aborted one would raise and hide the
+        error that aborted it.
+        """
+        for name, table in tables.items():
+            self.con.register(name, table.to_arrow() if isinstance(table, pl.DataFrame) else table)
+        try:
+            yield
+        finally:
+            for name in tables:
+                self.con.unregister(name)
+
+    def record_analysis(self, kind: str, params: dict[str, Any], inputs: dict[str, Any], seconds: float) -> int:
+        """Add a row to `analyses` and return its analysis_id (results tables are keyed by it)."""
+        row = first_row(
+            self.con.execute(
+                "INSERT INTO analyses (kind, params, inputs, seconds) VALUES (?, ?::JSON, ?::JSON, ?) "
+                "RETURNING analysis_id",
+                [kind, json.dumps(params, default=str), json.dumps(inputs, default=str), seconds],
+            )
+        )
+        return row[0]
+
+    def check(self) -> list[str]:
+        """What is wrong with the stored data (see sql/consistency.sql); empty when it is consistent."""
+        return [f"{problem}: {n}" for problem, n in self.con.execute(read_sql("consistency")).fetchall()]
+
+    def analysis(self, analysis_id: int) -> AnalysisInfo:
+        """The `analyses` row of `analysis_id`, its JSON decoded; an error when there is none."""
+        row = first_row(
+            self.con.execute(
+                "SELECT kind, params, inputs, created_at FROM analyses WHERE analysis_id = ?", [analysis_id]
+            )
+        )
+        if row is None:
+            raise SaeembedError(f"analysis {analysis_id} does not exist in {self.path}")
+        return AnalysisInfo(analysis_id, row[0], json.loads(row[1]), json.loads(row[2] or "{}"), row[3])
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.con)
+
+
+class _Transaction:
+    """BEGIN … COMMIT, rolled back when the block raises (including KeyboardInterrupt)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
