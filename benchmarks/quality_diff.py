@@ -32,9 +32,8 @@ from saeembed.analysis.diff import diff
 from saeembed.concepts.labels import label_concepts
 from saeembed.jobs import embed, ingest
 from saeembed.model.pooling import EmbedOptions
-from saeembed.options import DEFAULT_PRESENCE
 from saeembed.storage.corpora import demo_corpus
-from saeembed.storage.percentiles import presence_thresholds
+from saeembed.storage.percentiles import DEFAULT_PRESENCE, presence_thresholds
 from saeembed.storage.store import Store
 
 PLANTED = "Sports"

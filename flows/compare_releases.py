@@ -16,9 +16,10 @@ from saeembed.analysis.releases import (
     ingest_releases,
     read_releases,
 )
-from saeembed.options import DEFAULT_PRESENCE, CompareReleasesOptions
+from saeembed.options import CompareReleasesOptions
 from saeembed.reports.html import write_report
 from saeembed.reports.releases import releases_report
+from saeembed.storage.percentiles import DEFAULT_PRESENCE
 from saeembed.storage.store import Store
 
 EXAMPLE = "example"

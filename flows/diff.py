@@ -10,8 +10,9 @@ from prefect.cache_policies import NO_CACHE
 from saeembed.analysis.diff import DiffResult, diff, diff_by
 from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
 from saeembed.concepts.llm import chat_backend
-from saeembed.options import DEFAULT_PRESENCE, DiffOptions
+from saeembed.options import DiffOptions
 from saeembed.reports.html import diff_report, write_report
+from saeembed.storage.percentiles import DEFAULT_PRESENCE
 from saeembed.storage.store import Store
 
 

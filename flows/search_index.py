@@ -10,12 +10,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
-from saeembed.analysis.retrieve import build_concept_columns, concept_columns
 from saeembed.concepts.dense import SentenceEmbedder, count_unembedded
 from saeembed.concepts.doc_index import FLAT_BELOW, document_index
 from saeembed.concepts.exemplars import exemplar_documents, exemplar_vectors
 from saeembed.errors import SaeembedError
 from saeembed.options import SearchIndexOptions
+from saeembed.storage.concept_columns import build_concept_columns, concept_columns
 from saeembed.storage.store import Store, first_row
 
 

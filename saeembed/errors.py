@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from typing import Any
 
 
 class SaeembedError(Exception):
     """A problem with the user's input or environment, explained in one line (exit code 2 in the CLI)."""
+
+
+def check_choice(option: str, value: Any, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`; else the one line every command gives for an unknown choice."""
+    if value not in choices:
+        raise SaeembedError(f"unknown {option} {value!r}: use {', '.join(choices[:-1])} or {choices[-1]}")
+    return value
 
 
 def explain(error: BaseException) -> str | None:

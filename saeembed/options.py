@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Self
 
-from saeembed.errors import SaeembedError
+from saeembed.errors import SaeembedError, check_choice
+from saeembed.storage.percentiles import DEFAULT_PRESENCE, check_presence
 from saeembed.storage.predicates import parse_predicate
-
-DEFAULT_PRESENCE = 0.5
-"""A concept counts as present in a document where it fires at ≥ this share of its p90 (diff, releases)."""
+from saeembed.storage.sources import ON_BAD_LINE, ON_DUPLICATE_ID
 
 # Bounds that keep a value within what the code and DuckDB handle (a LIMIT beyond int64 fails deep
 # inside a query); each is far beyond any useful setting.
@@ -42,8 +41,6 @@ MAX_NAME_CHARS = 256
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-ON_BAD_LINE = ("error", "skip")
-ON_DUPLICATE_ID = ("keep", "first", "last", "error")
 LABEL_METHODS = ("tokens", "llm")
 RANK_BY = ("specific", "delta", "q")
 CLUSTER_METHODS = ("hdbscan", "spectral")
@@ -76,15 +73,6 @@ def check_number(option: str, value: Any, *, low: float, high: float, above: boo
     return float(value)
 
 
-def check_presence(value: Any) -> float:
-    """A presence threshold: a share of each concept's p90, 0 (any firing) to 1."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and 0 <= value <= 1):
-        raise SaeembedError(
-            f"--presence-threshold must be between 0 and 1 (a share of each concept's p90), got {value}"
-        )
-    return float(value)
-
-
 def check_text(option: str, value: Any, *, limit: int = MAX_NAME_CHARS) -> str:
     """`value` stripped, if it is non-empty text of at most `limit` characters without control characters."""
     if not isinstance(value, str):
@@ -97,12 +85,6 @@ def check_text(option: str, value: Any, *, limit: int = MAX_NAME_CHARS) -> str:
     if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text):
         raise SaeembedError(f"{option} contains a control character: {text!r}")
     return text
-
-
-def check_choice(option: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise SaeembedError(f"unknown {option} {value!r}: use {', '.join(choices[:-1])} or {choices[-1]}")
-    return value
 
 
 def check_html(option: str, path: Any, *, folder_exists: bool = False) -> None:

@@ -90,3 +90,48 @@ def test_the_import_paths_of_earlier_releases_still_work():
         search_concepts,
         Store,
     )
+
+
+# Lowest first: a module imports only modules of its own layer or a lower one.
+LAYERS = [
+    ("saeembed.errors",),
+    ("saeembed.model",),
+    ("saeembed.storage",),
+    ("saeembed.options",),
+    ("saeembed.concepts",),
+    ("saeembed.analysis",),
+    ("saeembed.reports",),
+    ("saeembed.jobs",),
+    ("saeembed.preflight", "saeembed.cli", "saeembed_flows"),
+]
+EARLIER_PATHS = {"saeembed.store", "saeembed.pipeline", "saeembed.labels", "saeembed.search"}
+
+
+def layer_of(module: str) -> int | None:
+    for number, prefixes in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return number
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = "saeembed_flows" if parts[0] == "flows" else parts[0]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    upward = []
+    for path in sorted([*(ROOT / "saeembed").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]):
+        module = module_name(path)
+        if module in EARLIER_PATHS:
+            continue
+        own = layer_of(module)
+        assert own is not None, f"{module} belongs to no layer"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("saeembed") and (layer_of(name) is None or layer_of(name) > own):
+                    upward.append(f"{module} imports {name}")
+    assert upward == []

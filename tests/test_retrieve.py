@@ -15,6 +15,7 @@ import pytest
 import saeembed.analysis.retrieve as retrieve
 import saeembed.concepts.doc_index as doc_index
 import saeembed.concepts.exemplars as exemplars_module
+import saeembed.storage.concept_columns as concept_columns_module
 from saeembed.analysis.retrieve import (
     concept_weights,
     reciprocal_rank_fusion,
@@ -52,7 +53,7 @@ def unit(*values: float) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def fresh_caches():
     """Each test starts as a new process would: nothing held in memory."""
-    retrieve._COLUMNS.clear()
+    concept_columns_module._COLUMNS.clear()
     retrieve._CONCEPT_INDEXES.clear()
     doc_index._LOADED.clear()
     exemplars_module._LOADED.clear()

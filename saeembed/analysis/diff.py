@@ -36,8 +36,8 @@ from scipy import stats
 
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context
-from saeembed.options import DEFAULT_PRESENCE, DiffOptions
-from saeembed.storage.percentiles import presence_thresholds, recorded_presence
+from saeembed.options import DiffOptions
+from saeembed.storage.percentiles import DEFAULT_PRESENCE, presence_thresholds, recorded_presence
 from saeembed.storage.predicates import Predicate, parse_predicate
 from saeembed.storage.store import RunInfo, Store, read_sql
 

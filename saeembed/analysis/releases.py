@@ -27,8 +27,8 @@ import polars as pl
 
 from saeembed.analysis.diff import diff
 from saeembed.errors import SaeembedError
-from saeembed.options import DEFAULT_PRESENCE, CompareReleasesOptions
-from saeembed.storage.percentiles import presence_thresholds, recorded_presence
+from saeembed.options import CompareReleasesOptions
+from saeembed.storage.percentiles import DEFAULT_PRESENCE, presence_thresholds, recorded_presence
 from saeembed.storage.sources import content_hash
 from saeembed.storage.store import IngestCounts, Store, read_sql
 

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -44,9 +42,9 @@ from saeembed.concepts.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_in
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions
 from saeembed.options import SearchOptions
-from saeembed.storage.percentiles import concept_p90, run_state
+from saeembed.storage.concept_columns import ConceptColumns, concept_columns
 from saeembed.storage.predicates import Predicate, parse_predicate
-from saeembed.storage.store import RunInfo, Store, first_row, read_sql
+from saeembed.storage.store import RunInfo, Store, first_row
 
 Mode = Literal["sae", "dense", "fused"]
 MODES = ("sae", "dense", "fused")
@@ -113,27 +111,8 @@ class RetrievalResult(NamedTuple):
     """Time the search took."""
 
 
-class ConceptColumns(NamedTuple):
-    """A run's `doc_features` by concept (CSC): concept f's documents are rows[ptr[f]:ptr[f+1]]."""
-
-    doc_ids: np.ndarray
-    """doc_id of each document row (int64, ascending)."""
-    ptr: np.ndarray
-    """[d_sae + 1] offsets of each concept's slice (int64)."""
-    rows: np.ndarray
-    """Document row of each entry (int32)."""
-    max_act: np.ndarray
-    """Max activation of each entry (float32)."""
-    argmax_pos: np.ndarray
-    """Token position of the max (int32)."""
-    p90: np.ndarray
-    """[d_sae] 90th percentile of each concept's nonzero max_act (NaN where the concept never fires)."""
-
-
-_COLUMN_FILES = ("doc_ids", "ptr", "rows", "max_act", "argmax_pos", "p90")
-# Concept indexes and column caches opened in this process: queries after the first skip reading them.
+# Concept indexes opened in this process: queries after the first skip reading them.
 _CONCEPT_INDEXES: dict[tuple, tuple[ConceptIndex, frozenset[str]]] = {}
-_COLUMNS: dict[Path, tuple[str, ConceptColumns]] = {}
 
 
 # -- the arithmetic ----------------------------------------------------------------------------------
@@ -171,74 +150,6 @@ def sae_scores(columns: ConceptColumns, feature_ids: Sequence[int], weights: np.
             columns.max_act[start:end], columns.p90[feature_id]
         )
     return scores
-
-
-# -- the per-run concept columns ---------------------------------------------------------------------
-
-
-def columns_path(db_path: Path, run_id: int) -> Path:
-    """The folder of run `run_id`'s concept columns, beside the database."""
-    return db_path.with_name(f"{db_path.name}.retrieval-run{run_id}")
-
-
-def concept_columns(store: Store, run_id: int) -> ConceptColumns:
-    """The run's concept columns: from this process's memory, else memory-mapped from disk, else built
-    (one sorted pass over the run's rows; ≈ 1 min at 50M rows) and saved beside the database."""
-    key = run_state(store, run_id)
-    folder = columns_path(store.path, run_id)
-    cached = _COLUMNS.get(folder)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    sidecar = folder / "key.json"
-    if not (sidecar.exists() and json.loads(sidecar.read_text()).get("key") == key):
-        _write_columns(store, run_id, folder, key)
-    # Plain ndarray views of the maps: indexing a np.memmap goes through Python-level __getitem__.
-    columns = ConceptColumns(*(np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r")) for name in _COLUMN_FILES))
-    _COLUMNS[folder] = (key, columns)
-    return columns
-
-
-def build_concept_columns(store: Store, run_id: int) -> dict:
-    """Build (or confirm) the run's concept columns now; returns their size (for the search-index flow)."""
-    columns = concept_columns(store, run_id)
-    return {
-        "run_id": run_id,
-        "documents": len(columns.doc_ids),
-        "rows": len(columns.rows),
-        "path": str(columns_path(store.path, run_id)),
-    }
-
-
-def _write_columns(store: Store, run_id: int, folder: Path, key: str) -> None:
-    d_sae = first_row(
-        store.con.execute("SELECT s.d_sae FROM embed_runs r JOIN saes s USING (sae_id) WHERE r.run_id = ?", [run_id])
-    )[0]
-    doc_ids = store.query(
-        "SELECT doc_id FROM embedded_documents WHERE run_id = $run_id ORDER BY doc_id", {"run_id": run_id}
-    )["doc_id"].to_numpy()
-    table = store.con.sql(read_sql("retrieve_concept_rows"), params={"run_id": run_id}).to_arrow_table()
-    feature_id = table.column("feature_id").to_numpy()
-    p90 = np.full(d_sae, np.nan, dtype=np.float32)
-    percentiles = concept_p90(store, run_id)
-    p90[percentiles["feature_id"].to_numpy()] = percentiles["p90"].to_numpy()
-    arrays = {
-        "doc_ids": doc_ids.astype(np.int64),
-        "ptr": np.concatenate([[0], np.cumsum(np.bincount(feature_id, minlength=d_sae))]).astype(np.int64),
-        "rows": np.searchsorted(doc_ids, table.column("doc_id").to_numpy()).astype(np.int32),
-        "max_act": table.column("max_act").to_numpy().astype(np.float32),
-        "argmax_pos": table.column("argmax_pos").to_numpy().astype(np.int32),
-        "p90": p90,
-    }
-    # Written to a new folder and renamed into place, so a reader never maps half-written files.
-    staging = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name, values in arrays.items():
-        np.save(staging / f"{name}.npy", values)
-    (staging / "key.json").write_text(json.dumps({"key": key, "rows": len(feature_id)}))
-    _COLUMNS.pop(folder, None)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
 
 
 # -- concept selection -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from saeembed.storage.percentiles import run_state
 from saeembed.storage.store import Store
 
 if TYPE_CHECKING:
-    from saeembed.analysis.retrieve import ConceptColumns
+    from saeembed.storage.concept_columns import ConceptColumns
 
 EXEMPLAR_DOCS = 20
 """Strongest documents (by max activation) whose embeddings make a concept's exemplar vector: as many as token

@@ -14,10 +14,25 @@ gained any the entry is recomputed.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import polars as pl
 
-from saeembed.options import check_presence
+from saeembed.errors import SaeembedError
 from saeembed.storage.store import Store, first_row, read_sql
+
+DEFAULT_PRESENCE = 0.5
+"""A concept counts as present in a document where it fires at ≥ this share of its p90 (diff, releases)."""
+
+
+def check_presence(value: Any) -> float:
+    """A presence threshold: a share of each concept's p90, 0 (any firing) to 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and 0 <= value <= 1):
+        raise SaeembedError(
+            f"--presence-threshold must be between 0 and 1 (a share of each concept's p90), got {value}"
+        )
+    return float(value)
 
 
 def run_state(store: Store, run_id: int) -> str:

@@ -22,8 +22,7 @@ from typing import NamedTuple
 import polars as pl
 import zstandard
 
-from saeembed.errors import SaeembedError
-from saeembed.options import ON_BAD_LINE, ON_DUPLICATE_ID, check_choice
+from saeembed.errors import SaeembedError, check_choice
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson"}
 # polars decompresses these itself (it looks at the magic bytes); we open them only to check the UTF-8.
@@ -33,6 +32,10 @@ SUPPORTED = (
     "or a table of a DuckDB file (.duckdb with --table)"
 )
 DUCKDB_SUFFIXES = (".duckdb", ".db")
+ON_BAD_LINE = ("error", "skip")
+"""What a JSONL line that is not a JSON object does: stop the ingest, or be skipped and reported."""
+ON_DUPLICATE_ID = ("keep", "first", "last", "error")
+"""What rows repeating an earlier row's id with another text do."""
 DEFAULT_ID_COL = "id"
 MAX_EMPTY_EXAMPLES = 5
 # Rows hashed per batch: bounds the Python objects alive at once for sources of millions of rows.
