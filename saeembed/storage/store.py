@@ -280,8 +280,26 @@ class Store:
         self.close()
 
     def query(self, sql: str, params: dict[str, Any] | list[Any] | None = None) -> pl.DataFrame:
-        """Run one SQL statement and return its rows as a polars DataFrame."""
+        """Run one SQL statement of your own and return its rows as a polars DataFrame (for notebooks and
+        scripts; saeembed's own code runs the named queries of sql/ with `rows`, `arrow` and `execute`)."""
         return pl.from_arrow(self.con.sql(sql, params=params or None).to_arrow_table())
+
+    # -- named queries (sql/NAME.sql) ------------------------------------------------------------
+
+    def rows(self, name: str, params: dict[str, Any] | None = None, **tables: pl.DataFrame | pa.Table) -> pl.DataFrame:
+        """The rows of sql/NAME.sql as a polars DataFrame, `tables` readable by name while it runs."""
+        return pl.from_arrow(self.arrow(name, params, **tables))
+
+    def arrow(self, name: str, params: dict[str, Any] | None = None, **tables: pl.DataFrame | pa.Table) -> pa.Table:
+        """The rows of sql/NAME.sql as an Arrow table (numpy columns without a copy through polars)."""
+        with self.registered(**tables):
+            return self.con.sql(read_sql(name), params=params or None).to_arrow_table()
+
+    def execute(self, name: str, params: dict[str, Any] | None = None, **tables: pl.DataFrame | pa.Table) -> None:
+        """Run sql/NAME.sql for its effect (inside `transaction()` when it must not be half done; register
+        `tables` before the transaction opens, see `registered`)."""
+        with self.registered(**tables):
+            self.con.execute(read_sql(name), params or None)
 
     # -- corpora and documents ---------------------------------------------------------------
 
