@@ -193,6 +193,16 @@ class RunInfo(NamedTuple):
     """Decoder layer whose output the SAE encodes."""
     status: str
     """'running' or 'complete'."""
+    d_sae: int
+    """The SAE's number of latents: concept ids run 0 … d_sae - 1."""
+    max_tokens: int
+    """Tokens read per document."""
+    chat_template: bool
+    """Whether each document was read as an assistant turn of the reader's chat template."""
+    dtype: str
+    """The reader's compute dtype."""
+    sae_path: str | None
+    """Where the SAE was loaded from (None for SAEs registered without a file)."""
 
 
 class AnalysisInfo(NamedTuple):
@@ -500,7 +510,7 @@ class Store:
         row = first_row(
             self.con.execute(
                 """
-            SELECT run_id, sae_id, reader_model, layer, status FROM embed_runs r
+            SELECT run_id FROM embed_runs r
             WHERE corpus_id = $corpus_id AND ($sae_id IS NULL OR sae_id = $sae_id)
               AND EXISTS (SELECT 1 FROM embedded_documents e WHERE e.run_id = r.run_id)
             ORDER BY updated_at DESC, run_id DESC LIMIT 1
@@ -510,19 +520,11 @@ class Store:
         )
         if row is None:
             raise SaeembedError(f"corpus '{corpus}' has not been embedded yet: run `saeembed embed --corpus {corpus}`")
-        return RunInfo(row[0], corpus, row[1], row[2], row[3], row[4])
+        return self.run(row[0])
 
     def run(self, run_id: int) -> RunInfo:
         """Embedding run `run_id`."""
-        row = first_row(
-            self.con.execute(
-                """
-            SELECT r.run_id, c.name, r.sae_id, r.reader_model, r.layer, r.status
-            FROM embed_runs r JOIN corpora c USING (corpus_id) WHERE r.run_id = ?
-            """,
-                [run_id],
-            )
-        )
+        row = first_row(self.con.execute(read_sql("run_info"), {"run_id": run_id}))
         if row is None:
             raise SaeembedError(f"embedding run {run_id} does not exist in {self.path}")
         return RunInfo(*row)
@@ -532,8 +534,7 @@ class Store:
         row = first_row(
             self.con.execute(
                 """
-            SELECT r.run_id, c.name, r.sae_id, r.reader_model, r.layer, r.status
-            FROM embedded_documents e JOIN embed_runs r USING (run_id) JOIN corpora c USING (corpus_id)
+            SELECT r.run_id FROM embedded_documents e JOIN embed_runs r USING (run_id)
             WHERE e.doc_id = ? ORDER BY r.updated_at DESC, r.run_id DESC LIMIT 1
             """,
                 [doc_id],
@@ -543,7 +544,7 @@ class Store:
             exists = self._count("documents WHERE doc_id = ?", [doc_id]) > 0
             problem = "has not been embedded yet" if exists else "does not exist"
             raise SaeembedError(f"document {doc_id} {problem} in {self.path}")
-        return RunInfo(*row)
+        return self.run(row[0])
 
     def record(
         self,
