@@ -14,7 +14,7 @@ from saeembed_flows.label import label_flow
 
 from saeembed.options import DemoOptions
 from saeembed.storage.corpora import demo_corpus
-from saeembed.storage.store import Store, first_row, read_sql
+from saeembed.storage.store import Store, read_sql
 
 DEMO_CORPUS = "demo"
 
@@ -36,8 +36,7 @@ def demo_flow(db: str | None = None, n_docs: int = 3000, show_progress: bool = F
     embedded = embed_flow(corpus=DEMO_CORPUS, db=db, show_progress=show_progress)
     labelled = label_flow(corpus=DEMO_CORPUS, method="tokens", db=db, show_progress=show_progress)
     with Store.open(db, read_only=True) as store:
-        documents = first_row(store.con.execute("SELECT count(*) FROM documents"))[0]
-        concept_rows = first_row(store.con.execute("SELECT count(*) FROM doc_features"))[0]
+        documents, concept_rows = store.rows("demo_sizes").row(0)
     return {
         "db": str(store.path),
         "corpus": DEMO_CORPUS,

@@ -16,20 +16,14 @@ from saeembed.concepts.exemplars import exemplar_documents, exemplar_vectors
 from saeembed.errors import SaeembedError
 from saeembed.options import SearchIndexOptions
 from saeembed.storage.concept_columns import build_concept_columns, concept_columns
-from saeembed.storage.store import Store, first_row
+from saeembed.storage.store import Store
 
 
 @task(name="dense-index", cache_policy=NO_CACHE)
 def dense_index_task(store: Store, corpus: str, model: str, flat_below: int, show: bool) -> dict:
     embedder = SentenceEmbedder.load(model)
     corpus_id = store.corpus_id(corpus)
-    missing = first_row(
-        store.con.execute(
-            "SELECT count(*) FROM documents d WHERE corpus_id = ? AND NOT EXISTS "
-            "(SELECT 1 FROM doc_embeddings e WHERE e.doc_id = d.doc_id AND e.model = ?)",
-            [corpus_id, embedder.model_id],
-        )
-    )[0]
+    missing = store.rows("search_index_unembedded", {"corpus_id": corpus_id, "model": embedder.model_id})["n"][0]
     with progress_bar(f"embed {corpus} ({embedder.model_id})", missing, enabled=show) as advance:
         found = document_index(store, corpus, embedder, flat_below=flat_below, on_batch=advance)
     return {

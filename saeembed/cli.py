@@ -996,13 +996,7 @@ def corpora_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     from saeembed.storage.store import Store
 
     with Store.open(_db(db), read_only=True) as store:
-        rows = store.query(
-            """
-            SELECT c.name AS corpus, count(d.doc_id) AS documents, c.source, c.created_at
-            FROM corpora c LEFT JOIN documents d USING (corpus_id)
-            GROUP BY ALL ORDER BY c.name
-            """
-        ).to_dicts()
+        rows = store.rows("cli_corpora").to_dicts()
     _emit(rows, as_json, lambda: stdout.print(_table(rows, ["corpus", "documents", "source", "created_at"])))
 
 

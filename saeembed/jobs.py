@@ -22,7 +22,7 @@ from saeembed.model.reader import DEFAULT_READER, Device, DType, Reader, length_
 from saeembed.model.sae import SparseAutoencoder, check_compatible, load_sae
 from saeembed.storage.percentiles import concept_p90
 from saeembed.storage.sources import SourceRows, read_source
-from saeembed.storage.store import RunSettings, Store, first_row
+from saeembed.storage.store import RunSettings, Store
 
 DEFAULT_SAE_DIR = Path(__file__).parent / "data" / "default_sae"
 
@@ -269,9 +269,7 @@ class EmbedJob:
             # Each concept's p90 over the run, kept for the diff's presence threshold and retrieval's
             # normaliser: computed once here (2–4 s at 100M rows), the first analysis need not wait for it.
             concept_p90(self.store, self.run_id)
-        mean_concepts = first_row(
-            self.store.con.execute("SELECT avg(n_features) FROM embedded_documents WHERE run_id = ?", [self.run_id])
-        )[0]
+        mean_concepts = self.store.rows("run_size", {"run_id": self.run_id})["mean_concepts"][0]
         return EmbedSummary(
             run_id=self.run_id,
             status=status,
@@ -348,10 +346,7 @@ def split_corpus(store: Store, corpus: str, *, heldout_docs: int, seed: int = 0)
     """A corpus's texts in a seeded random order, the first `heldout_docs` held out (split by document,
     so no held-out token shares a document with a training token)."""
     corpus_id = store.corpus_id(corpus)
-    texts = store.query(
-        "SELECT text FROM documents WHERE corpus_id = $corpus_id ORDER BY hash(doc_id + $seed), doc_id",
-        {"corpus_id": corpus_id, "seed": seed},
-    )["text"].to_list()
+    texts = store.rows("jobs_shuffled_texts", {"corpus_id": corpus_id, "seed": seed})["text"].to_list()
     if len(texts) <= heldout_docs:
         raise SaeembedError(
             f"corpus '{corpus}' has {len(texts)} documents: too few to hold out {heldout_docs} and train on the rest"

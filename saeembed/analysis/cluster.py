@@ -37,7 +37,7 @@ from saeembed.concepts.llm import ChatBackend, MalformedAnswer, complete_parsed,
 from saeembed.errors import SaeembedError
 from saeembed.options import ClusterOptions
 from saeembed.storage.predicates import Predicate, parse_predicate
-from saeembed.storage.store import RunInfo, Store, read_sql
+from saeembed.storage.store import RunInfo, Store
 
 Method = Literal["hdbscan", "spectral"]
 
@@ -424,7 +424,7 @@ def _documents(store: Store, run: RunInfo, predicate: Predicate | None) -> np.nd
 def _concept_rows(store: Store, run: RunInfo, doc_ids: np.ndarray, feature_ids: list[int]) -> pl.DataFrame:
     store.con.register("cluster_docs", pa.table({"doc_id": pa.array(doc_ids, type=pa.int64())}))
     try:
-        return store.query(read_sql("cluster_concept_rows"), {"run_id": run.run_id, "feature_ids": feature_ids})
+        return store.rows("cluster_concept_rows", {"run_id": run.run_id, "feature_ids": feature_ids})
     finally:
         store.con.unregister("cluster_docs")
 

@@ -575,7 +575,7 @@ def _pair_details(store: Store, run: RunInfo, pairs: pl.DataFrame) -> pl.DataFra
         return pl.DataFrame(schema=schema)
     store.con.register("correlate_pairs", pairs.to_arrow())
     try:
-        return store.query(read_sql("correlate_pair_details"), {"run_id": run.run_id}).select(list(schema)).cast(schema)
+        return store.rows("correlate_pair_details", {"run_id": run.run_id}).select(list(schema)).cast(schema)
     finally:
         store.con.unregister("correlate_pairs")
 
@@ -619,7 +619,7 @@ def correlate_column(
         raise SaeembedError(f"--with-column {column}: every document has the same value ({values['value'][0]!r})")
     store.con.register("correlate_levels", levels.to_arrow())
     try:
-        counts = store.query(read_sql("correlate_column_counts"), {"run_id": run.run_id})
+        counts = store.rows("correlate_column_counts", {"run_id": run.run_id})
     finally:
         store.con.unregister("correlate_levels")
     totals = (
@@ -660,7 +660,7 @@ def correlate_column(
 
 def _column_values(store: Store, run: RunInfo, column: str, predicate: Predicate | None) -> pl.DataFrame:
     """doc_id, value (text) and json_type of `meta->column` for the documents that have a value."""
-    values = store.query(read_sql("correlate_column_values"), {"run_id": run.run_id, "column": column})
+    values = store.rows("correlate_column_values", {"run_id": run.run_id, "column": column})
     if predicate is not None:
         values = values.filter(store.predicate_mask(values["doc_id"].to_numpy(), run, predicate))
     if values.height == 0:

@@ -39,7 +39,7 @@ from saeembed.model.tokens import load_tokenizer, mark_context
 from saeembed.options import DiffOptions
 from saeembed.storage.percentiles import DEFAULT_PRESENCE, presence_thresholds, recorded_presence
 from saeembed.storage.predicates import Predicate, parse_predicate
-from saeembed.storage.store import RunInfo, Store, read_sql
+from saeembed.storage.store import RunInfo, Store
 
 RankBy = Literal["specific", "delta", "q"]
 ALPHA = 0.05
@@ -132,7 +132,7 @@ def diff(
         if paired_on is not None:
             pairs = paired_documents(side_a, side_b, paired_on)
             store.con.register("diff_pairs", pairs.to_arrow())
-            counts = store.query(read_sql("diff_paired_counts"), {"run_a": run_a.run_id, "run_b": run_b.run_id})
+            counts = store.rows("diff_paired_counts", {"run_a": run_a.run_id, "run_b": run_b.run_id})
             table = paired_statistics(counts, pairs.height)
             n_a = n_b = pairs.height
             test = "paired"
@@ -143,7 +143,7 @@ def diff(
                     f"sides A and B share {overlap} documents: make the predicates exclusive "
                     "(or use --paired-on for answers to the same prompts)"
                 )
-            counts = store.query(read_sql("diff_counts"), {"run_a": run_a.run_id, "run_b": run_b.run_id})
+            counts = store.rows("diff_counts", {"run_a": run_a.run_id, "run_b": run_b.run_id})
             table = independent_statistics(counts, side_a.height, side_b.height)
             n_a, n_b, test = side_a.height, side_b.height, "independent"
         table = rank(table.with_columns(pl.lit(None, dtype=pl.Utf8).alias("grp")), min_delta, rank_by)
@@ -197,7 +197,7 @@ def diff_by(
     store.con.register("diff_levels", levels.to_arrow())
     store.con.register("presence_thresholds", thresholds.to_arrow())
     try:
-        counts = store.query(read_sql("diff_level_counts"), {"run_id": run.run_id})
+        counts = store.rows("diff_level_counts", {"run_id": run.run_id})
     finally:
         unregister_sides(store)
     frames = []
@@ -393,7 +393,7 @@ def side_documents(
     store: Store, run: RunInfo, predicate: Predicate | None, side: str, *, with_meta: bool
 ) -> pl.DataFrame:
     """doc_id (and meta, with `with_meta`) of the run's documents satisfying `predicate`."""
-    docs = store.query(read_sql("diff_side_documents"), {"run_id": run.run_id, "with_meta": with_meta})
+    docs = store.rows("diff_side_documents", {"run_id": run.run_id, "with_meta": with_meta})
     if predicate is not None:
         docs = docs.filter(store.predicate_mask(docs["doc_id"].to_numpy(), run, predicate))
     if docs.height == 0:
@@ -448,8 +448,8 @@ def _with_examples(store: Store, run_a: RunInfo, run_b: RunInfo, table: pl.DataF
         return table.with_columns(
             pl.lit(None, dtype=pl.Utf8).alias("example_a"), pl.lit(None, dtype=pl.Utf8).alias("example_b")
         )
-    examples = store.query(
-        read_sql("diff_examples"), {"run_a": run_a.run_id, "run_b": run_b.run_id, "feature_ids": list(feature_ids)}
+    examples = store.rows(
+        "diff_examples", {"run_a": run_a.run_id, "run_b": run_b.run_id, "feature_ids": list(feature_ids)}
     )
     offsets = load_tokenizer(run_a.reader_model).offsets(examples["text"].to_list())
     marked = [

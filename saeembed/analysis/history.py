@@ -9,7 +9,7 @@ from typing import NamedTuple
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.storage.store import Store, first_row, read_sql
+from saeembed.storage.store import Store
 
 KINDS_WITH_HISTORY = ("diff", "correlate", "cluster")
 
@@ -39,14 +39,14 @@ def analysis_history(store: Store, analysis: int | str, *, concepts: list[int] |
         raise SaeembedError(f"analysis {analysis_id} is a {kind!r}; history follows {', '.join(KINDS_WITH_HISTORY)}")
     if top < 1:
         raise SaeembedError(f"--top must be at least 1, got {top}")
-    runs = store.query(read_sql("history_runs"), {"analysis_id": analysis_id})
+    runs = store.rows("history_runs", {"analysis_id": analysis_id})
     ids = runs["analysis_id"].to_list()
     latest = ids[-1]
     if kind == "cluster":
-        series = store.query(read_sql("history_cluster"), {"analysis_ids": ids})
+        series = store.rows("history_cluster", {"analysis_ids": ids})
     else:
         followed = concepts or _top_concepts(store, kind, latest, top)
-        series = store.query(read_sql(f"history_{kind}"), {"analysis_ids": ids, "feature_ids": followed})
+        series = store.rows(f"history_{kind}", {"analysis_ids": ids, "feature_ids": followed})
         if kind == "diff":
             series = series.join(_labels(store, latest), on="feature_id", how="left")
     return History(kind, params, runs, series)
@@ -56,23 +56,15 @@ def resolve_analysis(store: Store, analysis: int | str) -> int:
     """The analysis id `analysis` names: an id (checked), or a kind for the latest analysis of it."""
     if isinstance(analysis, int) or str(analysis).isdigit():
         return store.analysis(int(analysis)).analysis_id
-    row = first_row(
-        store.con.execute(
-            "SELECT analysis_id FROM analyses WHERE kind = ? ORDER BY created_at DESC, analysis_id DESC LIMIT 1",
-            [analysis],
-        )
-    )
-    if row is None:
+    latest = store.rows("history_latest", {"kind": str(analysis)})
+    if latest.height == 0:
         raise SaeembedError(f"no {analysis!r} analysis in {store.path}: give an analysis id or a kind that has run")
-    return row[0]
+    return latest["analysis_id"][0]
 
 
 def _top_concepts(store: Store, kind: str, analysis_id: int, top: int) -> list[int]:
-    if kind == "diff":
-        sql = "SELECT DISTINCT feature_id, rank FROM diff_results WHERE analysis_id = ? ORDER BY rank LIMIT ?"
-    else:
-        sql = "SELECT feature_a AS feature_id, rank FROM correlations WHERE analysis_id = ? ORDER BY rank LIMIT ?"
-    return [row[0] for row in store.con.execute(sql, [analysis_id, top]).fetchall()]
+    name = "history_top_diff" if kind == "diff" else "history_top_correlate"
+    return store.rows(name, {"analysis_id": analysis_id, "top": top})["feature_id"].to_list()
 
 
 def _labels(store: Store, analysis_id: int) -> pl.DataFrame:

@@ -41,7 +41,7 @@ from saeembed.concepts.search import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context
 from saeembed.storage.percentiles import presence_thresholds, recorded_presence
-from saeembed.storage.store import RunInfo, Store, read_sql
+from saeembed.storage.store import RunInfo, Store
 
 MAX_HYPOTHESES = 10
 """At most this many hypotheses per diff, as in the reference toolkit."""
@@ -184,9 +184,7 @@ def _diff_analysis(store: Store, analysis_id: int) -> tuple[dict, dict]:
 
 
 def _top_concepts(store: Store, analysis_id: int, concepts: int, sae_id: int, corpus_id: int) -> pl.DataFrame:
-    top = store.query(
-        read_sql("diff_hypothesis_concepts"), {"analysis_id": analysis_id, "top": concepts, "alpha": ALPHA}
-    )
+    top = store.rows("diff_hypothesis_concepts", {"analysis_id": analysis_id, "top": concepts, "alpha": ALPHA})
     if top.height == 0:
         raise SaeembedError(f"diff {analysis_id} has no concept with q < {ALPHA}: there is no difference to summarise")
     labels = current_labels(store, sae_id, corpus_id).select("feature_id", "label")
@@ -207,8 +205,8 @@ def _examples(
     token marked."""
     register_sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence))
     try:
-        strongest = store.query(
-            read_sql("diff_examples"),
+        strongest = store.rows(
+            "diff_examples",
             {"run_a": run_a.run_id, "run_b": run_b.run_id, "feature_ids": top["feature_id"].to_list()},
         )
     finally:

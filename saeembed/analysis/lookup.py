@@ -13,7 +13,7 @@ import polars as pl
 
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context, token_at
-from saeembed.storage.store import Store, first_row, read_sql
+from saeembed.storage.store import Store
 
 
 class DocumentView(NamedTuple):
@@ -40,17 +40,8 @@ class DocumentView(NamedTuple):
 def show_document(store: Store, doc_id: int, *, top: int = 20) -> DocumentView:
     """A document with its strongest concepts and where each fired."""
     run = store.run_for_document(doc_id)
-    doc = first_row(
-        store.con.execute(
-            """
-        SELECT d.external_id, d.text, d.meta, e.n_tokens, e.truncated
-        FROM documents d JOIN embedded_documents e ON e.doc_id = d.doc_id AND e.run_id = ?
-        WHERE d.doc_id = ?
-        """,
-            [run.run_id, doc_id],
-        )
-    )
-    concepts = store.query(read_sql("doc_concepts"), {"run_id": run.run_id, "doc_id": doc_id, "limit": top})
+    doc = store.rows("lookup_document", {"run_id": run.run_id, "doc_id": doc_id}).row(0)
+    concepts = store.rows("doc_concepts", {"run_id": run.run_id, "doc_id": doc_id, "limit": top})
     offsets = load_tokenizer(run.reader_model).offsets([doc[1]])[0]
     positions = concepts["argmax_pos"].to_list()
     concepts = concepts.with_columns(
@@ -64,9 +55,9 @@ def top_concepts(store: Store, corpus: str, *, top: int = 20, examples: int = 10
     """The corpus's most frequent concepts: feature_id, n_docs, freq, mean_max_act, max_act, top_tokens
     (the tokens where the concept peaks in its strongest documents, most common first)."""
     run = store.latest_run(corpus)
-    frequent = store.query(read_sql("concepts_top"), {"run_id": run.run_id, "limit": top})
-    strongest = store.query(
-        read_sql("concept_argmax_documents"),
+    frequent = store.rows("concepts_top", {"run_id": run.run_id, "limit": top})
+    strongest = store.rows(
+        "concept_argmax_documents",
         {"run_id": run.run_id, "feature_ids": frequent["feature_id"].to_list(), "per_feature": examples},
     )
     offsets = load_tokenizer(run.reader_model).offsets(strongest["text"].to_list())
@@ -87,9 +78,7 @@ def top_concepts(store: Store, corpus: str, *, top: int = 20, examples: int = 10
 
 def only_corpus(store: Store) -> str:
     """The corpus to use when none is named: the only one with an embedding run."""
-    names = store.query("SELECT DISTINCT c.name FROM embed_runs r JOIN corpora c USING (corpus_id) ORDER BY c.name")[
-        "name"
-    ].to_list()
+    names = store.rows("lookup_embedded_corpora")["name"].to_list()
     if len(names) == 1:
         return names[0]
     if not names:
@@ -125,25 +114,16 @@ def show_concept(
 
     name = corpus or only_corpus(store)
     run = store.latest_run(name)
-    d_sae = first_row(store.con.execute("SELECT d_sae FROM saes WHERE sae_id = ?", [run.sae_id]))[0]
-    if not 0 <= feature_id < d_sae:
-        raise SaeembedError(f"concept {feature_id} does not exist: this SAE has concepts 0..{d_sae - 1}")
+    if not 0 <= feature_id < run.d_sae:
+        raise SaeembedError(f"concept {feature_id} does not exist: this SAE has concepts 0..{run.d_sae - 1}")
     models = load_run_models(store, run.run_id) if all_tokens else None
     examples = concept_examples(store, feature_id, run_id=run.run_id, top=top, negatives=0, models=models)
     current = current_labels(store, run.sae_id, store.corpus_id(name)).filter(pl.col("feature_id") == feature_id)
-    history = store.query(
-        """
-        SELECT label_id, method, model, label, description, auroc, detection, created_at FROM features
-        WHERE sae_id = $sae_id AND feature_id = $feature_id ORDER BY created_at DESC, label_id DESC
-        """,
-        {"sae_id": run.sae_id, "feature_id": feature_id},
-    )
+    history = store.rows("lookup_label_history", {"sae_id": run.sae_id, "feature_id": feature_id})
     current_id = current["label_id"].to_list()
     labels = pl.concat(
         [history.filter(pl.col("label_id").is_in(current_id)), history.filter(~pl.col("label_id").is_in(current_id))]
     ).drop("label_id")
-    corpus_docs = first_row(
-        store.con.execute("SELECT count(*) FROM embedded_documents WHERE run_id = ?", [run.run_id])
-    )[0]
+    corpus_docs = store.rows("run_size", {"run_id": run.run_id})["documents"][0]
     documents = examples.positives.select("rank", "doc_id", "max_act", "token", "context", "marked")
     return ConceptView(feature_id, name, run.run_id, examples.n_docs, corpus_docs, labels, documents)

@@ -30,7 +30,7 @@ from saeembed.errors import SaeembedError
 from saeembed.options import CompareReleasesOptions
 from saeembed.storage.percentiles import DEFAULT_PRESENCE, presence_thresholds, recorded_presence
 from saeembed.storage.sources import content_hash
-from saeembed.storage.store import IngestCounts, Store, read_sql
+from saeembed.storage.store import IngestCounts, Store
 
 RELEASE_COLUMNS = ("prompt_id", "prompt", "model", "release", "released_at", "response")
 
@@ -164,7 +164,7 @@ def compare_releases(
         top=top,
         presence_threshold=presence_threshold,
     )
-    releases = store.query(read_sql("release_list"), {"corpus": corpus})
+    releases = store.rows("release_list", {"corpus": corpus})
     if releases.height == 0:
         raise SaeembedError(
             f"corpus '{corpus}' has no releases: ingest a table with columns {', '.join(RELEASE_COLUMNS)}"
@@ -195,8 +195,8 @@ def compare_releases(
                 presence_threshold=presence_threshold,
             )
             table = result.table
-            significant = store.query(
-                read_sql("release_significant"), {"analysis_id": result.analysis_id, "min_delta": min_delta}
+            significant = store.rows(
+                "release_significant", {"analysis_id": result.analysis_id, "min_delta": min_delta}
             ).row(0, named=True)
             steps.append(
                 {
@@ -253,7 +253,7 @@ def load_comparison(store: Store, analysis_id: int) -> ReleaseComparison:
     changes = pl.concat(
         [_changes(load_diff(store, step["diff_id"], top=params["top"]).table, step) for step in inputs["steps"]]
     )
-    releases = store.query(read_sql("release_list"), {"corpus": params["corpus"]})
+    releases = store.rows("release_list", {"corpus": params["corpus"]})
     labels = changes.select("feature_id", "label").unique("feature_id")
     followed = pl.DataFrame({"feature_id": inputs["followed"]}, schema={"feature_id": pl.Int32})
     followed = followed.join(labels, on="feature_id", how="left")
@@ -288,8 +288,8 @@ def _trend(store: Store, corpus: str, releases: pl.DataFrame, followed: pl.DataF
     run = store.latest_run(corpus)
     store.con.register("presence_thresholds", presence_thresholds(store, run.run_id, run.run_id, presence).to_arrow())
     try:
-        present = store.query(
-            read_sql("release_trend"),
+        present = store.rows(
+            "release_trend",
             {"run_id": run.run_id, "feature_ids": followed["feature_id"].to_list()},
         )
     finally:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions, token_at
-from saeembed.storage.store import Store, first_row, read_sql
+from saeembed.storage.store import Store, first_row
 
 if TYPE_CHECKING:
     # Imported where used: look-ups that only mark the stored max tokens must not pay torch's import.
@@ -103,8 +103,8 @@ def ranked_documents(
     store: Store, run_id: int, feature_ids: Sequence[int] | None, *, first_rank: int, last_rank: int
 ) -> pl.DataFrame:
     """feature_id, doc_id, max_act, argmax_pos, rank for each concept's documents ranked by max activation."""
-    return store.query(
-        read_sql("concept_ranked_documents"),
+    return store.rows(
+        "concept_ranked_documents",
         {
             "run_id": run_id,
             "feature_ids": None if feature_ids is None else list(feature_ids),

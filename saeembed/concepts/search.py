@@ -16,7 +16,7 @@ import polars as pl
 
 from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.errors import SaeembedError
-from saeembed.storage.store import RunInfo, Store, read_sql
+from saeembed.storage.store import RunInfo, Store
 
 DEFAULT_MIN_SCORE = 0.6
 """Least offline label score (AUROC; 0.5 = chance) a concept needs to be returned by default."""
@@ -33,7 +33,7 @@ class ConceptIndex(NamedTuple):
 
 def current_labels(store: Store, sae_id: int, corpus_id: int | None) -> pl.DataFrame:
     """One label per concept of the SAE (see sql/current_labels.sql for which)."""
-    return store.query(read_sql("current_labels"), {"sae_id": sae_id, "corpus_id": corpus_id})
+    return store.rows("current_labels", {"sae_id": sae_id, "corpus_id": corpus_id})
 
 
 def index_paths(db_path: Path, sae_id: int, corpus_id: int | None) -> tuple[Path, Path]:

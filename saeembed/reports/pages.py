@@ -63,21 +63,10 @@ def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inpu
     from saeembed.reports.html import cluster_report
 
     run = store.run(inputs["run"])
-    assignments = store.query(
-        "SELECT doc_id, cluster, has_concepts, x, y FROM clusters WHERE analysis_id = $a ORDER BY doc_id",
-        {"a": analysis_id},
-    )
-    stored = store.query(
-        "SELECT cluster, size, top_concepts, typical_docs FROM cluster_summaries WHERE analysis_id = $a",
-        {"a": analysis_id},
-    )
+    assignments = store.rows("reports_cluster_assignments", {"analysis_id": analysis_id})
+    stored = store.rows("reports_cluster_summaries", {"analysis_id": analysis_id})
     typical = [json.loads(docs) for docs in stored["typical_docs"]]
-    texts = dict(
-        store.query(
-            "SELECT doc_id, text FROM documents WHERE list_contains($ids, doc_id)",
-            {"ids": [doc_id for docs in typical for doc_id in docs]},
-        ).iter_rows()
-    )
+    texts = dict(store.rows("reports_texts", {"doc_ids": [doc_id for docs in typical for doc_id in docs]}).iter_rows())
     summaries = pl.DataFrame(
         {
             "cluster": stored["cluster"],
@@ -87,10 +76,8 @@ def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inpu
         }
     ).sort([pl.col("cluster") < 0, pl.col("size")], descending=[False, True])
     clustered = assignments.filter(pl.col("has_concepts"))["doc_id"].to_list()
-    frequency = store.query(
-        "SELECT feature_id, count(*) AS n FROM doc_features WHERE run_id = $run "
-        "AND list_contains($features, feature_id) AND list_contains($docs, doc_id) GROUP BY feature_id",
-        {"run": run.run_id, "features": inputs["feature_ids"], "docs": clustered},
+    frequency = store.rows(
+        "reports_concept_counts", {"run_id": run.run_id, "feature_ids": inputs["feature_ids"], "doc_ids": clustered}
     )
     labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
     concepts = (
@@ -119,11 +106,7 @@ def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inpu
 
 def _search_page(store: Store, title: str, analysis_id: int, params: dict) -> str:
     """The documents a search returned, with the concepts each matched."""
-    table = store.query(
-        "SELECT r.rank, r.mode, r.doc_id, r.score, r.concepts, d.text FROM retrieval_results r "
-        "JOIN documents d USING (doc_id) WHERE r.analysis_id = $a ORDER BY r.rank",
-        {"a": analysis_id},
-    )
+    table = store.rows("reports_search_results", {"analysis_id": analysis_id})
     matched = [
         "; ".join(str(c.get("label") or c.get("feature_id")) for c in json.loads(concepts or "[]")[:5])
         for concepts in table["concepts"]
@@ -138,14 +121,12 @@ def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, sum
     run = store.run(summary["run"])  # both kinds of correlation record the run they read
     labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
     if kind == "correlate":
-        table = store.query("SELECT * FROM correlations WHERE analysis_id = $a ORDER BY rank", {"a": analysis_id})
+        table = store.rows("reports_correlations", {"analysis_id": analysis_id})
         table = table.join(labels.rename({"feature_id": "feature_a", "label": "label_a"}), on="feature_a", how="left")
         table = table.join(labels.rename({"feature_id": "feature_b", "label": "label_b"}), on="feature_b", how="left")
         columns = CORRELATION_COLUMNS
     else:
-        table = store.query(
-            "SELECT * FROM column_correlations WHERE analysis_id = $a ORDER BY rank", {"a": analysis_id}
-        )
+        table = store.rows("reports_column_correlations", {"analysis_id": analysis_id})
         table = table.join(labels, on="feature_id", how="left")
         columns = COLUMN_COLUMNS
     return table_page(title, summary, table.sort("rank"), columns)
