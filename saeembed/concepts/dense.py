@@ -84,15 +84,8 @@ def _load_embedder(name: str, device: str) -> SentenceEmbedder:
 
 def count_unembedded(store: Store, doc_ids: Sequence[int], embedder: SentenceEmbedder) -> int:
     """How many of `doc_ids` have no embedding by this model in `doc_embeddings` yet (for progress bars)."""
-    store.con.register("counted_docs", pa.table({"doc_id": pa.array(doc_ids, type=pa.int64())}))
-    try:
-        return store.query(
-            "SELECT count(DISTINCT w.doc_id) AS n FROM counted_docs w "
-            "ANTI JOIN doc_embeddings e ON e.doc_id = w.doc_id AND e.model = $model",
-            {"model": embedder.model_id},
-        )["n"][0]
-    finally:
-        store.con.unregister("counted_docs")
+    counted = pa.table({"doc_id": pa.array(doc_ids, type=pa.int64())})
+    return store.rows("dense_unembedded_count", {"model": embedder.model_id}, counted_docs=counted)["n"][0]
 
 
 def document_embeddings(
@@ -108,22 +101,9 @@ def document_embeddings(
     `on_batch(n)` reports documents newly embedded (progress bars).
     """
     wanted = pl.DataFrame({"doc_id": list(doc_ids)}, schema={"doc_id": pl.Int64})
-    store.con.register("wanted_docs", wanted.to_arrow())
-    try:
-        missing = store.query(
-            """
-            SELECT w.doc_id, d.text FROM (SELECT DISTINCT doc_id FROM wanted_docs) w
-            JOIN documents d USING (doc_id)
-            ANTI JOIN doc_embeddings e ON e.doc_id = w.doc_id AND e.model = $model
-            ORDER BY w.doc_id
-            """,
-            {"model": embedder.model_id},
-        )
-        unknown = set(wanted["doc_id"].to_list()) - set(
-            store.query("SELECT doc_id FROM documents SEMI JOIN wanted_docs USING (doc_id)")["doc_id"].to_list()
-        )
-    finally:
-        store.con.unregister("wanted_docs")
+    missing = store.rows("dense_missing", {"model": embedder.model_id}, wanted_docs=wanted)
+    known = store.rows("dense_known", wanted_docs=wanted)["doc_id"].to_list()
+    unknown = set(wanted["doc_id"].to_list()) - set(known)
     if unknown:
         raise SaeembedError(f"no such documents: {sorted(unknown)[:5]}")
     for start in range(0, missing.height, EMBED_BATCH):
@@ -135,14 +115,8 @@ def document_embeddings(
                 "embedding": pa.array(list(vectors), type=pa.list_(pa.float32())),
             }
         )
-        store.con.register("new_embeddings", rows)  # outside the transaction: see Store.write_batch
-        try:
-            with store.transaction():
-                store.con.execute(
-                    "INSERT INTO doc_embeddings SELECT ?, doc_id, embedding FROM new_embeddings", [embedder.model_id]
-                )
-        finally:
-            store.con.unregister("new_embeddings")
+        with store.registered(new_embeddings=rows), store.transaction():
+            store.execute("dense_insert", {"model": embedder.model_id})
         if on_batch is not None:
             on_batch(part.height)
     return _read_embeddings(store, list(doc_ids), embedder)
@@ -150,17 +124,6 @@ def document_embeddings(
 
 def _read_embeddings(store: Store, doc_ids: list[int], embedder: SentenceEmbedder) -> np.ndarray:
     order = pa.table({"doc_id": pa.array(doc_ids, type=pa.int64()), "i": pa.array(range(len(doc_ids)))})
-    store.con.register("embedding_order", order)
-    try:
-        table = store.con.sql(
-            """
-            SELECT o.i, e.embedding FROM embedding_order o
-            JOIN doc_embeddings e ON e.doc_id = o.doc_id AND e.model = $model
-            ORDER BY o.i
-            """,
-            params={"model": embedder.model_id},
-        ).to_arrow_table()
-    finally:
-        store.con.unregister("embedding_order")
+    table = store.arrow("dense_embeddings", {"model": embedder.model_id}, embedding_order=order)
     flat = table.column("embedding").combine_chunks().flatten().to_numpy()
     return flat.reshape(len(doc_ids), embedder.dim).astype(np.float32, copy=False)

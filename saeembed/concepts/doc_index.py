@@ -20,7 +20,7 @@ import numpy as np
 
 from saeembed.concepts.dense import SentenceEmbedder, document_embeddings
 from saeembed.errors import SaeembedError
-from saeembed.storage.store import Store, first_row
+from saeembed.storage.store import Store
 
 FLAT_BELOW = 50_000
 """Corpora with fewer documents get an exact flat index; larger ones an IVF index."""
@@ -67,13 +67,7 @@ def corpus_key(store: Store, corpus_id: int, model_id: str) -> tuple[str, str]:
     """(lineage, key): the key identifies the corpus's documents cheaply (documents are only ever added, with
     rising doc_ids); the lineage (model, the corpus's creation time) tells apart a database made anew at the
     same path, whose index must not be extended."""
-    created, count, largest, total = first_row(
-        store.con.execute(
-            "SELECT (SELECT created_at FROM corpora WHERE corpus_id = $c), count(*), coalesce(max(doc_id), 0), "
-            "coalesce(sum(doc_id), 0) FROM documents WHERE corpus_id = $c",
-            {"c": corpus_id},
-        )
-    )
+    created, count, largest, total = store.rows("doc_index_corpus_state", {"corpus_id": corpus_id}).row(0)
     lineage = f"{model_id}|{created}"
     return lineage, f"{lineage}|{count}|{largest}|{total}"
 
@@ -135,9 +129,7 @@ def _update(
 ) -> DocumentIndex:
     """Add the new documents to the saved index (`saved`: its sidecar, empty when it cannot be extended) when
     that is all that changed; otherwise build anew."""
-    doc_ids = store.query("SELECT doc_id FROM documents WHERE corpus_id = $c ORDER BY doc_id", {"c": corpus_id})[
-        "doc_id"
-    ].to_numpy()
+    doc_ids = store.rows("corpus_documents", {"corpus_id": corpus_id})["doc_id"].to_numpy()
     if doc_ids.size == 0:
         raise SaeembedError("the corpus has no documents to index")
     kind = "flat" if doc_ids.size < flat_below else "ivf"

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions, token_at
-from saeembed.storage.store import Store, first_row
+from saeembed.storage.store import Store
 
 if TYPE_CHECKING:
     # Imported where used: look-ups that only mark the stored max tokens must not pay torch's import.
@@ -47,21 +47,10 @@ def load_run_models(store: Store, run_id: int, *, device: str = "auto") -> RunMo
     from saeembed.model.reader import Reader
     from saeembed.model.sae import load_sae
 
-    row = first_row(
-        store.con.execute(
-            """
-            SELECT r.reader_model, r.layer, r.max_tokens, r.chat_template, r.dtype, s.path
-            FROM embed_runs r JOIN saes s USING (sae_id) WHERE r.run_id = ?
-            """,
-            [run_id],
-        )
-    )
-    if row is None:
-        raise SaeembedError(f"no embedding run {run_id} in {store.path}")
-    reader_model, layer, max_tokens, chat_template, dtype, sae_path = row
-    reader = Reader.load(reader_model, layer=layer, device=device, dtype=dtype)
-    sae = load_sae(sae_path).to(reader.device).float()
-    return RunModels(reader, sae, max_tokens, chat_template)
+    run = store.run(run_id)
+    reader = Reader.load(run.reader_model, layer=run.layer, device=device, dtype=run.dtype)
+    sae = load_sae(run.sae_path).to(reader.device).float()
+    return RunModels(reader, sae, run.max_tokens, run.chat_template)
 
 
 def firing_positions(models: RunModels, texts: Sequence[str], feature_id: int) -> list[list[int]]:
@@ -122,19 +111,13 @@ def absent_documents(
     Draws NEGATIVE_CANDIDATES documents once and looks up which concepts they contain, so the cost does
     not grow with the corpus.
     """
-    candidates = store.query(
-        "SELECT doc_id FROM embedded_documents WHERE run_id = $run_id ORDER BY hash(doc_id + $seed), doc_id LIMIT $n",
-        {"run_id": run_id, "seed": seed, "n": NEGATIVE_CANDIDATES},
-    )["doc_id"].to_numpy()
-    store.con.register("negative_candidates", pa.table({"doc_id": pa.array(candidates, type=pa.int64())}))
-    try:
-        present = store.query(
-            "SELECT feature_id, doc_id FROM doc_features SEMI JOIN negative_candidates USING (doc_id) "
-            "WHERE run_id = $run_id AND list_contains($feature_ids, feature_id)",
-            {"run_id": run_id, "feature_ids": list(feature_ids)},
-        )
-    finally:
-        store.con.unregister("negative_candidates")
+    sample = {"run_id": run_id, "seed": seed, "n": NEGATIVE_CANDIDATES}
+    candidates = store.rows("examples_candidates", sample)["doc_id"].to_numpy()
+    present = store.rows(
+        "examples_present",
+        {"run_id": run_id, "feature_ids": list(feature_ids)},
+        negative_candidates=pa.table({"doc_id": pa.array(candidates, type=pa.int64())}),
+    )
     present_by_feature = dict(present.group_by("feature_id").agg(pl.col("doc_id")).iter_rows())
     rng = np.random.default_rng(seed)
     rows_feature, rows_doc = [], []
@@ -168,9 +151,7 @@ def concept_examples(
     where it is absent. Without `models` only the token of each document's max is marked."""
     if top < 1:
         raise SaeembedError(f"top must be at least 1, got {top}")
-    n_docs = first_row(
-        store.con.execute("SELECT count(*) FROM doc_features WHERE run_id = ? AND feature_id = ?", [run_id, feature_id])
-    )[0]
+    n_docs = store.rows("examples_concept_count", {"run_id": run_id, "feature_id": feature_id})["n"][0]
     ranked = ranked_documents(store, run_id, [feature_id], first_rank=1, last_rank=top)
     positives = ranked.join(documents_text(store, ranked["doc_id"]), on="doc_id", how="left").sort("rank")
     texts = positives["text"].to_list()
@@ -196,15 +177,8 @@ def concept_examples(
 def documents_text(store: Store, doc_ids: pl.Series | Sequence[int]) -> pl.DataFrame:
     """doc_id, text for the given documents."""
     ids = sorted(set(doc_ids.to_list() if isinstance(doc_ids, pl.Series) else doc_ids))
-    store.con.register("wanted_text", pa.table({"doc_id": pa.array(ids, type=pa.int64())}))
-    try:
-        return store.query("SELECT doc_id, text FROM documents SEMI JOIN wanted_text USING (doc_id)")
-    finally:
-        store.con.unregister("wanted_text")
+    return store.rows("examples_texts", wanted_text=pa.table({"doc_id": pa.array(ids, type=pa.int64())}))
 
 
 def reader_model_of_run(store: Store, run_id: int) -> str:
-    row = first_row(store.con.execute("SELECT reader_model FROM embed_runs WHERE run_id = ?", [run_id]))
-    if row is None:
-        raise SaeembedError(f"no embedding run {run_id} in {store.path}")
-    return row[0]
+    return store.run(run_id).reader_model

@@ -38,7 +38,8 @@ from saeembed.concepts.examples import (
 )
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, token_at
-from saeembed.storage.store import Store, first_row
+from saeembed.storage.labels import insert_labels, set_detection
+from saeembed.storage.store import Store
 
 TOP_DOCS = 20
 """Top documents a label is made from (the paper shows the labeller 10–20)."""
@@ -188,13 +189,8 @@ def _token_label(top_tokens: list[tuple[str, int]], top_words: list[tuple[str, f
 
 
 def _background_texts(store: Store, run_id: int, seed: int) -> list[str]:
-    return store.query(
-        """
-        SELECT d.text FROM embedded_documents e JOIN documents d USING (doc_id)
-        WHERE e.run_id = $run_id ORDER BY hash(e.doc_id + $seed), e.doc_id LIMIT $n
-        """,
-        {"run_id": run_id, "seed": seed, "n": BACKGROUND_DOCS},
-    )["text"].to_list()
+    sample = {"run_id": run_id, "seed": seed, "n": BACKGROUND_DOCS}
+    return store.rows("labels_background_texts", sample)["text"].to_list()
 
 
 class HeldOut(NamedTuple):
@@ -274,10 +270,7 @@ def _cosines(
 
 
 def run_sae(store: Store, run_id: int) -> int:
-    row = first_row(store.con.execute("SELECT sae_id FROM embed_runs WHERE run_id = ?", [run_id]))
-    if row is None:
-        raise SaeembedError(f"no embedding run {run_id} in {store.path}")
-    return row[0]
+    return store.run(run_id).sae_id
 
 
 def save_labels(
@@ -313,49 +306,27 @@ def save_labels(
         else pa.nulls(frame.height, type=pa.list_(pa.float32()))
     )
     table = table.append_column("embedding", embedding)
-    store.con.register("new_labels", table)  # outside the transaction: see Store.write_batch
-    try:
-        with store.transaction():
-            store.con.execute(
-                """
-                INSERT INTO features (sae_id, feature_id, method, model, label, description, run_id, auroc,
-                                      detection, details, embedding, embedding_model)
-                SELECT ?, feature_id, ?, ?, label, description, ?, auroc, detection, details::JSON, embedding, ?
-                FROM new_labels
-                RETURNING label_id
-                """,
-                [sae_id, method, model, run_id, embedding_model if vectors is not None else None],
-            )
-            label_ids = [row[0] for row in store.con.fetchall()]
-    finally:
-        store.con.unregister("new_labels")
+    label_ids = insert_labels(
+        store,
+        table,
+        sae_id=sae_id,
+        method=method,
+        model=model,
+        run_id=run_id,
+        embedding_model=embedding_model if vectors is not None else None,
+    )
     return max(label_ids)
 
 
 def unlabelled_features(store: Store, run_id: int, feature_ids: Sequence[int] | None, method: str) -> list[int]:
     """Of `feature_ids` (None: every concept present in the run), those without a `method` label made
     from this run's corpus with this run's SAE."""
-    store.con.register("candidate_features", pa.table({"feature_id": pa.array(feature_ids or [], type=pa.int32())}))
-    try:
-        return store.query(
-            """
-            WITH run AS (SELECT sae_id, corpus_id FROM embed_runs WHERE run_id = $run_id),
-            wanted AS (
-                SELECT DISTINCT feature_id FROM doc_features WHERE run_id = $run_id AND $all_features
-                UNION SELECT feature_id FROM candidate_features
-            )
-            SELECT w.feature_id FROM wanted w
-            WHERE NOT EXISTS (
-                SELECT 1 FROM features f JOIN embed_runs r USING (run_id), run
-                WHERE f.feature_id = w.feature_id AND f.method = $method
-                  AND f.sae_id = run.sae_id AND r.corpus_id = run.corpus_id
-            )
-            ORDER BY w.feature_id
-            """,
-            {"run_id": run_id, "method": method, "all_features": feature_ids is None},
-        )["feature_id"].to_list()
-    finally:
-        store.con.unregister("candidate_features")
+    candidates = pa.table({"feature_id": pa.array(feature_ids or [], type=pa.int32())})
+    return store.rows(
+        "labels_unlabelled",
+        {"run_id": run_id, "method": method, "all_features": feature_ids is None},
+        candidate_features=candidates,
+    )["feature_id"].to_list()
 
 
 # -- labelling a corpus's concepts -------------------------------------------------------------------
@@ -379,19 +350,14 @@ def select_features(store: Store, run_id: int, spec: str) -> list[int] | None:
             n = 0
         if n < 1:
             raise SaeembedError(f"--features {spec}: top:N needs a positive whole number N")
-        return store.query(
-            "SELECT feature_id FROM concept_frequency WHERE run_id = $run_id ORDER BY n_docs DESC, feature_id LIMIT $n",
-            {"run_id": run_id, "n": n},
-        )["feature_id"].to_list()
+        return store.rows("labels_most_frequent", {"run_id": run_id, "n": n})["feature_id"].to_list()
     try:
         ids = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
         raise SaeembedError(f"--features {spec}: use all, top:N or a comma-separated list of concept ids") from None
     if not ids:
         raise SaeembedError("--features is empty: use all, top:N or a comma-separated list of concept ids")
-    d_sae = first_row(
-        store.con.execute("SELECT s.d_sae FROM embed_runs r JOIN saes s USING (sae_id) WHERE r.run_id = ?", [run_id])
-    )[0]
+    d_sae = store.run(run_id).d_sae
     bad = [i for i in ids if not 0 <= i < d_sae]
     if bad:
         raise SaeembedError(f"--features: concept ids {bad[:5]} are outside this SAE's 0..{d_sae - 1}")
@@ -506,10 +472,7 @@ def label_concepts(
     requested = len(wanted) if wanted is not None else _count_present(store, run.run_id)
     todo = wanted if force else unlabelled_features(store, run.run_id, wanted, method)
     if force and todo is None:
-        todo = store.query(
-            "SELECT DISTINCT feature_id FROM doc_features WHERE run_id = $run_id ORDER BY feature_id",
-            {"run_id": run.run_id},
-        )["feature_id"].to_list()
+        todo = store.rows("labels_present", {"run_id": run.run_id})["feature_id"].to_list()
     progress = on_progress or (lambda stage, done, total: None)
     if method == "llm":
         check = getattr(chat, "check", None)
@@ -734,14 +697,12 @@ def _label_with_llm(
         if on_positives and on_negatives:
             score = detection_score(on_positives, on_negatives)
             detections.append(score)
-            store.con.execute("UPDATE features SET detection = ? WHERE label_id = ?", [score, label_id])
+            set_detection(store, label_id, score)
     return _Outcome(len(made), model, aurocs, detections, dict(failures.counts.most_common()), failures.first)
 
 
 def _count_present(store: Store, run_id: int) -> int:
-    return first_row(
-        store.con.execute("SELECT count(DISTINCT feature_id) FROM doc_features WHERE run_id = ?", [run_id])
-    )[0]
+    return store.rows("labels_present", {"run_id": run_id}).height
 
 
 def _mean(values: list[float]) -> float | None:
@@ -775,9 +736,7 @@ def load_shipped_labels(store: Store, sae_id: int, sae_path: Path) -> int:
     path = sae_path / SHIPPED_LABELS if sae_path.is_dir() else None
     if path is None or not path.exists():
         return 0
-    already = first_row(
-        store.con.execute("SELECT count(*) FROM features WHERE sae_id = ? AND run_id IS NULL", [sae_id])
-    )[0]
+    already = store.rows("labels_shipped_count", {"sae_id": sae_id})["n"][0]
     if already:
         return 0
     shipped = pl.read_parquet(path)

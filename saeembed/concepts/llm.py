@@ -38,7 +38,8 @@ import httpx
 
 from saeembed.errors import SaeembedError
 from saeembed.model.hub import DEFAULT_READER, resolve_reader
-from saeembed.storage.store import Store, first_row
+from saeembed.storage.llm_cache import cached_answer, forget_answer, keep_answer
+from saeembed.storage.store import Store
 
 if TYPE_CHECKING:
     from saeembed.model.reader import Device, DType
@@ -471,33 +472,22 @@ class CachedChat:
             separators=(",", ":"),
         )
         key = hashlib.sha256(request.encode()).hexdigest()
-        with self._lock, self.store.con.cursor() as cursor:
-            row = first_row(cursor.execute("SELECT response FROM llm_cache WHERE key = ?", [key]))
-        stale = row is not None and not _usable(row[0], parse)
-        if row is not None and not stale:
+        with self._lock:
+            cached = cached_answer(self.store, key)
+        stale = cached is not None and not _usable(cached, parse)
+        if cached is not None and not stale:
             with self._lock:
                 self.cache_hits += 1
-            return row[0]
+            return cached
         response = self.backend.complete(messages, max_tokens=max_tokens, temperature=temperature)
         usable = _usable(response, parse)
-        with self._lock, self.store.con.cursor() as cursor:
+        with self._lock:
             self.calls += 1
             if usable:
-                # Two threads may have asked the same question at once: the first answer stays, unless
-                # what is there is the unusable answer this one replaces.
-                cursor.execute(
-                    "INSERT INTO llm_cache (key, model, request, response) VALUES (?, ?, ?::JSON, ?) "
-                    + (
-                        "ON CONFLICT (key) DO UPDATE SET model = excluded.model, request = excluded.request, "
-                        "response = excluded.response, created_at = excluded.created_at"
-                        if stale
-                        else "ON CONFLICT (key) DO NOTHING"
-                    ),
-                    [key, self.backend.model, request, response],
-                )
+                keep_answer(self.store, key, self.backend.model, request, response, replace=stale)
             elif stale:
                 # Asked again and still unusable: the table keeps usable answers only.
-                cursor.execute("DELETE FROM llm_cache WHERE key = ? AND response = ?", [key, row[0]])
+                forget_answer(self.store, key, cached)
         return response
 
 

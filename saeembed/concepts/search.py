@@ -118,9 +118,7 @@ def search_concepts(
         hits = hits.filter(pl.col("auroc") >= min_score)
     hits = hits.head(top)
     if run is not None:
-        freq = store.query(
-            "SELECT feature_id, freq FROM concept_frequency WHERE run_id = $run_id", {"run_id": run.run_id}
-        )
+        freq = store.rows("concepts_search_frequency", {"run_id": run.run_id})
         hits = hits.join(freq, on="feature_id", how="left")
     else:
         hits = hits.with_columns(pl.lit(None, dtype=pl.Float64).alias("freq"))
