@@ -243,7 +243,7 @@ def explicit_concepts(store: Store, run: RunInfo, corpus: str, feature_ids: Sequ
     from saeembed.concepts.search import current_labels
 
     ids = list(dict.fromkeys(int(i) for i in feature_ids))
-    d_sae = store.query("SELECT d_sae FROM saes WHERE sae_id = $s", {"s": run.sae_id})["d_sae"][0]
+    d_sae = run.d_sae
     outside = [i for i in ids if not 0 <= i < d_sae]
     if outside:
         raise SaeembedError(f"--concepts {outside[:5]}: not concepts of this SAE (feature ids run 0 to {d_sae - 1})")
@@ -392,9 +392,7 @@ def summarise(
 def _with_snippets(store: Store, summaries: pl.DataFrame) -> pl.DataFrame:
     """typical_ids → typical_docs: each typical document's doc_id and the start of its text."""
     ids = sorted({i for row in summaries["typical_ids"].to_list() for i in row})
-    texts = dict(
-        store.query("SELECT doc_id, text FROM documents WHERE list_contains($ids, doc_id)", {"ids": ids}).iter_rows()
-    )
+    texts = dict(store.rows("document_texts", {"doc_ids": ids}).iter_rows())
     typical = [[{"doc_id": i, "text": _snippet(texts[i])} for i in row] for row in summaries["typical_ids"].to_list()]
     return summaries.drop("typical_ids").with_columns(pl.Series("typical_docs", typical))
 
@@ -422,11 +420,8 @@ def _documents(store: Store, run: RunInfo, predicate: Predicate | None) -> np.nd
 
 
 def _concept_rows(store: Store, run: RunInfo, doc_ids: np.ndarray, feature_ids: list[int]) -> pl.DataFrame:
-    store.con.register("cluster_docs", pa.table({"doc_id": pa.array(doc_ids, type=pa.int64())}))
-    try:
-        return store.rows("cluster_concept_rows", {"run_id": run.run_id, "feature_ids": feature_ids})
-    finally:
-        store.con.unregister("cluster_docs")
+    docs = pa.table({"doc_id": pa.array(doc_ids, type=pa.int64())})
+    return store.rows("cluster_concept_rows", {"run_id": run.run_id, "feature_ids": feature_ids}, cluster_docs=docs)
 
 
 def _assignments(

@@ -50,7 +50,7 @@ from saeembed.concepts.search import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.options import CorrelateOptions
 from saeembed.storage.predicates import Predicate, parse_predicate
-from saeembed.storage.store import RunInfo, Store, read_sql
+from saeembed.storage.store import RunInfo, Store
 
 CHUNK_NNZ = 1 << 23
 """Concept rows per chunk of documents: a block's operands per chunk stay within a few MB (cache)."""
@@ -403,11 +403,8 @@ def correlate_pairs(
     rows, features = _concept_rows(store, run, doc_ids)
     counts = count_pairs(rows, features, doc_ids.size, min_npmi=min_npmi, min_count=min_count)
     del rows, features
-    store.con.register("correlate_docs", pa.table({"doc_id": doc_ids}))
-    try:
+    with store.registered(correlate_docs=pa.table({"doc_id": doc_ids})):
         table = _top_pairs(store, run, counts, max_label_sim, max_same_token, top, embedder)
-    finally:
-        store.con.unregister("correlate_docs")
     table = table.with_columns(
         (pl.col("n_ab") / pl.col("n_a")).alias("p_b_given_a"),
         (pl.col("n_ab") / pl.col("n_b")).alias("p_a_given_b"),
@@ -444,8 +441,9 @@ def _concept_rows(store: Store, run: RunInfo, doc_ids: np.ndarray) -> tuple[np.n
     """(row, feature_id) of every concept present in the documents `doc_ids`; rows number the documents
     that have concepts 0, 1, … in the order the store holds them, so they come out ascending."""
     params = {"run_id": run.run_id, "first_doc": int(doc_ids[0]), "last_doc": int(doc_ids[-1])}
-    data = store.con.sql(read_sql("correlate_concept_rows"), params=params).fetchnumpy()
-    doc, features = np.asarray(data["doc"]), np.asarray(data["feature_id"], dtype=np.int32)
+    data = store.arrow("correlate_concept_rows", params)
+    doc = data.column("doc").to_numpy()
+    features = np.asarray(data.column("feature_id").to_numpy(), dtype=np.int32)
     if doc.size == 0:
         return doc, features
     new_doc = np.concatenate([[True], doc[1:] != doc[:-1]])
@@ -573,11 +571,8 @@ def _pair_details(store: Store, run: RunInfo, pairs: pl.DataFrame) -> pl.DataFra
     schema = {"feature_a": pl.Int32, "feature_b": pl.Int32, "same_token_share": pl.Float64, "example_doc_id": pl.Int64}
     if pairs.height == 0:
         return pl.DataFrame(schema=schema)
-    store.con.register("correlate_pairs", pairs.to_arrow())
-    try:
-        return store.rows("correlate_pair_details", {"run_id": run.run_id}).select(list(schema)).cast(schema)
-    finally:
-        store.con.unregister("correlate_pairs")
+    details = store.rows("correlate_pair_details", {"run_id": run.run_id}, correlate_pairs=pairs)
+    return details.select(list(schema)).cast(schema)
 
 
 def correlate_column(
@@ -617,11 +612,7 @@ def correlate_column(
         levels = values.select("doc_id", pl.col("value").alias("level"), pl.lit(0.0).alias("value_rank"))
     if levels["value_rank" if numeric else "level"].n_unique() < 2:
         raise SaeembedError(f"--with-column {column}: every document has the same value ({values['value'][0]!r})")
-    store.con.register("correlate_levels", levels.to_arrow())
-    try:
-        counts = store.rows("correlate_column_counts", {"run_id": run.run_id})
-    finally:
-        store.con.unregister("correlate_levels")
+    counts = store.rows("correlate_column_counts", {"run_id": run.run_id}, correlate_levels=levels)
     totals = (
         counts.group_by("feature_id")
         .agg(pl.col("n").sum().alias("n_present"), pl.col("rank_sum").sum())

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Literal, NamedTuple
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from scipy import stats
 
 from saeembed.errors import SaeembedError
@@ -127,17 +127,15 @@ def diff(
         "presence_threshold": presence_threshold,
     }
     thresholds = presence_thresholds(store, run_a.run_id, run_b.run_id, presence_threshold)
-    register_sides(store, side_a, side_b, thresholds)
-    try:
+    with sides(store, side_a, side_b, thresholds):
         if paired_on is not None:
             pairs = paired_documents(side_a, side_b, paired_on)
-            store.con.register("diff_pairs", pairs.to_arrow())
-            counts = store.rows("diff_paired_counts", {"run_a": run_a.run_id, "run_b": run_b.run_id})
+            counts = store.rows("diff_paired_counts", {"run_a": run_a.run_id, "run_b": run_b.run_id}, diff_pairs=pairs)
             table = paired_statistics(counts, pairs.height)
             n_a = n_b = pairs.height
             test = "paired"
         else:
-            overlap = store.query("SELECT count(*) AS n FROM diff_side_a SEMI JOIN diff_side_b USING (doc_id)")["n"][0]
+            overlap = store.rows("diff_overlap")["n"][0]
             if overlap:
                 raise SaeembedError(
                     f"sides A and B share {overlap} documents: make the predicates exclusive "
@@ -153,8 +151,6 @@ def diff(
         )
         shown = _with_labels(store, run_a, a, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
         shown = _with_examples(store, run_a, run_b, shown)
-    finally:
-        unregister_sides(store)
     return DiffResult(analysis_id, n_a, n_b, test, shown)
 
 
@@ -194,12 +190,7 @@ def diff_by(
         )
     total = levels.height
     thresholds = presence_thresholds(store, run.run_id, run.run_id, presence_threshold)
-    store.con.register("diff_levels", levels.to_arrow())
-    store.con.register("presence_thresholds", thresholds.to_arrow())
-    try:
-        counts = store.rows("diff_level_counts", {"run_id": run.run_id})
-    finally:
-        unregister_sides(store)
+    counts = store.rows("diff_level_counts", {"run_id": run.run_id}, diff_levels=levels, presence_thresholds=thresholds)
     frames = []
     for level, size in sizes.iter_rows():
         in_level = counts.filter(pl.col("level") == level).select("feature_id", pl.col("n").alias("n_a"))
@@ -233,10 +224,7 @@ def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
     if stored.kind != "diff":
         raise SaeembedError(f"analysis {analysis_id} is a {stored.kind!r}, not a diff")
     params, inputs = stored.params, stored.inputs
-    table = store.query(
-        "SELECT * EXCLUDE (analysis_id) FROM diff_results WHERE analysis_id = $a ORDER BY grp NULLS FIRST, rank",
-        {"a": analysis_id},
-    )
+    table = store.rows("diff_stored", {"analysis_id": analysis_id})
     passes = pl.col("delta").abs() >= params["min_delta"]
     if params["rank_by"] == "specific":
         passes = passes & (pl.col("q_value") < ALPHA)
@@ -252,11 +240,8 @@ def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
     run_a, run_b = store.run(inputs["run_a"]), store.run(inputs["run_b"])
     side_a = side_documents(store, run_a, optional_predicate(params["where_a"], "--where-a"), "A", with_meta=False)
     side_b = side_documents(store, run_b, optional_predicate(params["where_b"], "--where-b"), "B", with_meta=False)
-    register_sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence))
-    try:
+    with sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence)):
         shown = _with_examples(store, run_a, run_b, _with_labels(store, run_a, params["a"], table))
-    finally:
-        unregister_sides(store)
     test = "paired" if params["paired_on"] else "independent"
     return DiffResult(analysis_id, inputs["n_a"], inputs["n_b"], test, shown)
 
@@ -274,11 +259,8 @@ def _level_examples(
     for (level,), rows in shown.group_by("grp", maintain_order=True):
         in_level = levels.filter(pl.col("level") == level)
         rest = levels.filter(pl.col("level") != level)
-        register_sides(store, in_level, rest, thresholds)
-        try:
+        with sides(store, in_level, rest, thresholds):
             parts.append(_with_examples(store, run, run, rows))
-        finally:
-            unregister_sides(store)
     return pl.concat(parts) if parts else _with_examples(store, run, run, shown)
 
 
@@ -422,16 +404,14 @@ def paired_documents(side_a: pl.DataFrame, side_b: pl.DataFrame, column: str) ->
     )
 
 
-def register_sides(store: Store, side_a: pl.DataFrame, side_b: pl.DataFrame, thresholds: pl.DataFrame) -> None:
-    """The temp tables the diff's SQL reads: each side's doc_ids, and the concepts' presence thresholds."""
-    store.con.register("diff_side_a", pa.table({"doc_id": side_a["doc_id"].to_arrow()}))
-    store.con.register("diff_side_b", pa.table({"doc_id": side_b["doc_id"].to_arrow()}))
-    store.con.register("presence_thresholds", thresholds.to_arrow())
-
-
-def unregister_sides(store: Store) -> None:
-    for name in ("diff_side_a", "diff_side_b", "diff_pairs", "diff_levels", "presence_thresholds"):
-        store.con.unregister(name)  # a name that is not registered is ignored
+def sides(
+    store: Store, side_a: pl.DataFrame, side_b: pl.DataFrame, thresholds: pl.DataFrame
+) -> AbstractContextManager[None]:
+    """The tables the diff's SQL reads while the block runs: each side's doc_ids, and the concepts'
+    presence thresholds."""
+    return store.registered(
+        diff_side_a=side_a.select("doc_id"), diff_side_b=side_b.select("doc_id"), presence_thresholds=thresholds
+    )
 
 
 def _with_labels(store: Store, run: RunInfo, corpus: str, table: pl.DataFrame) -> pl.DataFrame:

@@ -23,9 +23,8 @@ from saeembed.analysis.diff import (
     optional_predicate,
     paired_documents,
     paired_statistics,
-    register_sides,
     side_documents,
-    unregister_sides,
+    sides,
 )
 from saeembed.concepts.llm import (
     ChatBackend,
@@ -158,11 +157,7 @@ def verify_hypotheses(
         raise SaeembedError(
             f"too few held-out documents to judge the hypotheses on (A: {len(docs_a)}, B: {len(docs_b)})"
         )
-    texts = dict(
-        store.query(
-            "SELECT doc_id, text FROM documents WHERE list_contains($ids, doc_id)", {"ids": docs_a + docs_b}
-        ).iter_rows()
-    )
+    texts = dict(store.rows("document_texts", {"doc_ids": docs_a + docs_b}).iter_rows())
     requests = [judge_messages(statement, texts[doc_id]) for statement, _ in hypotheses for doc_id in docs_a + docs_b]
     answers = complete_many(
         chat, requests, max_tokens=20, temperature=0.0, concurrency=concurrency, parse=parse_judgement
@@ -203,14 +198,11 @@ def _examples(
     """top with side ('A' where the concept is more frequent, else 'B'), doc_id and example: that side's
     strongest document for the concept where it counts as present (`presence` as in the diff), its peak
     token marked."""
-    register_sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence))
-    try:
+    with sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence)):
         strongest = store.rows(
             "diff_examples",
             {"run_a": run_a.run_id, "run_b": run_b.run_id, "feature_ids": top["feature_id"].to_list()},
         )
-    finally:
-        unregister_sides(store)
     offsets = load_tokenizer(run_a.reader_model).offsets(strongest["text"].to_list())
     strongest = strongest.with_columns(
         pl.Series(

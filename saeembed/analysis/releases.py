@@ -286,14 +286,11 @@ def _trend(store: Store, corpus: str, releases: pl.DataFrame, followed: pl.DataF
     """Every release × followed concept (feature_id, label): the share of the release's responses where
     the concept is present (max activation ≥ `presence` × its p90), 0 where it is in none."""
     run = store.latest_run(corpus)
-    store.con.register("presence_thresholds", presence_thresholds(store, run.run_id, run.run_id, presence).to_arrow())
-    try:
-        present = store.rows(
-            "release_trend",
-            {"run_id": run.run_id, "feature_ids": followed["feature_id"].to_list()},
-        )
-    finally:
-        store.con.unregister("presence_thresholds")
+    present = store.rows(
+        "release_trend",
+        {"run_id": run.run_id, "feature_ids": followed["feature_id"].to_list()},
+        presence_thresholds=presence_thresholds(store, run.run_id, run.run_id, presence),
+    )
     return (
         releases.select("model", "release", "released_at")
         .join(followed, how="cross")

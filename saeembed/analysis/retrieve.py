@@ -44,7 +44,7 @@ from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions
 from saeembed.options import SearchOptions
 from saeembed.storage.concept_columns import ConceptColumns, concept_columns
 from saeembed.storage.predicates import Predicate, parse_predicate
-from saeembed.storage.store import RunInfo, Store, first_row
+from saeembed.storage.store import RunInfo, Store
 
 Mode = Literal["sae", "dense", "fused"]
 MODES = ("sae", "dense", "fused")
@@ -160,9 +160,7 @@ def _concept_index(
 ) -> tuple[ConceptIndex, frozenset[str]]:
     """search.concept_index and the words of its labels, kept in memory while the SAE's labels stay the
     same (labels are only ever added, so their count and newest id identify them)."""
-    count, newest = first_row(
-        store.con.execute("SELECT count(*), max(label_id) FROM features WHERE sae_id = ?", [run.sae_id])
-    )
+    count, newest = store.rows("retrieve_label_state", {"sae_id": run.sae_id}).row(0)
     key = (str(store.path.resolve()), run.sae_id, corpus_id, embedder.model_id, count, newest)
     if key not in _CONCEPT_INDEXES:
         found = concept_index(store, run.sae_id, corpus_id, embedder)
@@ -510,10 +508,7 @@ def _present(
 ) -> pl.DataFrame:
     """Add external_id, the matched concepts and a snippet to each listed document."""
     doc_ids = documents["doc_id"].to_list()
-    texts = store.query(
-        "SELECT doc_id, external_id, text FROM documents WHERE doc_id IN (SELECT unnest($ids::BIGINT[]))",
-        {"ids": doc_ids},
-    )
+    texts = store.rows("retrieve_texts", {"doc_ids": doc_ids})
     documents = documents.join(texts, on="doc_id", how="left").sort("rank")
     matches: list[list[dict]] = [[] for _ in doc_ids]
     peaks: list[int | None] = [None] * len(doc_ids)

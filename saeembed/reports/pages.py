@@ -66,7 +66,7 @@ def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inpu
     assignments = store.rows("reports_cluster_assignments", {"analysis_id": analysis_id})
     stored = store.rows("reports_cluster_summaries", {"analysis_id": analysis_id})
     typical = [json.loads(docs) for docs in stored["typical_docs"]]
-    texts = dict(store.rows("reports_texts", {"doc_ids": [doc_id for docs in typical for doc_id in docs]}).iter_rows())
+    texts = dict(store.rows("document_texts", {"doc_ids": [doc_id for docs in typical for doc_id in docs]}).iter_rows())
     summaries = pl.DataFrame(
         {
             "cluster": stored["cluster"],
