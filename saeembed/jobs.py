@@ -17,9 +17,10 @@ import pyarrow as pa
 
 from saeembed.concepts.labels import load_shipped_labels
 from saeembed.errors import SaeembedError
+from saeembed.model.formats import check_compatible, load_sae
 from saeembed.model.pooling import EmbedOptions, embed_batch
 from saeembed.model.reader import DEFAULT_READER, Device, DType, Reader, length_batches
-from saeembed.model.sae import SparseAutoencoder, check_compatible, load_sae
+from saeembed.model.sae import SparseAutoencoder
 from saeembed.storage.percentiles import concept_p90
 from saeembed.storage.sources import SourceRows, read_source
 from saeembed.storage.store import RunSettings, Store

@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from saeembed.errors import SaeembedError
-from saeembed.model.sae import SaeConfig, SparseAutoencoder, SparseCodes, check_compatible, load_sae
+from saeembed.model.formats import check_compatible, load_sae
+from saeembed.model.sae import SaeConfig, SparseAutoencoder, SparseCodes
 
 D_IN, D_SAE = 12, 40
 

@@ -44,8 +44,8 @@ class RunModels(NamedTuple):
 
 def load_run_models(store: Store, run_id: int, *, device: str = "auto") -> RunModels:
     """Reader and SAE of embedding run `run_id`, with its settings."""
+    from saeembed.model.formats import load_sae
     from saeembed.model.reader import Reader
-    from saeembed.model.sae import load_sae
 
     run = store.run(run_id)
     reader = Reader.load(run.reader_model, layer=run.layer, device=device, dtype=run.dtype)
