@@ -268,7 +268,7 @@ class EmbedJob:
         status = self.store.finish_run(self.run_id, config)
         if stats.documents:
             # Each concept's p90 over the run, kept for the diff's presence threshold and retrieval's
-            # normaliser: computed once here (2–4 s at 100M rows), the first analysis need not wait for it.
+            # normaliser: computed once here, so the first analysis need not wait for it.
             concept_p90(self.store, self.run_id)
         mean_concepts = self.store.rows("run_size", {"run_id": self.run_id})["mean_concepts"][0]
         return EmbedSummary(

@@ -331,8 +331,8 @@ def map_2d(distances: np.ndarray) -> np.ndarray | None:
     # t-SNE needs perplexity < N; 30 is scikit-learn's default, lowered for small sets.
     perplexity = float(min(30.0, (n - 1) / 3))
     model = TSNE(metric="precomputed", init="random", perplexity=perplexity, random_state=0)
-    # One OpenMP thread: Barnes–Hut t-SNE's threads spin-wait whenever the cores are busy; 1,000 documents
-    # on this 2-core machine under load took 34 s with every thread and 4.7 s with one (500 iterations).
+    # One OpenMP thread: Barnes–Hut t-SNE's threads spin-wait whenever the cores are busy, which made a map
+    # several times slower than one thread on a loaded machine (docs/benchmarks.md).
     with threadpool_limits(limits=1, user_api="openmp"):
         return model.fit_transform(distances.astype(np.float64))
 

@@ -7,8 +7,8 @@ between the peak-token counts of two token labels); pairs that peak on the same 
 where both are present are dropped, since they are one phenomenon seen twice.
 
 Co-occurrence is counted sparsely, never through a documents × concepts matrix; at a million documents of
-~100 concepts there are ≈ 5·10⁹ co-occurrences, and a sparse product counts ≈ 10⁸ per second per core
-here, so the counting avoids most of them:
+~100 concepts there are ≈ 5·10⁹ co-occurrences, far more than a sparse product counts per second on a
+core, so the counting avoids most of them:
 
 1. A bound prunes concept pairs. NPMI grows with P(i,j) ≤ min(P(i), P(j)), so NPMI(i,j) ≤
    log max(P(i),P(j)) / log min(P(i),P(j)): with concepts ranked by frequency, concept i can only reach
@@ -60,9 +60,9 @@ square, ≈ 1/(2·BLOCKS) of the work wasted; more blocks cost more passes over 
 MAX_BLOCK_WIDTH = 2048
 """Widest block, in concepts: bounds a block's count matrix (band × width int32) per worker."""
 DENSE_PRODUCT = 0.0025
-"""Product of the two operands' densities above which a block is multiplied densely. Measured here: a
-sparse product costs ≈ 10 ns per co-occurrence counted, dense float32 BLAS ≈ 0.0125 ns per multiply-add,
-so dense wins when density_left × density_right > 2 × 0.0125 / 10."""
+"""Product of the two operands' densities above which a block is multiplied densely: a sparse product pays
+per co-occurrence counted, dense float32 BLAS per multiply-add at about 1/800 of that cost (measured on the
+project's CPU machine), so dense wins when density_left × density_right > 2/800."""
 DENSE_TILE_CELLS = 1 << 25
 """Documents × concepts cells of one dense operand (128 MB as float32)."""
 SAMPLE_SHARE = 1 / 8

@@ -12,7 +12,7 @@ treated as three releases of one assistant whose prompt template changed — the
 so a release comparison should see list-formatting concepts rise at v2, and French rise (and lists
 fall) at v3. (A system prompt would be the natural place for such instructions, but this 135M model
 all but ignores system prompts: asked there for bullet points, 2% of its answers had any.) Regenerate
-it with `python -m saeembed.analysis.releases OUT.parquet` (≈ 10 minutes on 2 CPU cores).
+it with `python -m saeembed.analysis.releases OUT.parquet` (minutes on a CPU).
 """
 
 from __future__ import annotations

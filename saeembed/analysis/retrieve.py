@@ -18,8 +18,8 @@ Three modes:
 Only the selected concepts' activations are read, from a per-run concept-major (CSC) copy of
 `doc_features` kept beside the database as memory-mapped .npy files (`<db>.retrieval-run<R>/`, rebuilt
 when the run gains documents) together with each concept's p90: a query touches k contiguous slices
-instead of filtering a table stored in document order (at 50M rows DuckDB takes ≈ 120 ms just to read 60
-concepts' rows; the whole sae query from the slices takes ≈ 56 ms, benchmarks/retrieval_latency.py).
+instead of filtering a table stored in document order, which at tens of millions of rows costs more than
+the whole query from the slices (benchmarks/retrieval_latency.py; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ TOKEN_LABEL_WORDS = 3
 DOMINANT_TOKEN_SHARE = 0.4
 """A concept that peaks on one token in this share of its top documents is named after that token."""
 LABEL_BATCH = 512
-"""Token labels made, scored and committed per transaction: a killed run loses at most one batch (about
-2 s of work on a CPU), while 8k concepts still take only 16 transactions and embedder calls."""
+"""Token labels made, scored and committed per transaction: a killed run loses at most one batch, while
+8k concepts still take only 16 transactions and embedder calls."""
 
 # Words: 3+ letters, no digits; English stop words dropped (sklearn's list).
 WORD_PATTERN = r"(?u)\b[^\W\d_]{3,}\b"

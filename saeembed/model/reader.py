@@ -53,8 +53,8 @@ def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
 
 
 def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
-    """Load model and tokenizer. A GGUF is de-quantised once (≈20 s) and kept as safetensors in the
-    cache (≈0.2 s to load afterwards)."""
+    """Load model and tokenizer. A GGUF is de-quantised once and kept as safetensors in the cache, which
+    loads far faster afterwards (timings: docs/benchmarks.md)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 

@@ -43,7 +43,7 @@ def columns_path(db_path: Path, run_id: int) -> Path:
 
 def concept_columns(store: Store, run_id: int) -> ConceptColumns:
     """The run's concept columns: from this process's memory, else memory-mapped from disk, else built
-    (one sorted pass over the run's rows; ≈ 1 min at 50M rows) and saved beside the database."""
+    (one sorted pass over the run's rows) and saved beside the database."""
     key = run_state(store, run_id)
     folder = columns_path(store.path, run_id)
     cached = _COLUMNS.get(folder)

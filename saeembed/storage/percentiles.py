@@ -7,7 +7,7 @@ the default SAE (k = 32 per token) a 52-token news article has ≈ 950 of 8,192 
 those weak firings are spread over every topic. Counting a concept only where it fires at ≥ 0.5·p90 kept 59%
 of the rows and made the top of a diff specific (benchmarks/quality_diff.py).
 
-Exact percentiles take seconds at scale (quantile_cont over 97M rows: 2.3 s here), so they are kept in the
+Exact percentiles take seconds at scale (docs/benchmarks.md), so they are kept in the
 table `concept_percentiles`, keyed by what the runs held: a run only gains documents, and once it has
 gained any the entry is recomputed.
 """
