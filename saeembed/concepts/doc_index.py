@@ -10,7 +10,6 @@ added to the existing index; any other change, or crossing `flat_below`, rebuild
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from saeembed.concepts.dense import SentenceEmbedder, document_embeddings
 from saeembed.errors import SaeembedError
+from saeembed.storage.sidecars import Loaded, beside, read_key, write_atomically, write_key
 from saeembed.storage.store import Store
 
 FLAT_BELOW = 50_000
@@ -50,17 +50,13 @@ class DocumentIndex(NamedTuple):
 
 
 # Indexes read in this process, by file: a query after the first must not re-read 150 MB from disk.
-_LOADED: dict[Path, tuple[str, DocumentIndex]] = {}
+_LOADED: Loaded[DocumentIndex] = Loaded()
 
 
 def index_paths(db_path: Path, corpus_id: int) -> tuple[Path, Path, Path]:
     """(faiss index, row → doc_id .npy, JSON sidecar) of corpus `corpus_id`'s document index."""
-    stem = f"{db_path.name}.docs-corpus{corpus_id}"
-    return (
-        db_path.with_name(f"{stem}.faiss"),
-        db_path.with_name(f"{stem}.doc_ids.npy"),
-        db_path.with_name(f"{stem}.json"),
-    )
+    stem = f"docs-corpus{corpus_id}"
+    return beside(db_path, f"{stem}.faiss"), beside(db_path, f"{stem}.doc_ids.npy"), beside(db_path, f"{stem}.json")
 
 
 def corpus_key(store: Store, corpus_id: int, model_id: str) -> tuple[str, str]:
@@ -94,10 +90,10 @@ def document_index(
     lineage, key = corpus_key(store, corpus_id, embedder.model_id)
     key = f"{key}|{flat_below}"
     index_path, ids_path, sidecar = index_paths(store.path, corpus_id)
-    cached = _LOADED.get(index_path)
-    if cached is not None and cached[0] == key:
-        return cached[1]._replace(action="loaded")
-    saved = json.loads(sidecar.read_text()) if sidecar.exists() and index_path.exists() and ids_path.exists() else {}
+    cached = _LOADED.get(index_path, key)
+    if cached is not None:
+        return cached._replace(action="loaded")
+    saved = (read_key(sidecar) or {}) if index_path.exists() and ids_path.exists() else {}
     if saved.get("key") == key:
         found = _read(index_path, ids_path, saved, "loaded")
     else:
@@ -105,8 +101,7 @@ def document_index(
         paths = (index_path, ids_path)
         found = _update(store, corpus_id, embedder, flat_below, saved if extendable else {}, paths, on_batch)
         _write(found, (index_path, ids_path, sidecar), {"key": key, "lineage": lineage, "flat_below": flat_below})
-    _LOADED[index_path] = (key, found)
-    return found
+    return _LOADED.put(index_path, key, found)
 
 
 def _read(index_path: Path, ids_path: Path, saved: dict, action: str) -> DocumentIndex:
@@ -163,16 +158,11 @@ def _write(found: DocumentIndex, paths: tuple[Path, Path, Path], identity: dict)
     import faiss
 
     index_path, ids_path, sidecar = paths
-    # Write then rename, so a reader never sees half an index and a crash leaves the old one usable; the
-    # sidecar goes last, so a crash between the renames makes the next call rebuild rather than misread.
-    staging = index_path.with_name(index_path.name + ".tmp")
-    faiss.write_index(found.index, str(staging))
-    staging.replace(index_path)
-    staging_ids = ids_path.with_name(ids_path.name + ".tmp.npy")
-    np.save(staging_ids, found.doc_ids)
-    staging_ids.replace(ids_path)
+    # A crash between the writes leaves the old key, which no longer matches: the next call rebuilds.
+    write_atomically(index_path, lambda staging: faiss.write_index(found.index, str(staging)))
+    write_atomically(ids_path, lambda staging: np.save(staging, found.doc_ids))
     details = {"kind": found.kind, "nlist": found.nlist, "nprobe": found.nprobe, "documents": len(found.doc_ids)}
-    sidecar.write_text(json.dumps(identity | details))
+    write_key(sidecar, identity | details)
 
 
 def search_index(found: DocumentIndex, query_vector: np.ndarray, k: int, allowed: np.ndarray | None = None):

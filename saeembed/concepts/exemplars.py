@@ -23,6 +23,7 @@ import numpy as np
 
 from saeembed.concepts.dense import SentenceEmbedder, document_embeddings
 from saeembed.storage.percentiles import run_state
+from saeembed.storage.sidecars import Loaded, beside, read_key, write_atomically, write_key
 from saeembed.storage.store import Store
 
 if TYPE_CHECKING:
@@ -32,11 +33,11 @@ EXEMPLAR_DOCS = 20
 """Strongest documents (by max activation) whose embeddings make a concept's exemplar vector: as many as token
 labels are made from (saeembed.concepts.labels)."""
 
-_LOADED: dict[Path, tuple[str, np.ndarray]] = {}
+_LOADED: Loaded[np.ndarray] = Loaded()
 
 
 def exemplars_path(db_path: Path, run_id: int) -> Path:
-    return db_path.with_name(f"{db_path.name}.exemplars-run{run_id}.npy")
+    return beside(db_path, f"exemplars-run{run_id}.npy")
 
 
 def strongest_rows(ptr: np.ndarray, rows: np.ndarray, max_act: np.ndarray, n: int = EXEMPLAR_DOCS) -> list[np.ndarray]:
@@ -74,13 +75,14 @@ def exemplar_vectors(
     strongest documents in run `run_id` (zeros where the concept never fires), read from the run's concept
     columns. From this process's memory or the file beside the database when the run is unchanged; else
     computed, embedding the documents not yet in `doc_embeddings` (`on_batch(n)` reports them), and saved."""
-    key = json.dumps({"run": run_state(store, run_id), "model": embedder.model_id, "docs": EXEMPLAR_DOCS})
+    identity = {"run": run_state(store, run_id), "model": embedder.model_id, "docs": EXEMPLAR_DOCS}
+    key = json.dumps(identity)
     path = exemplars_path(store.path, run_id)
     sidecar = path.with_suffix(".json")
-    loaded = _LOADED.get(path)
-    if loaded is not None and loaded[0] == key:
-        return loaded[1]
-    if path.exists() and sidecar.exists() and sidecar.read_text() == key:
+    loaded = _LOADED.get(path, key)
+    if loaded is not None:
+        return loaded
+    if path.exists() and read_key(sidecar) == identity:
         vectors = np.load(path)
     else:
         strongest, used = _strongest(columns)
@@ -92,10 +94,6 @@ def exemplar_vectors(
             if len(top):
                 mean = embedded[position[top]].mean(axis=0)
                 vectors[feature_id] = mean / max(float(np.linalg.norm(mean)), 1e-12)
-        # Written then renamed, so a reader never loads half a file; the sidecar last, naming what it holds.
-        staging = path.with_name(path.name + ".tmp.npy")
-        np.save(staging, vectors)
-        staging.replace(path)
-        sidecar.write_text(key)
-    _LOADED[path] = (key, vectors)
-    return vectors
+        write_atomically(path, lambda staging: np.save(staging, vectors))
+        write_key(sidecar, identity)
+    return _LOADED.put(path, key, vectors)

@@ -3,15 +3,14 @@ memory-mapped by property retrieval and exemplar vectors (a concept's documents 
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from saeembed.storage.percentiles import concept_p90, run_state
-from saeembed.storage.store import Store, first_row, read_sql
+from saeembed.storage.sidecars import Loaded, beside, read_key, write_atomically, write_key
+from saeembed.storage.store import Store
 
 
 class ConceptColumns(NamedTuple):
@@ -33,12 +32,12 @@ class ConceptColumns(NamedTuple):
 
 _COLUMN_FILES = ("doc_ids", "ptr", "rows", "max_act", "argmax_pos", "p90")
 # Columns opened in this process: queries after the first skip reading them.
-_COLUMNS: dict[Path, tuple[str, ConceptColumns]] = {}
+_COLUMNS: Loaded[ConceptColumns] = Loaded()
 
 
 def columns_path(db_path: Path, run_id: int) -> Path:
     """The folder of run `run_id`'s concept columns, beside the database."""
-    return db_path.with_name(f"{db_path.name}.retrieval-run{run_id}")
+    return beside(db_path, f"retrieval-run{run_id}")
 
 
 def concept_columns(store: Store, run_id: int) -> ConceptColumns:
@@ -46,16 +45,15 @@ def concept_columns(store: Store, run_id: int) -> ConceptColumns:
     (one sorted pass over the run's rows) and saved beside the database."""
     key = run_state(store, run_id)
     folder = columns_path(store.path, run_id)
-    cached = _COLUMNS.get(folder)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    sidecar = folder / "key.json"
-    if not (sidecar.exists() and json.loads(sidecar.read_text()).get("key") == key):
-        _write_columns(store, run_id, folder, key)
+    loaded = _COLUMNS.get(folder, key)
+    if loaded is not None:
+        return loaded
+    if (read_key(folder / "key.json") or {}).get("key") != key:
+        _COLUMNS.drop(folder)
+        write_atomically(folder, lambda staging: _write_columns(store, run_id, staging, key))
     # Plain ndarray views of the maps: indexing a np.memmap goes through Python-level __getitem__.
     columns = ConceptColumns(*(np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r")) for name in _COLUMN_FILES))
-    _COLUMNS[folder] = (key, columns)
-    return columns
+    return _COLUMNS.put(folder, key, columns)
 
 
 def build_concept_columns(store: Store, run_id: int) -> dict:
@@ -70,13 +68,10 @@ def build_concept_columns(store: Store, run_id: int) -> dict:
 
 
 def _write_columns(store: Store, run_id: int, folder: Path, key: str) -> None:
-    d_sae = first_row(
-        store.con.execute("SELECT s.d_sae FROM embed_runs r JOIN saes s USING (sae_id) WHERE r.run_id = ?", [run_id])
-    )[0]
-    doc_ids = store.query(
-        "SELECT doc_id FROM embedded_documents WHERE run_id = $run_id ORDER BY doc_id", {"run_id": run_id}
-    )["doc_id"].to_numpy()
-    table = store.con.sql(read_sql("retrieve_concept_rows"), params={"run_id": run_id}).to_arrow_table()
+    """The run's columns as .npy files in a new `folder`, with their key."""
+    d_sae = store.run(run_id).d_sae
+    doc_ids = store.rows("run_documents", {"run_id": run_id})["doc_id"].to_numpy()
+    table = store.arrow("retrieve_concept_rows", {"run_id": run_id})
     feature_id = table.column("feature_id").to_numpy()
     p90 = np.full(d_sae, np.nan, dtype=np.float32)
     percentiles = concept_p90(store, run_id)
@@ -89,13 +84,7 @@ def _write_columns(store: Store, run_id: int, folder: Path, key: str) -> None:
         "argmax_pos": table.column("argmax_pos").to_numpy().astype(np.int32),
         "p90": p90,
     }
-    # Written to a new folder and renamed into place, so a reader never maps half-written files.
-    staging = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    folder.mkdir()
     for name, values in arrays.items():
-        np.save(staging / f"{name}.npy", values)
-    (staging / "key.json").write_text(json.dumps({"key": key, "rows": len(feature_id)}))
-    _COLUMNS.pop(folder, None)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+        np.save(folder / f"{name}.npy", values)
+    write_key(folder / "key.json", {"key": key, "rows": len(feature_id)})
