@@ -26,13 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from saeembed.analysis.correlate import correlate_pairs, npmi
 from saeembed.analysis.diff import diff
-from saeembed.storage.store import RunSettings, Store
+from saeembed.storage.store import Store
+from saeembed.storage.synthetic import distinct_draws, synthetic_corpus, synthetic_sae, write_concepts
 
-READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BATCH_DOCS = 100_000
 PLANTED_SHARE = 0.001
 
@@ -47,57 +46,27 @@ def build(path: Path, docs: int, concepts: int, per_doc: int, seed: int) -> int:
     rng = np.random.default_rng(seed)
     planted = (concepts - 2, concepts - 1)
     with Store.open(path) as store:
-        sae = store.register_sae(
-            name="synthetic",
-            fingerprint="b" * 40,
-            path=None,
-            config={
-                "source_format": "saeembed",
-                "arch": "topk",
-                "d_in": 4,
-                "d_sae": concepts,
-                "k": 2,
-                "reader_model": READER,
-            },
-        )
-        store.con.execute("INSERT INTO corpora (name) VALUES ('syn')")
-        store.con.execute(
-            f"""INSERT INTO documents (doc_id, corpus_id, external_id, text, meta, content_hash)
-            SELECT range + 1, 1, range::VARCHAR, 'document ' || range,
-                   json_object('side', CASE WHEN range % 2 = 0 THEN 'a' ELSE 'b' END), md5(range::VARCHAR)
-            FROM range({docs})"""
-        )
-        run = store.open_run(RunSettings(1, sae, READER, 3, 512, True, "float32"), {})
+        texts = [f"document {i}" for i in range(docs)]
+        metas = [{"side": "a" if i % 2 == 0 else "b"} for i in range(docs)]
+        run, doc_ids = synthetic_corpus(store, "syn", texts, metas, sae_id=synthetic_sae(store, concepts))
         rows = 0
         for start in range(0, docs, BATCH_DOCS):
             n = min(BATCH_DOCS, docs - start)
             drawn = np.minimum(concepts - 3, np.floor(concepts * rng.random((n, per_doc)) ** 2.5)).astype(np.int32)
             drawn[rng.random(n) < PLANTED_SHARE, :2] = planted
-            drawn.sort(axis=1)
-            present = np.ones(drawn.shape, dtype=bool)
-            present[:, 1:] = drawn[:, 1:] != drawn[:, :-1]
-            doc_id = np.arange(start + 1, start + n + 1, dtype=np.int64)
-            features = pa.table(
-                {
-                    "doc_id": np.repeat(doc_id, present.sum(axis=1)),
-                    "feature_id": drawn[present],
-                    "max_act": rng.random(int(present.sum()), dtype=np.float32) + 0.5,
-                    "mean_act": np.full(int(present.sum()), 0.1, dtype=np.float32),
-                    "n_active_tokens": np.ones(int(present.sum()), dtype=np.int32),
-                    "argmax_pos": rng.integers(0, 50, int(present.sum()), dtype=np.int32),
-                }
+            present = distinct_draws(drawn)
+            total = int(present.sum())
+            rows += write_concepts(
+                store,
+                run,
+                doc_ids[start : start + n],
+                present.sum(axis=1),
+                drawn[present],
+                rng.random(total, dtype=np.float32) + 0.5,
+                mean_act=0.1,
+                argmax_pos=rng.integers(0, 50, total, dtype=np.int32),
+                n_tokens=50,
             )
-            documents = pa.table(
-                {
-                    "doc_id": doc_id,
-                    "n_tokens": np.full(n, 50, dtype=np.int32),
-                    "n_tokens_total": np.full(n, 50, dtype=np.int32),
-                    "truncated": np.zeros(n, dtype=bool),
-                    "n_features": present.sum(axis=1).astype(np.int32),
-                }
-            )
-            store.write_batch(run, documents, features)
-            rows += features.num_rows
         return rows
 
 
@@ -112,9 +81,9 @@ def timed(label: str, call: Callable[[], object]) -> tuple[float, object]:
 def dense_matrix(store: Store, docs: int, concepts: int) -> tuple[np.ndarray, float]:
     """The first `docs` documents as a dense float32 documents × concepts 0/1 matrix, and the seconds it took."""
     started = time.perf_counter()
-    rows = store.con.execute(f"SELECT doc_id, feature_id FROM doc_features WHERE doc_id <= {docs}").fetchnumpy()
+    rows = store.query("SELECT doc_id, feature_id FROM doc_features WHERE doc_id <= $n", {"n": docs})
     matrix = np.zeros((docs, concepts), dtype=np.float32)
-    matrix[rows["doc_id"] - 1, rows["feature_id"]] = 1.0
+    matrix[rows["doc_id"].to_numpy() - 1, rows["feature_id"].to_numpy()] = 1.0
     return matrix, time.perf_counter() - started
 
 
@@ -129,7 +98,7 @@ def dense_npmi_pairs(matrix: np.ndarray, min_npmi: float = 0.6, min_count: int =
 def time_diff(store: Store, docs: int, dense: tuple[np.ndarray, float] | None) -> None:
     halves = {"where_a": "meta->>'side' = 'a'", "where_b": "meta->>'side' = 'b'"}
     print(f"\ndiff of two halves, {docs:,} documents (target < 5 s at 1,000,000)")
-    store.con.execute("DELETE FROM concept_percentiles")
+    store.execute("concept_percentiles_forget")
     timed("saeembed diff, the p90s not kept yet (computes them)", lambda: diff(store, "syn", "syn", **halves))
     timed("saeembed diff, the p90s kept (as an embed run leaves them)", lambda: diff(store, "syn", "syn", **halves))
     timed(

@@ -27,6 +27,7 @@ import numpy as np
 
 from saeembed.storage.predicates import parse_predicate
 from saeembed.storage.store import Store
+from saeembed.storage.synthetic import synthetic_corpus
 
 PREDICATES = {
     "meta": "meta->>'side' = 'a' AND (meta->>'n')::INTEGER % 7 = 0",
@@ -35,19 +36,11 @@ PREDICATES = {
 
 
 def build(path: Path, docs: int, text_chars: int) -> None:
-    filler = "lorem ipsum dolor sit amet " * (text_chars // 27 + 1)
+    filler = ("lorem ipsum dolor sit amet " * (text_chars // 27 + 1))[:text_chars]
+    texts = [f"document {i}{' holds a needle: ' if i % 100 == 0 else ': '}{filler} {i:08x}" for i in range(docs)]
+    metas = [{"side": "a" if i % 2 == 0 else "b", "n": i} for i in range(docs)]
     with Store.open(path) as store:
-        store.con.execute("INSERT INTO corpora (name) VALUES ('syn')")
-        store.con.execute(
-            f"""INSERT INTO documents (doc_id, corpus_id, external_id, text, meta, content_hash)
-            SELECT range + 1, 1, range::VARCHAR,
-                   'document ' || range || CASE WHEN range % 100 = 0 THEN ' holds a needle: ' ELSE ': ' END
-                   || left($filler, {text_chars}) || ' ' || md5(range::VARCHAR),
-                   json_object('side', CASE WHEN range % 2 = 0 THEN 'a' ELSE 'b' END, 'n', range),
-                   md5(range::VARCHAR)
-            FROM range({docs})""",
-            {"filler": filler},
-        )
+        synthetic_corpus(store, "syn", texts, metas, sae_id=None)
 
 
 def timed(call: Callable[[], np.ndarray], times: list[float]) -> np.ndarray:

@@ -27,9 +27,10 @@ import pyarrow as pa
 
 from saeembed.analysis.retrieve import search_documents
 from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
-from saeembed.storage.store import RunSettings, Store
+from saeembed.storage.labels import insert_labels
+from saeembed.storage.store import Store
+from saeembed.storage.synthetic import distinct_draws, synthetic_corpus, synthetic_sae, write_concepts
 
-READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BATCH_DOCS = 5_000
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "latency.duckdb"
 WORDS = [
@@ -53,99 +54,62 @@ QUERIES = [
 
 def build(path: Path, docs: int, concepts: int, seed: int, model_id: str, dim: int) -> None:
     rng = np.random.default_rng(seed)
+    words = np.asarray(WORDS)
     with Store.open(path) as store:
-        sae = store.register_sae(
-            name="synthetic",
-            fingerprint="l" * 40,
-            path=None,
-            config={
-                "source_format": "saeembed",
-                "arch": "topk",
-                "d_in": 4,
-                "d_sae": concepts,
-                "k": 2,
-                "reader_model": READER,
-            },
-        )
-        store.con.execute("INSERT INTO corpora (name) VALUES ('syn')")
+        sae = synthetic_sae(store, concepts)
         # Texts of 40 words, so snippets have tokens to mark.
-        words = np.asarray(WORDS)
         texts = [" ".join(words[rng.integers(0, len(words), 40)]) for _ in range(docs)]
-        store.con.register(
-            "syn_texts", pa.table({"doc_id": np.arange(1, docs + 1, dtype=np.int64), "text": pa.array(texts)})
-        )
-        store.con.execute(
-            "INSERT INTO documents (doc_id, corpus_id, external_id, text, meta, content_hash) "
-            "SELECT doc_id, 1, doc_id::VARCHAR, text, '{}', md5(doc_id::VARCHAR) FROM syn_texts"
-        )
-        store.con.unregister("syn_texts")
-        run = store.open_run(RunSettings(1, sae, READER, 15, 128, True, "float32"), {})
+        run, doc_ids = synthetic_corpus(store, "syn", texts, sae_id=sae, layer=15, max_tokens=128)
         for start in range(0, docs, BATCH_DOCS):
             n = min(BATCH_DOCS, docs - start)
             # 620 draws with a power-law over ids, repeats collapsed (≈ 590 distinct), then 0–30% of them
             # dropped per document: 400–600 present concepts per document.
             drawn = np.floor(concepts * rng.random((n, 620)) ** 1.6).astype(np.int32)
-            drawn.sort(axis=1)
-            present = np.ones(drawn.shape, dtype=bool)
-            present[:, 1:] = drawn[:, 1:] != drawn[:, :-1]
+            present = distinct_draws(drawn)
             present &= rng.random(drawn.shape) >= rng.uniform(0.0, 0.3, (n, 1))
             total = int(present.sum())
-            doc_id = np.arange(start + 1, start + n + 1, dtype=np.int64)
-            store.write_batch(
+            write_concepts(
+                store,
                 run,
-                pa.table(
-                    {
-                        "doc_id": doc_id,
-                        "n_tokens": np.full(n, 40, dtype=np.int32),
-                        "n_tokens_total": np.full(n, 40, dtype=np.int32),
-                        "truncated": np.zeros(n, dtype=bool),
-                        "n_features": present.sum(axis=1).astype(np.int32),
-                    }
-                ),
-                pa.table(
-                    {
-                        "doc_id": np.repeat(doc_id, present.sum(axis=1)),
-                        "feature_id": drawn[present],
-                        "max_act": rng.gamma(2.0, 1.0, total).astype(np.float32) + 0.01,
-                        "mean_act": np.full(total, 0.1, dtype=np.float32),
-                        "n_active_tokens": np.ones(total, dtype=np.int32),
-                        "argmax_pos": rng.integers(0, 40, total, dtype=np.int32),
-                    }
-                ),
+                doc_ids[start : start + n],
+                present.sum(axis=1),
+                drawn[present],
+                rng.gamma(2.0, 1.0, total).astype(np.float32) + 0.01,
+                mean_act=0.1,
+                argmax_pos=rng.integers(0, 40, total, dtype=np.int32),
+                n_tokens=40,
             )
         labels = rng.normal(size=(concepts, dim)).astype(np.float32)
         labels /= np.linalg.norm(labels, axis=1, keepdims=True)
-        store.con.register(
-            "syn_labels",
+        insert_labels(
+            store,
             pa.table(
                 {
                     "feature_id": np.arange(concepts, dtype=np.int32),
                     "label": pa.array([" ".join(words[rng.integers(0, len(words), 3)]) for _ in range(concepts)]),
+                    "description": pa.nulls(concepts, pa.string()),
+                    "details": pa.nulls(concepts, pa.string()),
+                    "auroc": np.full(concepts, 0.8),
+                    "detection": pa.nulls(concepts, pa.float64()),
                     "embedding": pa.array(list(labels), type=pa.list_(pa.float32())),
                 }
             ),
+            sae_id=sae,
+            method="tokens",
+            model="synthetic",
+            run_id=run,
+            embedding_model=model_id,
         )
-        store.con.execute(
-            "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, auroc, embedding, "
-            "embedding_model) SELECT ?, feature_id, 'tokens', 'synthetic', label, ?, 0.8, embedding, ? FROM syn_labels",
-            [sae, run, model_id],
-        )
-        store.con.unregister("syn_labels")
         for start in range(0, docs, 20_000):
-            n = min(20_000, docs - start)
-            vectors = rng.normal(size=(n, dim)).astype(np.float32)
+            vectors = rng.normal(size=(min(20_000, docs - start), dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            store.con.register(
-                "syn_embeddings",
-                pa.table(
-                    {
-                        "doc_id": np.arange(start + 1, start + n + 1, dtype=np.int64),
-                        "embedding": pa.array(list(vectors), type=pa.list_(pa.float32())),
-                    }
-                ),
+            embeddings = pa.table(
+                {
+                    "doc_id": doc_ids[start : start + len(vectors)],
+                    "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
+                }
             )
-            store.con.execute("INSERT INTO doc_embeddings SELECT ?, doc_id, embedding FROM syn_embeddings", [model_id])
-            store.con.unregister("syn_embeddings")
+            store.execute("dense_insert", {"model": model_id}, new_embeddings=embeddings)
         store.finish_run(run, {})
 
 
@@ -192,11 +156,11 @@ def main() -> None:
         duck = []
         for _ in range(5):
             started = time.perf_counter()
-            store.con.execute(
+            store.query(
                 "SELECT doc_id, feature_id, max_act, argmax_pos FROM doc_features "
                 "WHERE run_id = 1 AND feature_id IN (SELECT unnest($f::INTEGER[]))",
                 {"f": feature_ids},
-            ).fetchnumpy()
+            )
             duck.append(time.perf_counter() - started)
         print(
             f"reading the {len(feature_ids)} selected concepts' rows from DuckDB's doc_features instead: "

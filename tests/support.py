@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import polars as pl
-import pyarrow as pa
 import torch
 
 from saeembed.model.sae import SaeConfig, SparseAutoencoder
-from saeembed.storage.store import RunSettings, Store
+from saeembed.storage.store import Store
+from saeembed.storage.synthetic import synthetic_corpus, synthetic_sae, write_concept_lists
 
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -31,62 +30,16 @@ def build_store(
     """A store whose documents (text, meta, concepts present) are given: one run per corpus, one SAE.
     A concept is an id (max activation 1 + id/100) or (id, max activation). Each concept peaks at token
     `peak[concept]` (default 1)."""
-    peak = peak or {}
     with Store.open(path) as store:
-        sae_id = store.register_sae(
-            name="synthetic",
-            fingerprint="s" * 40,
-            path=None,
-            config={
-                "source_format": "saeembed",
-                "arch": "topk",
-                "d_in": 4,
-                "d_sae": 64,
-                "k": 2,
-                "reader_model": READER,
-            },
-        )
+        sae_id = synthetic_sae(store, 64)
         for corpus, docs in corpora.items():
-            store.add_documents(
-                corpus,
-                pl.DataFrame(
-                    {
-                        "external_id": [f"{corpus}-{i}" for i in range(len(docs))],
-                        "text": [text for text, _, _ in docs],
-                        "meta": [json.dumps(meta) for _, meta, _ in docs],
-                        "content_hash": [f"{corpus}-{i}" for i in range(len(docs))],
-                    }
-                ),
+            run_id, doc_ids = synthetic_corpus(
+                store, corpus, [t for t, _, _ in docs], [m for _, m, _ in docs], sae_id=sae_id
             )
-            run_id = store.open_run(RunSettings(store.corpus_id(corpus), sae_id, READER, 3, 512, True, "float32"), {})
-            doc_ids = store.pending_documents(run_id)["doc_id"].to_list()
-            pairs = [
-                (doc_id, f if isinstance(f, tuple) else (f, 1.0 + f / 100))
-                for doc_id, (_, _, features) in zip(doc_ids, docs, strict=True)
-                for f in features
+            concepts = [
+                dict(f if isinstance(f, tuple) else (f, 1.0 + f / 100) for f in features) for _, _, features in docs
             ]
-            store.write_batch(
-                run_id,
-                pa.table(
-                    {
-                        "doc_id": doc_ids,
-                        "n_tokens": [3] * len(doc_ids),
-                        "n_tokens_total": [3] * len(doc_ids),
-                        "truncated": [False] * len(doc_ids),
-                        "n_features": [len(f) for _, _, f in docs],
-                    }
-                ),
-                pa.table(
-                    {
-                        "doc_id": pa.array([d for d, _ in pairs], type=pa.int64()),
-                        "feature_id": pa.array([f for _, (f, _) in pairs], type=pa.int32()),
-                        "max_act": pa.array([act for _, (_, act) in pairs], type=pa.float32()),
-                        "mean_act": pa.array([0.5] * len(pairs), type=pa.float32()),
-                        "n_active_tokens": pa.array([1] * len(pairs), type=pa.int32()),
-                        "argmax_pos": pa.array([peak.get(f, 1) for _, (f, _) in pairs], type=pa.int32()),
-                    }
-                ),
-            )
+            write_concept_lists(store, run_id, doc_ids, concepts, peak=peak)
     return path
 
 

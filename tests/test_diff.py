@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 from scipy import stats
 
 from saeembed.analysis.diff import diff, diff_by, independent_statistics, paired_statistics
 from saeembed.errors import SaeembedError
 from saeembed.storage.store import RunSettings, Store
+from saeembed.storage.synthetic import write_concept_lists
 from tests.support import READER, build_store, planted
 
 
@@ -106,22 +106,7 @@ def test_p90_cache_follows_the_runs_it_was_computed_on(tmp_path):
             "a", pl.DataFrame({"external_id": ["new"], "text": ["new"], "meta": ["{}"], "content_hash": ["new"]})
         )
         (doc_id,) = store.pending_documents(run)["doc_id"].to_list()
-        store.write_batch(
-            run,
-            pa.table(
-                {"doc_id": [doc_id], "n_tokens": [3], "n_tokens_total": [3], "truncated": [False], "n_features": [1]}
-            ),
-            pa.table(
-                {
-                    "doc_id": pa.array([doc_id], type=pa.int64()),
-                    "feature_id": pa.array([3], type=pa.int32()),
-                    "max_act": pa.array([11.0], type=pa.float32()),
-                    "mean_act": pa.array([0.5], type=pa.float32()),
-                    "n_active_tokens": pa.array([1], type=pa.int32()),
-                    "argmax_pos": pa.array([0], type=pa.int32()),
-                }
-            ),
-        )
+        write_concept_lists(store, run, np.asarray([doc_id]), [{3: 11.0}], peak={3: 0})
         # The run gained a document: recomputed over all 11, and the stale entry replaced.
         assert concept_p90(store, 1)["p90"].to_list() == pytest.approx([np.percentile(np.arange(1, 12), 90)])
         assert store.query("SELECT count(*) AS n FROM concept_percentiles")["n"][0] == 1

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 
 import saeembed.analysis.retrieve as retrieve
@@ -25,7 +24,8 @@ from saeembed.concepts.doc_index import document_index, ivf_settings, search_ind
 from saeembed.concepts.exemplars import exemplars_path
 from saeembed.errors import SaeembedError
 from saeembed.storage.percentiles import concept_p90
-from saeembed.storage.store import RunSettings, Store
+from saeembed.storage.store import Store
+from saeembed.storage.synthetic import synthetic_corpus, synthetic_sae, write_concept_lists
 
 READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DIM = 4
@@ -62,59 +62,17 @@ def fresh_caches():
 def make_store(
     path: Path, docs: list[tuple[str, dict[int, float]]], *, corpus: str = "c", embed: bool = True, peak: int = 1
 ) -> Path:
-    """A store with one corpus whose documents (text, {concept: max_act}) are given, embedded by one run."""
+    """A store with one corpus whose documents (text, {concept: max_act}) are given, embedded by one run
+    (mean activation a fifth of the max, 5 tokens, every concept peaking at token `peak`)."""
     with Store.open(path) as store:
-        sae_id = store.register_sae(
-            name="synthetic",
-            fingerprint="r" * 40,
-            path=None,
-            config={
-                "source_format": "saeembed",
-                "arch": "topk",
-                "d_in": 4,
-                "d_sae": 16,
-                "k": 2,
-                "reader_model": READER,
-            },
+        sae_id = synthetic_sae(store, 16)
+        texts, concepts = [text for text, _ in docs], [acts for _, acts in docs]
+        run_id, doc_ids = synthetic_corpus(
+            store, corpus, texts, [{"i": i} for i in range(len(docs))], sae_id=sae_id if embed else None
         )
-        store.add_documents(
-            corpus,
-            pl.DataFrame(
-                {
-                    "external_id": [f"{corpus}-{i}" for i in range(len(docs))],
-                    "text": [text for text, _ in docs],
-                    "meta": [json.dumps({"i": i}) for i in range(len(docs))],
-                    "content_hash": [f"{corpus}-{i}" for i in range(len(docs))],
-                }
-            ),
-        )
-        if not embed:
-            return path
-        run_id = store.open_run(RunSettings(store.corpus_id(corpus), sae_id, READER, 3, 512, True, "float32"), {})
-        doc_ids = store.pending_documents(run_id)["doc_id"].to_list()
-        rows = [(d, f, a) for d, (_, acts) in zip(doc_ids, docs, strict=True) for f, a in acts.items()]
-        store.write_batch(
-            run_id,
-            pa.table(
-                {
-                    "doc_id": doc_ids,
-                    "n_tokens": [5] * len(doc_ids),
-                    "n_tokens_total": [5] * len(doc_ids),
-                    "truncated": [False] * len(doc_ids),
-                    "n_features": [len(acts) for _, acts in docs],
-                }
-            ),
-            pa.table(
-                {
-                    "doc_id": pa.array([d for d, _, _ in rows], type=pa.int64()),
-                    "feature_id": pa.array([f for _, f, _ in rows], type=pa.int32()),
-                    "max_act": pa.array([a for _, _, a in rows], type=pa.float32()),
-                    "mean_act": pa.array([a / 5 for _, _, a in rows], type=pa.float32()),
-                    "n_active_tokens": pa.array([1] * len(rows), type=pa.int32()),
-                    "argmax_pos": pa.array([peak] * len(rows), type=pa.int32()),
-                }
-            ),
-        )
+        if embed:
+            peaks = {f: peak for acts in concepts for f in acts}
+            write_concept_lists(store, run_id, doc_ids, concepts, peak=peaks, mean_share=0.2, n_tokens=5)
     return path
 
 
@@ -216,20 +174,7 @@ def test_concept_columns_are_rebuilt_when_the_run_gains_documents(arith_db):
         store.add_documents(
             "c", pl.DataFrame({"external_id": ["new"], "text": ["new"], "meta": ["{}"], "content_hash": ["new"]})
         )
-        store.write_batch(
-            1,
-            pa.table({"doc_id": [14], "n_tokens": [5], "n_tokens_total": [5], "truncated": [False], "n_features": [1]}),
-            pa.table(
-                {
-                    "doc_id": pa.array([14], type=pa.int64()),
-                    "feature_id": pa.array([3], type=pa.int32()),
-                    "max_act": pa.array([15.0], type=pa.float32()),
-                    "mean_act": pa.array([1.0], type=pa.float32()),
-                    "n_active_tokens": pa.array([1], type=pa.int32()),
-                    "argmax_pos": pa.array([0], type=pa.int32()),
-                }
-            ),
-        )
+        write_concept_lists(store, 1, np.asarray([14]), [{3: 15.0}], peak={3: 0}, mean_share=1 / 15, n_tokens=5)
         after = retrieve.concept_columns(store, 1)
         assert len(after.rows) == len(before.rows) + 1
         assert after.p90[3] == pytest.approx(5 + 0.9 * 10)  # concept 3 now at 5 and 15
