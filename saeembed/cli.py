@@ -69,7 +69,9 @@ PresenceOption = Annotated[
         "(0: any firing).",
     ),
 ]
-DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 (auto: bf16, fp16 on old GPUs)")]
+DtypeOption = Annotated[
+    str, typer.Option(help="auto | float32 | bfloat16 | float16 (auto: bf16 where native, fp16 on old GPUs, else fp32)")
+]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from saeembed.errors import SaeembedError
-from saeembed.model.reader import Reader, length_batches, resolve_reader
+from saeembed.model.reader import Reader, cpu_has_fast_bfloat16, length_batches, resolve_dtype, resolve_reader
 from tests.support import TEST_LAYER
 
 TEXTS = [
@@ -21,6 +23,19 @@ def test_default_reader_resolves_to_packaged_gguf():
     source = resolve_reader("smollm2-135m-instruct")
     assert source.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_auto_dtype_on_the_cpu_is_bfloat16_only_where_the_cpu_computes_it_natively():
+    # An AVX2-only CPU has no native bf16 kernel: a bf16 product there runs a scalar fallback, ~100× slower.
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    if "avx512" not in flags and "amx" not in flags:
+        assert not cpu_has_fast_bfloat16()
+    expected = torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16  # asked for: given
+    with pytest.raises(SaeembedError, match="float16 is not supported on the CPU"):
+        resolve_dtype("float16", torch.device("cpu"))
 
 
 def test_unknown_local_reader_is_a_clear_error(tmp_path):

@@ -37,13 +37,19 @@ def resolve_device(device: Device) -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether oneDNN computes bfloat16 products natively on this CPU (AVX-512 or AMX). Without it torch
+    falls back to a scalar kernel, far slower than float32 (benchmarks/dtype_effect.py, docs/benchmarks.md)."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
-    """The compute dtype. `auto` is bfloat16 (fp16 on GPUs without bf16): on 2 CPU cores bf16 autocast
-    embeds about 1.7× faster than fp32 end to end (benchmarks/dtype_effect.py; figures in docs/benchmarks.md)."""
+    """The compute dtype. `auto` is bfloat16 on GPUs (fp16 where bf16 is missing) and on CPUs that compute it
+    natively, where bf16 autocast embeds faster than fp32; float32 on other CPUs (docs/benchmarks.md)."""
     if dtype == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
     choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in choices:
         raise SaeembedError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")

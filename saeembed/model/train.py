@@ -23,7 +23,7 @@ from torch import Tensor
 
 from saeembed.errors import SaeembedError
 from saeembed.model.hub import cache_dir
-from saeembed.model.reader import Reader, length_batches
+from saeembed.model.reader import Reader, cpu_has_fast_bfloat16, length_batches
 from saeembed.model.sae import SaeConfig, SparseAutoencoder
 
 COLLECT_CHUNK = 2048
@@ -161,7 +161,8 @@ def train_topk_sae(
     steps_per_epoch = train.shape[0] // options.batch_size
     total_steps = steps_per_epoch * options.epochs
     tokens_since_fired = torch.zeros(options.d_sae, dtype=torch.long, device=device)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" else nullcontext()
+    cpu_bf16 = device.type == "cpu" and cpu_has_fast_bfloat16()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else nullcontext()
     step = 0
     for _ in range(options.epochs):
         order = torch.randperm(train.shape[0], generator=generator)
