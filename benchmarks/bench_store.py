@@ -4,7 +4,6 @@ copy with token labels made from each corpus, so a rerun only measures."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, do
 from saeembed.concepts.labels import label_concepts
 from saeembed.jobs import embed, ingest
 from saeembed.model.pooling import EmbedOptions
-from saeembed.storage.store import Store
+from saeembed.storage.store import Store, copy_database
 
 
 def build(db: Path, corpora: dict[str, pl.DataFrame]) -> None:
@@ -39,12 +38,12 @@ def labelled_copy(db: Path, corpora: list[str]) -> Path:
     """A copy of `db` with token labels made from each of `corpora` (made once)."""
     target = db.with_name(db.stem + "-labelled.duckdb")
     if not target.exists():
-        staging = target.with_name(target.name + ".tmp")
-        shutil.copyfile(db, staging)
-        with Store.open(staging) as store:
-            for corpus in corpora:
-                started = time.perf_counter()
-                label_concepts(store, corpus)
-                print(f"token labels made from {corpus} in {time.perf_counter() - started:.0f} s")
-        staging.replace(target)
+        with tempfile.TemporaryDirectory() as folder:
+            staging = copy_database(db, Path(folder) / target.name)
+            with Store.open(staging) as store:
+                for corpus in corpora:
+                    started = time.perf_counter()
+                    label_concepts(store, corpus)
+                    print(f"token labels made from {corpus} in {time.perf_counter() - started:.0f} s")
+            copy_database(staging, target)  # only a finished labelling lands at the target
     return target

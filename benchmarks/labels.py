@@ -12,7 +12,6 @@ for a control where each concept is scored with another concept's label (shuffle
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import polars as pl
 from saeembed.concepts.dense import SentenceEmbedder
 from saeembed.concepts.labels import embedding_auroc, held_out_documents, label_concepts
 from saeembed.concepts.search import current_labels
-from saeembed.storage.store import Store
+from saeembed.storage.store import Store, copy_database
 
 
 def describe(name: str, scores: np.ndarray) -> str:
@@ -46,7 +45,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "labels.duckdb"
-        shutil.copy(args.db, db)
+        copy_database(args.db, db)
         embedder = SentenceEmbedder.load()
         with Store.open(db) as store:
             started = time.perf_counter()

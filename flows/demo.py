@@ -14,7 +14,7 @@ from saeembed_flows.label import label_flow
 
 from saeembed.options import DemoOptions
 from saeembed.storage.corpora import demo_corpus
-from saeembed.storage.store import Store, read_sql
+from saeembed.storage.store import Store, read_sql, sql_file
 
 DEMO_CORPUS = "demo"
 
@@ -49,4 +49,5 @@ def demo_flow(db: str | None = None, n_docs: int = 3000, show_progress: bool = F
         "concepts_labelled": labelled["labelled"],
         "mean_label_auroc": labelled["mean_auroc"],
         "example_sql": read_sql("demo_example"),
+        "example_sql_file": str(sql_file("demo_example")),
     }

@@ -8,9 +8,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
-from saeembed.jobs import DEFAULT_CHUNK, EmbedJob, EmbedStats
+from saeembed.jobs import EmbedJob, EmbedStats
 from saeembed.model.pooling import EmbedOptions
 from saeembed.options import EmbedJobOptions
+from saeembed.storage.shards import DEFAULT_SHARD_DOCS
 from saeembed.storage.store import Store
 
 
@@ -30,7 +31,7 @@ def open_job(
     )
 
 
-# A chunk that fails (e.g. a GPU hiccup) is retried; batches already stored are not redone.
+# A chunk that fails (e.g. a GPU hiccup) is retried; shards already published are not redone.
 @task(name="embed-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def embed_chunk(job: EmbedJob, limit: int, advance: object) -> EmbedStats:
     return job.embed_chunk(limit, on_batch=advance)
@@ -48,7 +49,7 @@ def embed_flow(
     chat_template: bool = True,
     device: str = "auto",
     dtype: str = "auto",
-    chunk_size: int = DEFAULT_CHUNK,
+    shard_docs: int = DEFAULT_SHARD_DOCS,
     show_progress: bool = False,
 ) -> dict:
     """Embed CORPUS with SAE (default: the SmolLM2-135M-Instruct SAE shipped with saeembed)."""
@@ -56,11 +57,14 @@ def embed_flow(
     options = EmbedOptions(max_tokens=max_tokens, chat_template=chat_template, batch_size=batch_size)
     with Store.open(db) as store:
         job = open_job(store, corpus, sae, reader, layer, device, dtype, options)
-        stats = EmbedStats()
-        with progress_bar(f"embed {corpus}", job.pending, enabled=show_progress) as advance:
-            while (chunk := embed_chunk(job, chunk_size, advance)).documents:
-                stats = stats + chunk
-        summary = job.finish(stats)
+        try:
+            stats = EmbedStats()
+            with progress_bar(f"embed {corpus}", job.pending, enabled=show_progress) as advance:
+                while (chunk := embed_chunk(job, shard_docs, advance)).documents:
+                    stats = stats + chunk
+            summary = job.finish(stats)
+        finally:
+            job.close()
     create_markdown_artifact(
         key="embed-summary",
         markdown="\n".join(f"- **{name}**: {value}" for name, value in summary._asdict().items()),

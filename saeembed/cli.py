@@ -22,6 +22,8 @@ from rich.text import Text
 from saeembed.errors import SaeembedError, explain
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from saeembed.options import Options
 
 app = typer.Typer(
@@ -314,6 +316,12 @@ def embed(
     ] = True,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
+    shard_docs: Annotated[
+        int,
+        typer.Option(
+            "--shard-docs", help="Documents per stored shard and per task (fewer files read faster; a kill loses one)."
+        ),
+    ] = 1024,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -680,9 +688,9 @@ def demo(
 
 
 def _print_demo(result: dict) -> None:
-    _summary("saeembed demo", {k: v for k, v in result.items() if k != "example_sql"})
-    stdout.print("\nTry it in DuckDB:", style="bold")
-    stdout.print(f"  duckdb {result['db']}\n", highlight=False)
+    _summary("saeembed demo", {k: v for k, v in result.items() if k not in ("example_sql", "example_sql_file")})
+    stdout.print("\nTry it (also while a flow writes; any DuckDB client reads the file too):", style="bold")
+    stdout.print(f"  saeembed sql --db {result['db']} --file {result['example_sql_file']}\n", highlight=False)
     stdout.print(result["example_sql"], highlight=False, soft_wrap=True)
 
 
@@ -854,6 +862,37 @@ def report(
     html.write_text(page, encoding="utf-8")
     payload = {"analysis_id": analysis_id, "html": str(html.resolve()), "bytes": len(page)}
     _emit(payload, as_json, lambda: stdout.print(f"analysis {analysis_id}: wrote {html} ({len(page):,} bytes)"))
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str | None, typer.Argument(help="One query (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).")
+    ] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Read the query from this file instead.")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Rows shown in the table (--json and --csv print all).")] = 50,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Your own SQL, read-only: answers at once, also while a flow writes (no Prefect)."""
+    import polars as pl
+
+    from saeembed.options import SqlOptions
+    from saeembed.storage.user_sql import run_query
+
+    options = SqlOptions(query=query, file=None if file is None else str(file), csv=as_csv, json=as_json, limit=limit)
+    rows = pl.from_arrow(run_query(_db(db), options.query))
+    if as_csv:
+        sys.stdout.write(rows.write_csv())
+        return
+    _emit(rows.to_dicts(), as_json, lambda: _print_rows(rows, options.limit))
+
+
+def _print_rows(rows: pl.DataFrame, limit: int) -> None:
+    stdout.print(_table(rows.head(limit).to_dicts(), rows.columns))
+    if rows.height > limit:
+        stdout.print(f"… {rows.height - limit:,} more rows (--limit N, or --csv / --json for all)", highlight=False)
 
 
 @docs_app.command("show")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +23,7 @@ from saeembed.model.pooling import EmbedOptions, embed_batch
 from saeembed.model.reader import DEFAULT_READER, Device, DType, Reader, length_batches
 from saeembed.model.sae import SparseAutoencoder
 from saeembed.storage.percentiles import concept_p90
+from saeembed.storage.shards import DEFAULT_SHARD_DOCS
 from saeembed.storage.sources import SourceRows, read_source
 from saeembed.storage.store import RunSettings, Store
 
@@ -127,9 +129,10 @@ def embed_pending(
     limit: int,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EmbedStats:
-    """Embed up to `limit` of the run's not-yet-embedded documents; each batch is one transaction.
+    """Embed up to `limit` of the run's not-yet-embedded documents and store them as shards (at least one:
+    `Store.shard_writer`), whole batches kept when interrupted.
 
-    `on_batch(documents, tokens)` is called after each batch is stored (progress bars).
+    `on_batch(documents, tokens)` is called after each batch is embedded (progress bars).
     """
     started = time.perf_counter()
     pending = store.pending_documents(run_id, limit=limit)
@@ -139,25 +142,29 @@ def embed_pending(
     doc_ids = pending["doc_id"].to_list()
     prefix = reader.prefix_ids(options.chat_template)
     stats = EmbedStats()
-    for batch in length_batches(
-        [len(ids) + len(prefix) for ids in tokenized.ids],
-        batch_size=options.batch_size,
-        max_batch_tokens=options.max_batch_tokens,
-    ):
-        embedded = embed_batch(
-            reader,
-            sae,
-            [doc_ids[i] for i in batch],
-            [tokenized.ids[i] for i in batch],
-            [tokenized.n_tokens_total[i] for i in batch],
-            prefix,
-            options.max_tokens,
-        )
-        store.write_batch(run_id, pa.table(embedded.documents), pa.table(embedded.features))
-        truncated = int(embedded.documents["truncated"].sum())
-        stats = stats + EmbedStats(len(batch), embedded.n_tokens, truncated, len(embedded.features["doc_id"]))
-        if on_batch is not None:
-            on_batch(len(batch), embedded.n_tokens)
+    writer = store.shard_writer(run_id, max_docs=limit)
+    try:
+        for batch in length_batches(
+            [len(ids) + len(prefix) for ids in tokenized.ids],
+            batch_size=options.batch_size,
+            max_batch_tokens=options.max_batch_tokens,
+        ):
+            embedded = embed_batch(
+                reader,
+                sae,
+                [doc_ids[i] for i in batch],
+                [tokenized.ids[i] for i in batch],
+                [tokenized.n_tokens_total[i] for i in batch],
+                prefix,
+                options.max_tokens,
+            )
+            writer.add(pa.table(embedded.documents), pa.table(embedded.features))
+            truncated = int(embedded.documents["truncated"].sum())
+            stats = stats + EmbedStats(len(batch), embedded.n_tokens, truncated, len(embedded.features["doc_id"]))
+            if on_batch is not None:
+                on_batch(len(batch), embedded.n_tokens)
+    finally:
+        writer.flush()  # the batches embedded so far, also when interrupted
     return replace(stats, seconds=time.perf_counter() - started)
 
 
@@ -204,6 +211,8 @@ class EmbedJob:
     options: EmbedOptions
     pending: int
     """Documents left to embed when the job was opened."""
+    lease: ExitStack
+    """Holds the run's lease (`Store.run_lease`) until `finish` or `close`: one job at a time adds to a run."""
 
     @classmethod
     def open(
@@ -254,18 +263,25 @@ class EmbedJob:
             dtype=loaded_reader.dtype_name,
         )
         run_id = store.open_run(settings, {"device": str(loaded_reader.device), **asdict(options)})
-        return cls(store, run_id, loaded_reader, module, options, store.count_pending(run_id))
+        lease = ExitStack()
+        lease.enter_context(store.run_lease(run_id, describe=f"an embedding of corpus '{corpus}'"))
+        return cls(store, run_id, loaded_reader, module, options, store.count_pending(run_id), lease)
 
     def embed_chunk(self, limit: int, on_batch: Callable[[int, int], None] | None = None) -> EmbedStats:
-        """Embed up to `limit` pending documents (each length-sorted batch in its own transaction)."""
+        """Embed up to `limit` pending documents into one shard (more when it takes over a minute)."""
         return embed_pending(
             self.store, self.run_id, self.reader, self.sae, self.options, limit=limit, on_batch=on_batch
         )
 
+    def close(self) -> None:
+        """Give up the run's lease (`finish` does it too)."""
+        self.lease.close()
+
     def finish(self, stats: EmbedStats) -> EmbedSummary:
-        """Record the invocation on the run and summarise it."""
+        """Record the invocation on the run, give up its lease and summarise it."""
         config = {"device": str(self.reader.device), **asdict(self.options), "last_invocation": asdict(stats)}
         status = self.store.finish_run(self.run_id, config)
+        self.close()
         if stats.documents:
             # Each concept's p90 over the run, kept for the diff's presence threshold and retrieval's
             # normaliser: computed once here, so the first analysis need not wait for it.
@@ -309,9 +325,6 @@ class EmbedSummary(NamedTuple):
     device: str
 
 
-DEFAULT_CHUNK = 1024
-
-
 def embed(
     store: Store,
     corpus: str,
@@ -322,16 +335,19 @@ def embed(
     device: Device = "auto",
     dtype: DType = "auto",
     options: EmbedOptions = EmbedOptions(),
-    chunk_size: int = DEFAULT_CHUNK,
+    shard_docs: int = DEFAULT_SHARD_DOCS,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EmbedSummary:
     """Embed every not-yet-embedded document of `corpus` (resuming an interrupted run)."""
     job = EmbedJob.open(store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype, options=options)
-    stats = EmbedStats()
-    started = time.perf_counter()
-    while (chunk := job.embed_chunk(chunk_size, on_batch)).documents:
-        stats = stats + chunk
-    return job.finish(replace(stats, seconds=time.perf_counter() - started))
+    try:
+        stats = EmbedStats()
+        started = time.perf_counter()
+        while (chunk := job.embed_chunk(shard_docs, on_batch)).documents:
+            stats = stats + chunk
+        return job.finish(replace(stats, seconds=time.perf_counter() - started))
+    finally:
+        job.close()
 
 
 class TrainData(NamedTuple):

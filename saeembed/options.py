@@ -22,7 +22,9 @@ from typing import Any, Self
 from saeembed.errors import SaeembedError, check_choice
 from saeembed.storage.percentiles import DEFAULT_PRESENCE, check_presence
 from saeembed.storage.predicates import parse_predicate
+from saeembed.storage.shards import DEFAULT_SHARD_DOCS
 from saeembed.storage.sources import ON_BAD_LINE, ON_DUPLICATE_ID
+from saeembed.storage.user_sql import checked_query
 
 # Bounds that keep a value within what the code and DuckDB handle (a LIMIT beyond int64 fails deep
 # inside a query); each is far beyond any useful setting.
@@ -33,6 +35,7 @@ MAX_BATCH = 65_536
 MAX_READ_TOKENS = 1_048_576
 """Tokens read per document (beyond the longest context of any released model)."""
 MAX_LAYER = 1_000
+MAX_SHARD_DOCS = 1_000_000
 MAX_LATENTS = 1 << 24
 MAX_CONCURRENCY = 256
 MAX_LLM_TIMEOUT = 3_600.0
@@ -216,6 +219,7 @@ class EmbedJobOptions(Options):
     chat_template: bool = True
     device: str = "auto"
     dtype: str = "auto"
+    shard_docs: int = DEFAULT_SHARD_DOCS
 
     def __post_init__(self) -> None:
         check_text("--corpus", self.corpus)
@@ -226,6 +230,7 @@ class EmbedJobOptions(Options):
             check_int("--layer", self.layer, low=0, high=MAX_LAYER)
         check_int("--batch-size", self.batch_size, low=1, high=MAX_BATCH)
         check_int("--max-tokens", self.max_tokens, low=1, high=MAX_READ_TOKENS)
+        check_int("--shard-docs", self.shard_docs, low=1, high=MAX_SHARD_DOCS)
         check_choice("--device", self.device, DEVICES)
         check_choice("--dtype", self.dtype, DTYPES)
         if self.dtype == "float16" and self.device == "cpu":
@@ -614,3 +619,30 @@ class CorporaExportOptions(Options):
             raise SaeembedError(f"cannot write {self.out}: folder {Path(self.out).parent} does not exist")
         if self.n_docs is not None:
             check_int("--n-docs", self.n_docs, low=1, high=10**9)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SqlOptions(Options):
+    query: str | None = None
+    file: str | None = None
+    csv: bool = False
+    json: bool = False
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if self.query is None and self.file is None:
+            raise SaeembedError('give a query (saeembed sql "SELECT …") or --file FILE')
+        if self.query is not None and self.file is not None:
+            raise SaeembedError("give a query or --file FILE, not both")
+        if self.csv and self.json:
+            raise SaeembedError("give --csv or --json, not both")
+        check_int("--limit", self.limit, low=1, high=MAX_ROWS)
+        if self.file is not None:
+            path = Path(self.file)
+            if not path.is_file():
+                raise SaeembedError(f"--file {self.file}: no such file")
+            try:
+                object.__setattr__(self, "query", path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as error:
+                raise SaeembedError(f"--file {self.file} cannot be read as UTF-8 text: {error}") from None
+        checked_query(self.query)

@@ -19,7 +19,8 @@ from saeembed.storage.store import BUSY_POLL_SECONDS, Store, busy_database, db_w
 def check_database(db: str | Path, *, writes: bool, creates: bool = False) -> None:
     """The database can be opened as the command will open it: it exists (or `creates` it, in a folder that
     exists), no other process holds it in a way that conflicts (a writer for anyone; any holder for a
-    command that `writes`), and it is a readable DuckDB file. Waits $SAEEMBED_DB_WAIT seconds for a busy one."""
+    command that `writes`), and it is a readable DuckDB file. Another process's operation is waited for
+    up to $SAEEMBED_DB_WAIT seconds (saeembed's own hold the file for milliseconds)."""
     path = Path(db)
     if not path.exists():
         if not creates:
@@ -32,7 +33,7 @@ def check_database(db: str | Path, *, writes: bool, creates: bool = False) -> No
     while any(writes or holder.writes for holder in lock_holders(path)):
         if time.monotonic() >= deadline:
             raise busy_database(path, waited=wait)
-        time.sleep(min(BUSY_POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
+        time.sleep(min(BUSY_POLL_SECONDS[-1], max(deadline - time.monotonic(), 0.01)))
     with Store.open(path, read_only=True, wait=max(deadline - time.monotonic(), 0)):
         pass
 

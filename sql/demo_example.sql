@@ -1,5 +1,5 @@
 -- Which concepts separate sports news from business news in the demo corpus, and what are they called?
--- (shown by `saeembed demo`; run it in `duckdb saeembed.duckdb`)
+-- (shown by `saeembed demo`; run it with `saeembed sql --file` this file, or in any DuckDB client)
 SELECT f.feature_id,
        any_value(l.label) AS label,
        round(avg(CASE WHEN d.meta->>'topic' = 'Sports'   THEN 1 ELSE 0 END), 3) AS share_sports,

@@ -65,33 +65,7 @@ CREATE TABLE IF NOT EXISTS embed_runs (
     config        JSON                  -- everything else: device, batch size, timings of the last invocation
 );
 
--- One row per embedded document, written in the same transaction as its doc_features rows:
--- its presence is what marks the document done, so a killed run resumes exactly where it stopped.
-CREATE TABLE IF NOT EXISTS embedded_documents (
-    run_id         INTEGER NOT NULL,
-    doc_id         BIGINT NOT NULL,
-    n_tokens       INTEGER NOT NULL,    -- document tokens the reader saw (template tokens excluded)
-    n_tokens_total INTEGER NOT NULL,    -- document tokens before truncation at max_tokens
-    truncated      BOOLEAN NOT NULL,
-    n_features     INTEGER NOT NULL,    -- concepts present (max_act > 0)
-    PRIMARY KEY (run_id, doc_id)
-);
-
--- The sparse concept vectors, in long format: one row per (document, concept that fired in it).
--- max_act:         max over the document's tokens (the paper's pooling: a row = the concept fired; the diff counts
---                  it present where max_act ≥ 0.5 × the concept's p90, see concept_percentiles)
--- mean_act:        sum over the document's tokens / n_tokens (zeros included)
--- n_active_tokens: tokens where the concept fired
--- argmax_pos:      0-based index, among the document's own tokens, of the token with max_act
-CREATE TABLE IF NOT EXISTS doc_features (
-    run_id          INTEGER NOT NULL,
-    doc_id          BIGINT NOT NULL,
-    feature_id      INTEGER NOT NULL,
-    max_act         FLOAT NOT NULL,
-    mean_act        FLOAT NOT NULL,
-    n_active_tokens INTEGER NOT NULL,
-    argmax_pos      INTEGER NOT NULL
-);
+-- embedded_documents and doc_features are views over Parquet shards beside the database: sql/shard_views.sql.
 
 -- Each concept's 90th percentile of nonzero max activations over one or two embedding runs, rows pooled
 -- (sql/concept_p90.sql): retrieval's normaliser and the diff's presence threshold. A cache: `runs` names

@@ -156,7 +156,7 @@ def labelled_store(path: Path) -> Path:
     build_store(path, {"c": CLUSTER_DOCS})
     with Store.open(path) as store:
         for feature_id, label in CLUSTER_LABELS.items():
-            store.con.execute(
+            store.query(
                 "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, auroc) "
                 "VALUES (1, ?, 'tokens', 'm', ?, 1, 0.9)",
                 [feature_id, label],

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from saeembed.cli import app
 from saeembed.jobs import embed, ingest
 from saeembed.model.pooling import EmbedOptions
-from saeembed.storage.store import Store
+from saeembed.storage.store import Store, copy_database
 from tests.support import TEXTS, small_sae
 
 runner = CliRunner()
@@ -91,7 +91,7 @@ def labelled_cli_db(embedded_db, tmp_path_factory):
     from saeembed.concepts.labels import label_concepts
 
     db = tmp_path_factory.mktemp("cli-labels") / "labelled.duckdb"
-    db.write_bytes(embedded_db.read_bytes())
+    copy_database(embedded_db, db)
     with Store.open(db) as store:
         label_concepts(store, "news")
     return db

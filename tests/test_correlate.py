@@ -15,6 +15,7 @@ import saeembed.analysis.correlate as correlate
 from saeembed.analysis.correlate import correlate_column, correlate_pairs, count_pairs, npmi
 from saeembed.errors import SaeembedError
 from saeembed.storage.store import Store
+from saeembed.storage.synthetic import rewrite_run
 from tests.support import CORRELATE_DOCS as DOCS
 from tests.support import CORRELATE_PEAK as PEAK
 from tests.support import build_store
@@ -30,7 +31,7 @@ def pairs_of(result: correlate.CorrelationResult) -> set[tuple[int, int]]:
 
 
 def add_label(store: Store, feature_id: int, label: str, vector: list[float] | None, model: str | None) -> None:
-    store.con.execute(
+    store.query(
         "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, embedding, embedding_model) "
         "VALUES (1, ?, 'tokens', 'm', ?, 1, ?, ?)",
         [feature_id, label, vector, model],
@@ -176,9 +177,7 @@ def test_a_planted_pair_comes_first(tmp_path):
 def test_rows_stored_out_of_document_order_give_the_same_pairs(store_path):
     with Store.open(store_path) as store:
         before = correlate_pairs(store, "c", min_npmi=-1, min_count=1, max_same_token=1.0, top=100)
-        store.con.execute("CREATE TABLE shuffled AS SELECT * FROM doc_features ORDER BY hash(doc_id * 7 + feature_id)")
-        store.con.execute("DELETE FROM doc_features")
-        store.con.execute("INSERT INTO doc_features SELECT * FROM shuffled")
+        rewrite_run(store, 1, lambda rows: rows.sample(fraction=1.0, shuffle=True, seed=0))
         after = correlate_pairs(store, "c", min_npmi=-1, min_count=1, max_same_token=1.0, top=100)
     assert after.pairs.drop("example_doc_id").to_dicts() == before.pairs.drop("example_doc_id").to_dicts()
 
@@ -211,7 +210,7 @@ def test_pairs_with_near_identical_labels_are_dropped(store_path):
 
 
 def add_token_label(store: Store, feature_id: int, label: str, top_tokens: list[tuple[str, int]]) -> None:
-    store.con.execute(
+    store.query(
         "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, details, embedding, "
         "embedding_model) VALUES (1, ?, 'tokens', 'm', ?, 1, ?::JSON, [1.0, 0.0, 0.0], 'e')",
         [feature_id, label, json.dumps({"top_tokens": top_tokens, "top_words": [], "n_top_docs": 20})],
@@ -360,12 +359,12 @@ def test_column_errors(store_path):
             correlate_column(store, "c", "nope")
         with pytest.raises(SaeembedError, match="--top must be at least 1, got 0"):
             correlate_column(store, "c", "half", top=0)
-        store.con.execute("UPDATE documents SET meta = json_object('same', 'x')")
+        store.query("UPDATE documents SET meta = json_object('same', 'x')")
         before = store.query("SELECT count(*) AS n FROM analyses")["n"][0]
         with pytest.raises(SaeembedError, match="every document has the same value"):
             correlate_column(store, "c", "same")
         mixed = "CASE WHEN doc_id % 2 = 0 THEN to_json(3) ELSE to_json('x') END"
-        store.con.execute(f"UPDATE documents SET meta = json_object('mixed', {mixed})")
+        store.query(f"UPDATE documents SET meta = json_object('mixed', {mixed})")
         with pytest.raises(SaeembedError, match="mixes numbers with other values"):
             correlate_column(store, "c", "mixed")
         assert store.query("SELECT count(*) AS n FROM analyses")["n"][0] == before

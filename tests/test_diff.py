@@ -99,7 +99,7 @@ def test_p90_cache_follows_the_runs_it_was_computed_on(tmp_path):
     db = build_store(tmp_path / "cache.duckdb", {"a": [(f"a {i}", {}, [(3, float(i))]) for i in range(1, 11)]})
     with Store.open(db) as store:
         assert concept_p90(store, 1)["p90"].to_list() == pytest.approx([np.percentile(np.arange(1, 11), 90)])
-        store.con.execute("UPDATE concept_percentiles SET p90 = 99")  # what a cached read returns
+        store.query("UPDATE concept_percentiles SET p90 = 99")  # what a cached read returns
         assert concept_p90(store, 1)["p90"].to_list() == [99.0]
         run = store.open_run(RunSettings(store.corpus_id("a"), 1, READER, 3, 512, True, "float32"), {})
         store.add_documents(

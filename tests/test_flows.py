@@ -30,7 +30,7 @@ def test_ingest_and_embed_flows_fill_the_database(prefect_harness, tmp_path, sou
     assert (ingested["inserted"], again["inserted"], again["already_present"]) == (len(TEXTS), 0, len(TEXTS))
 
     sae_dir = small_sae(tmp_path / "sae")
-    summary = embed_flow(corpus="news", sae=str(sae_dir), db=db, device="cpu", max_tokens=32, chunk_size=3)
+    summary = embed_flow(corpus="news", sae=str(sae_dir), db=db, device="cpu", max_tokens=32, shard_docs=3)
     assert summary["status"] == "complete"
     assert summary["documents"] == len(TEXTS)
     assert summary["layer"] == TEST_LAYER

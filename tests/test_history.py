@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from saeembed.analysis.correlate import correlate_pairs
@@ -9,6 +10,7 @@ from saeembed.analysis.diff import diff
 from saeembed.analysis.history import analysis_history
 from saeembed.errors import SaeembedError
 from saeembed.storage.store import Store
+from saeembed.storage.synthetic import rewrite_run
 
 
 def test_a_concepts_delta_across_runs_of_one_diff(two_corpora):
@@ -16,11 +18,14 @@ def test_a_concepts_delta_across_runs_of_one_diff(two_corpora):
         other = diff(store, "a", "b", min_delta=0.1).analysis_id  # other parameters: another analysis
         first = diff(store, "a", "b").analysis_id
         # Concept 7 disappears from 20 of A's 60 documents with it: freq_a 0.30 → 0.20.
-        store.con.execute(
-            "DELETE FROM doc_features WHERE feature_id = 7 AND doc_id IN "
-            "(SELECT doc_id FROM doc_features JOIN documents USING (doc_id) JOIN corpora USING (corpus_id) "
-            " WHERE name = 'a' AND feature_id = 7 ORDER BY doc_id LIMIT 20)"
+        run_a = store.latest_run("a").run_id
+        lost = (pl.col("feature_id") == 7) & pl.col("doc_id").is_in(
+            store.query(
+                "SELECT doc_id FROM doc_features WHERE run_id = $r AND feature_id = 7 ORDER BY doc_id LIMIT 20",
+                {"r": run_a},
+            )["doc_id"].implode()
         )
+        rewrite_run(store, run_a, lambda rows: rows.filter(~lost))
         second = diff(store, "a", "b").analysis_id
         history = analysis_history(store, "diff", concepts=[7])
         by_id = analysis_history(store, first, top=1)
@@ -44,9 +49,9 @@ def test_pairs_npmi_across_runs_of_one_correlation(tmp_path):
     with Store.open(build_store(tmp_path / "c.duckdb", {"c": DOCS}, peak=PEAK)) as store:
         first = correlate_pairs(store, "c", min_npmi=0.3, min_count=2).analysis_id
         # One document loses concept 2: the pair (1, 2) co-occurs in 5 documents instead of 6.
-        store.con.execute(
-            "DELETE FROM doc_features WHERE feature_id = 2 AND doc_id = (SELECT min(doc_id) FROM documents)"
-        )
+        first_doc = store.query("SELECT min(doc_id) AS d FROM documents")["d"][0]
+        lost = (pl.col("feature_id") == 2) & (pl.col("doc_id") == first_doc)
+        rewrite_run(store, 1, lambda rows: rows.filter(~lost))
         second = correlate_pairs(store, "c", min_npmi=0.3, min_count=2).analysis_id
         history = analysis_history(store, "correlate")
     pair = history.series.filter((history.series["feature_a"] == 1) & (history.series["feature_b"] == 2))

@@ -28,7 +28,7 @@ from saeembed.errors import SaeembedError
 from saeembed.jobs import DEFAULT_SAE_DIR, embed, ingest
 from saeembed.model.pooling import EmbedOptions
 from saeembed.storage.corpora import demo_corpus
-from saeembed.storage.store import Store
+from saeembed.storage.store import Store, copy_database
 
 N_DOCS = 240
 
@@ -53,7 +53,7 @@ def news_db(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def labelled_db(news_db: Path, embedder: SentenceEmbedder, tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("labelled") / "labelled.duckdb"
-    db.write_bytes(news_db.read_bytes())
+    copy_database(news_db, db)
     with Store.open(db) as store:
         summary = label_concepts(store, "news", embedder=embedder)
     assert summary.labelled == summary.requested > 1000
@@ -141,7 +141,7 @@ def test_auroc_matches_scikit_learn_and_is_nan_without_examples(labelled_db, emb
 
 def test_relabelling_skips_labelled_concepts_keeps_history_and_force_relabels(labelled_db, embedder, tmp_path):
     db = tmp_path / "again.duckdb"
-    db.write_bytes(labelled_db.read_bytes())
+    copy_database(labelled_db, db)
     with Store.open(db) as store:
         before = store.query("SELECT count(*) AS n FROM features")["n"][0]
         again = label_concepts(store, "news", embedder=embedder)
@@ -180,7 +180,7 @@ def test_concept_search_finds_sports_concepts_and_rebuilds_its_index_when_labels
     labelled_db, embedder, tmp_path
 ):
     db = tmp_path / "search.duckdb"
-    db.write_bytes(labelled_db.read_bytes())
+    copy_database(labelled_db, db)
     with Store.open(db) as store:
         hits = search_concepts(store, "sports", corpus="news", top=5, embedder=embedder)
         assert hits.columns == ["feature_id", "label", "score", "similarity", "freq", "method", "description"]
@@ -240,7 +240,7 @@ def test_llm_labels_through_an_openai_compatible_endpoint(labelled_db, embedder,
         return completion(json.dumps({"label": "sports game results", "description": "Match reports."}))
 
     db = tmp_path / "llm.duckdb"
-    db.write_bytes(labelled_db.read_bytes())
+    copy_database(labelled_db, db)
     server = ChatServer(script)
     try:
         with Store.open(db) as store:
@@ -291,7 +291,7 @@ def test_llm_labels_that_failed_are_asked_again_once_the_endpoint_answers_json(l
         return completion(json.dumps({"label": "sports game results", "description": "Match reports."}))
 
     db = tmp_path / "fixed.duckdb"
-    db.write_bytes(labelled_db.read_bytes())
+    copy_database(labelled_db, db)
     server = ChatServer(script)
     try:
         with Store.open(db) as store:
@@ -331,10 +331,10 @@ def test_token_labels_commit_in_batches_so_a_killed_run_keeps_them_and_a_rerun_l
 ):
     copies = {name: tmp_path / f"{name}.duckdb" for name in ("at_once", "batched", "killed")}
     for path in copies.values():
-        path.write_bytes(labelled_db.read_bytes())
+        copy_database(labelled_db, path)
         # The corpus's token labels go; its held-out documents' sentence embeddings (seconds to make) stay.
         with Store.open(path) as store:
-            store.con.execute("DELETE FROM features WHERE method = 'tokens' AND run_id IS NOT NULL")
+            store.query("DELETE FROM features WHERE method = 'tokens' AND run_id IS NOT NULL")
     with Store.open(copies["at_once"]) as store:
         label_concepts(store, "news", features="top:150", batch_size=500, embedder=embedder)
         at_once = token_rows(store)
@@ -374,7 +374,7 @@ def test_token_labels_commit_in_batches_so_a_killed_run_keeps_them_and_a_rerun_l
 
 def test_concepts_never_active_are_counted_as_failures_and_alone_raise(labelled_db, embedder, tmp_path):
     db = tmp_path / "absent.duckdb"
-    db.write_bytes(labelled_db.read_bytes())
+    copy_database(labelled_db, db)
     with Store.open(db) as store:
         present = set(store.query("SELECT DISTINCT feature_id FROM doc_features")["feature_id"].to_list())
         absent = min(set(range(8192)) - present)
@@ -396,7 +396,7 @@ def test_llm_labels_with_the_local_smollm2(labelled_db, embedder, tmp_path):
     from saeembed.concepts.llm import CachedChat, LocalTransformers
 
     db = tmp_path / "local.duckdb"
-    db.write_bytes(labelled_db.read_bytes())
+    copy_database(labelled_db, db)
     with Store.open(db) as store:
         ids = store.query(
             "SELECT feature_id FROM concept_frequency WHERE n_docs BETWEEN 40 AND 150 ORDER BY feature_id LIMIT 2"

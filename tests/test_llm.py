@@ -403,10 +403,10 @@ def test_the_cache_answers_repeated_requests_without_calls_even_after_reopening(
             # Other generation settings are another request.
             chat.complete(requests[0], max_tokens=41, temperature=0)
             assert (chat.calls, len(server.requests)) == (1, 5)
-            rows = store.con.execute(
+            rows = store.query(
                 "SELECT model, request->>'$.base_url', request->'$.messages', response FROM llm_cache "
                 "WHERE request->>'$.max_tokens' = '40' ORDER BY response"
-            ).fetchall()
+            ).rows()
     assert [row[0] for row in rows] == ["test-model"] * 4
     assert {row[1] for row in rows} == {server.base_url}
     assert json.loads(rows[0][2]) == requests[0]
@@ -422,7 +422,7 @@ def test_failed_requests_are_not_cached(serve, tmp_path: Path):
         with pytest.raises(RequestFailed):
             chat.complete(messages, max_tokens=5, temperature=0)
         assert chat.complete(messages, max_tokens=5, temperature=0) == "fine"
-        assert store.con.execute("SELECT response FROM llm_cache").fetchall() == [("fine",)]
+        assert store.query("SELECT response FROM llm_cache").rows() == [("fine",)]
 
 
 def prose_or_label(mode: dict[str, str]) -> Callable[[int, dict[str, Any]], Reply]:
@@ -446,7 +446,7 @@ def test_unusable_answers_are_not_cached_so_a_rerun_asks_again_once_the_endpoint
         first = complete_many(chat, requests, max_tokens=40, temperature=0, parse=parse_label)
         assert first == ["Sure! The concept is about sport."] * 3
         assert (chat.calls, chat.cache_hits) == (3, 0)
-        assert store.con.execute("SELECT count(*) FROM llm_cache").fetchall() == [(0,)]
+        assert store.query("SELECT count(*) FROM llm_cache").rows() == [(0,)]
         mode["answer"] = "json"
         second = complete_many(chat, requests, max_tokens=40, temperature=0, parse=parse_label)
         assert [parse_label(answer).label for answer in second] == ["about alpha", "about beta", "about gamma"]
@@ -463,18 +463,16 @@ def test_unusable_answers_cached_by_older_versions_are_asked_again_and_replaced(
         chat = CachedChat(backend, store)
         # Without a parser every answer is cached, as older versions cached them.
         chat.complete(messages, max_tokens=40, temperature=0)
-        assert store.con.execute("SELECT response FROM llm_cache").fetchall() == [
-            ("Sure! The concept is about sport.",)
-        ]
+        assert store.query("SELECT response FROM llm_cache").rows() == [("Sure! The concept is about sport.",)]
         # Asked again, still unusable: no longer kept.
         assert chat.complete(messages, max_tokens=40, temperature=0, parse=parse_label).startswith("Sure!")
         assert (chat.calls, chat.cache_hits) == (2, 0)
-        assert store.con.execute("SELECT count(*) FROM llm_cache").fetchall() == [(0,)]
+        assert store.query("SELECT count(*) FROM llm_cache").rows() == [(0,)]
         chat.complete(messages, max_tokens=40, temperature=0)
         mode["answer"] = "json"
         fixed = chat.complete(messages, max_tokens=40, temperature=0, parse=parse_label)
         assert parse_label(fixed) == LabelAnswer("about delta", "Texts that mention delta.")
-        assert store.con.execute("SELECT response FROM llm_cache").fetchall() == [(fixed,)]
+        assert store.query("SELECT response FROM llm_cache").rows() == [(fixed,)]
         assert chat.complete(messages, max_tokens=40, temperature=0, parse=parse_label) == fixed
         assert (chat.calls, chat.cache_hits, len(server.requests)) == (4, 1, 4)
 
@@ -495,7 +493,7 @@ def test_keyphrases_and_judgements_are_cached_only_when_they_parse(serve, tmp_pa
             chat, [judge_messages("sport", "A match.")], max_tokens=20, temperature=0, parse=parse_judgement
         )
         assert judged == ["Maybe"]
-        assert store.con.execute("SELECT count(*) FROM llm_cache").fetchall() == [(1,)]
+        assert store.query("SELECT count(*) FROM llm_cache").rows() == [(1,)]
     # Without a cache, complete_parsed parses all the same.
     with client(server) as backend, pytest.raises(MalformedAnswer, match="neither JSON"):
         complete_parsed(backend, judge_messages("sport", "A match."), parse_judgement, max_tokens=20, temperature=0)
@@ -634,7 +632,7 @@ def test_local_smollm2_answers_a_label_prompt_and_is_cached(tmp_path: Path):
         assert "<|im_end|>" not in answer
         assert chat.complete(messages, max_tokens=40, temperature=0) == answer
         assert (chat.calls, chat.cache_hits) == (1, 1)
-        assert store.con.execute("SELECT model, request->>'$.backend' FROM llm_cache").fetchall() == [
+        assert store.query("SELECT model, request->>'$.backend' FROM llm_cache").rows() == [
             ("HuggingFaceTB/SmolLM2-135M-Instruct", "LocalTransformers")
         ]
     # Greedy decoding is deterministic: a second generation gives the same text.

@@ -80,7 +80,7 @@ def add_labels(path: Path, labels: dict[int, tuple[str, float | None, np.ndarray
     """Labels (text, auroc, embedding or None to have it embedded at search time) for SAE 1."""
     with Store.open(path) as store:
         for feature_id, (label, auroc, vector) in labels.items():
-            store.con.execute(
+            store.query(
                 "INSERT INTO features (sae_id, feature_id, method, model, label, run_id, auroc, embedding, "
                 "embedding_model) VALUES (1, ?, 'tokens', 'm', ?, 1, ?, ?, ?)",
                 [feature_id, label, auroc, None if vector is None else vector.tolist(), model],
@@ -192,10 +192,8 @@ def test_fused_mode_is_rrf_of_the_sae_and_dense_rankings(arith_db):
     with Store.open(arith_db) as store:
         texts = store.query("SELECT doc_id, text FROM documents ORDER BY doc_id")
         # Texts repeat, so dense vectors are stored per document: doc d gets unit(1, d), nearest the query first.
-        store.con.executemany(
-            "INSERT INTO doc_embeddings VALUES (?, ?, ?)",
-            [[embedder.model_id, d, unit(1, d).tolist()] for d in texts["doc_id"].to_list()],
-        )
+        for d in texts["doc_id"].to_list():
+            store.query("INSERT INTO doc_embeddings VALUES (?, ?, ?)", [embedder.model_id, d, unit(1, d).tolist()])
         sae = search_documents(
             store, "the property", corpus="c", n_concepts=3, top=13, embedder=embedder, exemplar_weight=0
         )
@@ -439,10 +437,10 @@ def test_fused_results_may_hold_documents_the_run_has_not_embedded(arith_db):
             "c",
             pl.DataFrame({"external_id": ["late"], "text": ["late arrival"], "meta": ["{}"], "content_hash": ["l"]}),
         )
-        store.con.executemany(
-            "INSERT INTO doc_embeddings VALUES (?, ?, ?)",
-            [[embedder.model_id, d, unit(1, 0.1 * d).tolist()] for d in range(1, 15)],
-        )
+        for d in range(1, 15):
+            store.query(
+                "INSERT INTO doc_embeddings VALUES (?, ?, ?)", [embedder.model_id, d, unit(1, 0.1 * d).tolist()]
+            )
         fused = search_documents(
             store, "the property", corpus="c", mode="fused", n_concepts=3, top=14, embedder=embedder
         )
@@ -485,10 +483,8 @@ def test_a_search_has_a_report_page(arith_db):
 
 def store_doc_vectors(store: Store, vectors: dict[int, np.ndarray]) -> None:
     """Dense vectors of documents (doc_id → vector) as if the fixed test model had embedded them."""
-    store.con.executemany(
-        "INSERT INTO doc_embeddings VALUES (?, ?, ?)",
-        [[FixedEmbedder.model_id, d, v.tolist()] for d, v in vectors.items()],
-    )
+    for d, v in vectors.items():
+        store.query("INSERT INTO doc_embeddings VALUES (?, ?, ?)", [FixedEmbedder.model_id, d, v.tolist()])
 
 
 def test_exemplar_vector_is_the_mean_embedding_of_a_concepts_strongest_documents(arith_db):
@@ -508,7 +504,7 @@ def test_exemplar_vector_is_the_mean_embedding_of_a_concepts_strongest_documents
         # Kept beside the database: a new process reads the file instead of recomputing.
         assert exemplars_path(arith_db, 1).exists()
         exemplars_module._LOADED.clear()
-        store.con.execute("DELETE FROM doc_embeddings")
+        store.query("DELETE FROM doc_embeddings")
         assert exemplar_vectors(store, 1, columns, QUERY) == pytest.approx(exemplars)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import duckdb
 import polars as pl
 import pyarrow as pa
@@ -72,19 +74,34 @@ def test_read_only_open_of_a_missing_database_is_a_clear_error(tmp_path):
         Store.open(tmp_path / "missing.duckdb", read_only=True)
 
 
-def test_second_writer_gets_database_busy(db_path):
-    # DuckDB allows one read-write process; a second one must fail with a message, not a traceback.
+def test_an_open_store_holds_the_file_only_while_an_operation_runs(db_path):
+    # Another process reads and writes while this Store is open; while this one is inside an operation, the
+    # other waits for it, and gives up with "database busy" (naming this process) after its own wait.
     import subprocess
     import sys
 
-    with Store.open(db_path):
-        script = (
-            "from saeembed.storage.store import Store\n"
-            "from saeembed.errors import SaeembedError\n"
-            f"try:\n    Store.open({str(db_path)!r})\nexcept SaeembedError as e:\n    print(e)\n"
-        )
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert "database busy" in out.stdout
+    script = f"""
+import sys
+import polars as pl
+from saeembed.storage.store import Store
+from saeembed.errors import SaeembedError
+other = pl.DataFrame({{"external_id": ["x"], "text": ["x"], "meta": ["{{}}"], "content_hash": ["x"]}})
+try:
+    with Store.open({str(db_path)!r}, wait=float(sys.argv[1])) as store:
+        store.add_documents("other", other)
+        print(store.corpus_names())
+except SaeembedError as error:
+    print(error)
+"""
+    with Store.open(db_path) as store:
+        store.add_documents("news", rows("a"))
+        free = subprocess.run([sys.executable, "-c", script, "0"], capture_output=True, text=True, timeout=60)
+        assert free.stdout.strip() == "['news', 'other']", free.stderr
+        with store.writing():
+            busy = subprocess.run([sys.executable, "-c", script, "0.3"], capture_output=True, text=True, timeout=60)
+        assert "database busy" in busy.stdout and "waited 0.3 s" in busy.stdout
+        assert f"process {os.getpid()}" in busy.stdout
+        assert store.corpus_names() == ["news", "other"]
 
 
 def _open_run(store: Store) -> int:
@@ -142,16 +159,17 @@ def test_a_failed_batch_leaves_nothing_behind(db_path):
         run_id = _open_run(store)
         pending = store.pending_documents(run_id)["doc_id"].to_list()
         documents, features = _batch(pending)
-        broken = features.drop(["argmax_pos"])  # the second statement of the batch fails
-        # The error that aborted the transaction reaches the caller (not a later "transaction is aborted").
-        with pytest.raises(duckdb.BinderException, match="argmax_pos"):
+        broken = features.drop(["argmax_pos"])  # the documents would fit: nothing of the batch may appear
+        with pytest.raises(SaeembedError, match="does not fit the store's layout.*argmax_pos"):
             store.write_batch(run_id, documents, broken)
         assert store.query("SELECT count(*) AS n FROM doc_features")["n"][0] == 0
         assert store.query("SELECT count(*) AS n FROM embedded_documents")["n"][0] == 0
+        assert list((store.shards / ".staging").iterdir()) == []
 
 
 def test_sql_files_are_installed():
-    assert "CREATE TABLE IF NOT EXISTS doc_features" in read_sql("schema")
+    assert "CREATE TABLE IF NOT EXISTS documents" in read_sql("schema")
+    assert "CREATE OR REPLACE VIEW doc_features" in read_sql("shard_views")
     with pytest.raises(SaeembedError, match=r"no SQL file named nope.sql"):
         read_sql("nope")
 
@@ -187,9 +205,24 @@ def test_the_consistency_check_names_damage(tmp_path):
     path = build_store(tmp_path / "c.duckdb", {"a": [("x", {}, [1, 2]), ("y", {}, [3])]})
     with Store.open(path) as store:
         assert store.check() == []
-        store.con.execute("DELETE FROM doc_features WHERE feature_id = 3")
-        store.con.execute("INSERT INTO doc_features SELECT * FROM doc_features WHERE feature_id = 1")
+        # A shard that repeats document "x" with concept 1 only (as two jobs embedding one run at once would).
+        x = store.query("SELECT doc_id FROM documents WHERE text = 'x'")["doc_id"][0]
+        documents = pa.table(
+            {"doc_id": [x], "n_tokens": [3], "n_tokens_total": [3], "truncated": [False], "n_features": [1]}
+        )
+        features = pa.table(
+            {
+                "doc_id": [x],
+                "feature_id": [1],
+                "max_act": [1.0],
+                "mean_act": [0.5],
+                "n_active_tokens": [1],
+                "argmax_pos": [1],
+            }
+        )
+        store.write_batch(1, documents, features)
         assert store.check() == [
             "documents whose n_features differs from their concept rows: 2",
             "concept rows stored twice: 1",
+            "documents embedded twice by a run: 1",
         ]

@@ -8,8 +8,10 @@ documents (Bills et al. 2023, "Language models can explain neurons in language m
 the exemplar vector summarises the same documents in the query's own embedding space, with no LLM.
 
 The vectors are kept beside the database (`<db>.exemplars-run<R>.npy`, with a JSON sidecar naming the run's
-state and the sentence model), and rebuilt once the run gains documents. Documents are embedded through
-`doc_embeddings`, so the dense index and label scoring reuse them.
+state and the sentence model), and rebuilt once the run gains documents, but not while an embedding job is
+still adding to it: a search then uses the vectors of the state they were made for rather than embed the new
+documents with the sentence model at every query. Documents are embedded through `doc_embeddings`, so the
+dense index and label scoring reuse them.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ def exemplar_vectors(
     loaded = _LOADED.get(path, key)
     if loaded is not None:
         return loaded
-    if path.exists() and read_key(sidecar) == identity:
+    kept = read_key(sidecar) if path.exists() else None
+    same_model = kept is not None and all(kept.get(k) == identity[k] for k in ("model", "docs"))
+    if kept == identity or (same_model and store.run_growing(run_id)):
         vectors = np.load(path)
     else:
         strongest, used = _strongest(columns)

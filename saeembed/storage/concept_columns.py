@@ -43,14 +43,15 @@ def columns_path(db_path: Path, run_id: int) -> Path:
 def concept_columns(store: Store, run_id: int) -> ConceptColumns:
     """The run's concept columns: from this process's memory, else memory-mapped from disk, else built
     (one sorted pass over the run's rows) and saved beside the database."""
-    key = run_state(store, run_id)
-    folder = columns_path(store.path, run_id)
-    loaded = _COLUMNS.get(folder, key)
-    if loaded is not None:
-        return loaded
-    if (read_key(folder / "key.json") or {}).get("key") != key:
-        _COLUMNS.drop(folder)
-        write_atomically(folder, lambda staging: _write_columns(store, run_id, staging, key))
+    with store.reading():  # the key and the columns from one state of the run, however it grows meanwhile
+        key = run_state(store, run_id)
+        folder = columns_path(store.path, run_id)
+        loaded = _COLUMNS.get(folder, key)
+        if loaded is not None:
+            return loaded
+        if (read_key(folder / "key.json") or {}).get("key") != key:
+            _COLUMNS.drop(folder)
+            write_atomically(folder, lambda staging: _write_columns(store, run_id, staging, key))
     # Plain ndarray views of the maps: indexing a np.memmap goes through Python-level __getitem__.
     columns = ConceptColumns(*(np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r")) for name in _COLUMN_FILES))
     return _COLUMNS.put(folder, key, columns)

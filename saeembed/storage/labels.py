@@ -37,4 +37,5 @@ def insert_labels(
 
 def set_detection(store: Store, label_id: int, score: float) -> None:
     """The judge's detection score of label `label_id`."""
-    store.con.execute("UPDATE features SET detection = ? WHERE label_id = ?", [score, label_id])
+    with store.writing():
+        store.con.execute("UPDATE features SET detection = ? WHERE label_id = ?", [score, label_id])

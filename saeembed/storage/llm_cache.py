@@ -1,6 +1,6 @@
-"""The `llm_cache` table: one row per LLM request answered usably. Every call uses its own cursor (a
-connection of its own to the same database), so LLM worker threads never share the caller's connection;
-callers serialise writes."""
+"""The `llm_cache` table: one row per LLM request answered usably. LLM worker threads share the Store:
+each call is one operation of its own (the Store runs one at a time), so a slow LLM answer never holds
+the database."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from saeembed.storage.store import Store, first_row
 
 def cached_answer(store: Store, key: str) -> str | None:
     """The answer kept for request `key`, or None."""
-    with store.con.cursor() as cursor:
-        row = first_row(cursor.execute("SELECT response FROM llm_cache WHERE key = ?", [key]))
+    with store.reading():
+        row = first_row(store.con.execute("SELECT response FROM llm_cache WHERE key = ?", [key]))
     return None if row is None else row[0]
 
 
@@ -23,8 +23,8 @@ def keep_answer(store: Store, key: str, model: str, request: str, response: str,
         if replace
         else "ON CONFLICT (key) DO NOTHING"
     )
-    with store.con.cursor() as cursor:
-        cursor.execute(
+    with store.writing():
+        store.con.execute(
             f"INSERT INTO llm_cache (key, model, request, response) VALUES (?, ?, ?::JSON, ?) {conflict}",
             [key, model, request, response],
         )
@@ -32,5 +32,5 @@ def keep_answer(store: Store, key: str, model: str, request: str, response: str,
 
 def forget_answer(store: Store, key: str, response: str) -> None:
     """Drop the answer `response` kept for request `key` (asked again and still unusable)."""
-    with store.con.cursor() as cursor:
-        cursor.execute("DELETE FROM llm_cache WHERE key = ? AND response = ?", [key, response])
+    with store.writing():
+        store.con.execute("DELETE FROM llm_cache WHERE key = ? AND response = ?", [key, response])

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.storage.store import Store, first_row, read_sql
+from saeembed.storage.store import Store, first_row
 
 DEFAULT_PRESENCE = 0.5
 """A concept counts as present in a document where it fires at ≥ this share of its p90 (diff, releases)."""
@@ -38,13 +38,14 @@ def check_presence(value: Any) -> float:
 def run_state(store: Store, run_id: int) -> str:
     """What run `run_id` holds: its creation time (tells apart a database made anew at the same path) and
     its embedded documents (a run only ever gains documents, with their rows)."""
-    created, count, largest, total = first_row(
-        store.con.execute(
-            "SELECT (SELECT created_at FROM embed_runs WHERE run_id = $run_id), count(*), coalesce(max(doc_id), 0), "
-            "coalesce(sum(doc_id), 0) FROM embedded_documents WHERE run_id = $run_id",
-            {"run_id": run_id},
+    with store.reading():
+        created, count, largest, total = first_row(
+            store.con.execute(
+                "SELECT (SELECT created_at FROM embed_runs WHERE run_id = $run_id), count(*), "
+                "coalesce(max(doc_id), 0), coalesce(sum(doc_id), 0) FROM embedded_documents WHERE run_id = $run_id",
+                {"run_id": run_id},
+            )
         )
-    )
     return f"{run_id}|{created}|{count}|{largest}|{total}"
 
 
@@ -54,26 +55,19 @@ def concept_p90(store: Store, run_a: int, run_b: int | None = None) -> pl.DataFr
     else computed (sql/concept_p90.sql) and, unless the store is read-only, kept there."""
     runs = sorted({run_a, run_a if run_b is None else run_b})
     key = ",".join(map(str, runs))
-    state = " ".join(run_state(store, run) for run in runs)
-    cached = store.query(
-        "SELECT feature_id, p90, n_docs FROM concept_percentiles WHERE runs = $runs AND state = $state "
-        "ORDER BY feature_id",
-        {"runs": key, "state": state},
-    )
+    with store.reading():
+        state = " ".join(run_state(store, run) for run in runs)
+        cached = store.rows("concept_percentiles_kept", {"runs": key, "state": state})
     if cached.height:
         return cached
-    computed = store.query(read_sql("concept_p90"), {"run_a": runs[0], "run_b": runs[-1]})
+    computed = store.rows("concept_p90", {"run_a": runs[0], "run_b": runs[-1]})
     if not store.read_only and computed.height:
-        store.con.register("new_percentiles", computed.to_arrow())  # outside the transaction: see Store.write_batch
-        try:
-            with store.transaction():
-                store.con.execute("DELETE FROM concept_percentiles WHERE runs = ?", [key])
-                store.con.execute(
-                    "INSERT INTO concept_percentiles SELECT ?, ?, feature_id, p90, n_docs FROM new_percentiles",
-                    [key, state],
-                )
-        finally:
-            store.con.unregister("new_percentiles")
+        with store.registered(new_percentiles=computed), store.transaction():
+            store.con.execute("DELETE FROM concept_percentiles WHERE runs = ?", [key])
+            store.con.execute(
+                "INSERT INTO concept_percentiles SELECT ?, ?, feature_id, p90, n_docs FROM new_percentiles",
+                [key, state],
+            )
     return computed
 
 

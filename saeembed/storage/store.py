@@ -1,17 +1,24 @@
-"""The DuckDB store: schema, writes and reads of corpora, documents, SAEs and concept vectors.
+"""The store: a DuckDB file (corpora, documents, SAEs, runs, labels, analyses) and the Parquet shards
+beside it that hold the concept vectors (storage/shards.py).
 
-Every write that must not be half-done runs in one transaction, so a killed process leaves the
-database as it was before that batch. The SQL users may read lives in sql/ (see `read_sql`).
+The file is held only while an operation runs: each read attaches it read-only, each write attaches it
+for writing and detaches it when done, so readers in other processes wait at most for one write's
+transaction, and a long job (an embedding, a labelling, an analysis) never shuts them out. Every write
+that must not be half-done runs in one transaction. The SQL users may read lives in sql/ (`read_sql`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
+import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,15 +30,32 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute
 
 from saeembed.errors import SaeembedError
 from saeembed.storage.predicates import Predicate, Sandbox
+from saeembed.storage.shards import (
+    SHARD_ROWS,
+    SHARD_SECONDS,
+    ShardWriter,
+    ensure_shards,
+    publish_shard,
+    remove_run,
+    run_is_leased,
+    run_lease,
+    shard_glob,
+)
+from saeembed.storage.sidecars import beside
 
 DEFAULT_DB = "saeembed.duckdb"
 PREDICATE_BATCH_ROWS = 65_536
 """Documents handed to the predicate sandbox at a time: bounds memory when a predicate reads long texts."""
-BUSY_POLL_SECONDS = 0.5
-"""How often a waiting `Store.open` retries a database another process is writing."""
+BUSY_POLL_SECONDS = (0.005, 0.25)
+"""A waiting operation retries a database another process holds after 5 ms, doubling up to 250 ms."""
+DEFAULT_WAIT_SECONDS = 10.0
+"""How long an operation waits for another process's operation on the database by default."""
+CATALOG = "store"
+"""The name the database file is attached under while an operation runs."""
 
 
 def default_db_path() -> Path:
@@ -40,8 +64,9 @@ def default_db_path() -> Path:
 
 
 def db_wait() -> float:
-    """Seconds to wait for a busy database: $SAEEMBED_DB_WAIT, else 0."""
-    text = os.environ.get("SAEEMBED_DB_WAIT", "0") or "0"
+    """Seconds an operation waits for another process's operation on the database: $SAEEMBED_DB_WAIT,
+    else DEFAULT_WAIT_SECONDS (operations hold the file for one query or one transaction)."""
+    text = os.environ.get("SAEEMBED_DB_WAIT", "") or str(DEFAULT_WAIT_SECONDS)
     try:
         seconds = float(text)
     except ValueError:
@@ -133,6 +158,22 @@ RESULT_TABLES = frozenset(
 """Tables an analysis records its rows in (`Store.record`): the only names formatted into its SQL."""
 
 
+INGEST_SLICE_ROWS = 50_000
+INGEST_SLICE_BYTES = 64 << 20
+
+
+def _slices(table: pa.Table) -> Iterator[pa.Table]:
+    """`table` in consecutive slices of at most INGEST_SLICE_ROWS rows and about INGEST_SLICE_BYTES of text."""
+    sizes = pa.compute.binary_length(table["text"]).to_numpy(zero_copy_only=False)
+    start = 0
+    while start < table.num_rows:
+        stop = min(start + INGEST_SLICE_ROWS, table.num_rows)
+        within = np.searchsorted(np.cumsum(sizes[start:stop]), INGEST_SLICE_BYTES, side="right")
+        stop = start + max(1, min(stop - start, int(within)))
+        yield table.slice(start, stop - start)
+        start = stop
+
+
 def _result_frames(rows: dict[str, pl.DataFrame | pa.Table]) -> dict[str, pl.DataFrame | pa.Table]:
     unknown = set(rows) - RESULT_TABLES
     if unknown:
@@ -149,10 +190,15 @@ def first_row(result: duckdb.DuckDBPyConnection) -> tuple | None:
 
 def read_sql(name: str) -> str:
     """The text of sql/NAME.sql, as installed with the package."""
-    try:
-        return resources.files("saeembed.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SaeembedError(f"no SQL file named {name}.sql in saeembed's sql/ folder") from None
+    return sql_file(name).read_text(encoding="utf-8")
+
+
+def sql_file(name: str) -> Path:
+    """Where sql/NAME.sql is installed (to show users a file they can run)."""
+    path = Path(str(resources.files("saeembed.sql").joinpath(f"{name}.sql")))
+    if not path.is_file():
+        raise SaeembedError(f"no SQL file named {name}.sql in saeembed's sql/ folder")
+    return path
 
 
 @dataclass(frozen=True)
@@ -218,67 +264,220 @@ class AnalysisInfo(NamedTuple):
     """When it ran."""
 
 
-class Store:
-    """An open saeembed database. Use `Store.open(path)`; close it or use it as a context manager."""
+SHARD_VIEW_SQL = {
+    "embedded_documents": (
+        "CREATE OR REPLACE TEMP VIEW embedded_documents AS "
+        "SELECT run_id, doc_id, n_tokens, n_tokens_total, truncated, n_features "
+        "FROM read_parquet({files}, hive_partitioning = true, hive_types = {{'run_id': INTEGER}})"
+    ),
+    "doc_features": (
+        "CREATE OR REPLACE TEMP VIEW doc_features AS "
+        "SELECT run_id, doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos "
+        "FROM read_parquet({files}, hive_partitioning = true, hive_types = {{'run_id': INTEGER}})"
+    ),
+}
+"""An operation's views over the shards it pinned (the columns of sql/shard_views.sql)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool = False) -> None:
-        self.con = con
+
+def _reads(method: Callable) -> Callable:
+    """Run a Store method with the database attached read-only (or as the enclosing operation has it)."""
+
+    @functools.wraps(method)
+    def inside(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self.reading():
+            return method(self, *args, **kwargs)
+
+    return inside
+
+
+def _writes(method: Callable) -> Callable:
+    """Run a Store method with the database attached for writing."""
+
+    @functools.wraps(method)
+    def inside(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self.writing():
+            return method(self, *args, **kwargs)
+
+    return inside
+
+
+def sql_path(path: Path) -> str:
+    """`path` as an SQL string literal (ATTACH and read_parquet take no parameters). A path with a quote,
+    a backslash or a control character is refused rather than escaped."""
+    text = str(path.resolve())
+    if re.search(r"['\\\x00-\x1f]", text):
+        raise SaeembedError(f"database path {path} holds a quote, backslash or control character: rename it")
+    return f"'{text}'"
+
+
+class Store:
+    """An open saeembed database. Use `Store.open(path)`; close it or use it as a context manager.
+
+    `con` is an in-memory DuckDB connection; the database file is attached to it (as `store`, and made
+    the default catalog) only while an operation runs: see `reading` and `writing`."""
+
+    def __init__(self, path: Path, *, read_only: bool = False, wait: float = 0.0) -> None:
         self.path = path
         self.read_only = read_only
+        self.wait = wait
+        self.shards = beside(path, "shards")
+        self.con = duckdb.connect()
+        self._session = threading.RLock()  # one operation at a time per Store, across threads
+        self._depth = 0
+        self._writable = False
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, read_only: bool = False, wait: float | None = None) -> Store:
         """Open (and, unless read_only, create or migrate) the database at `path`.
 
-        DuckDB lets one process at a time open a file for writing, and no other process can open it
-        while it does. While another process holds it, this waits up to `wait` seconds (default:
-        $SAEEMBED_DB_WAIT, else 0), then fails with "database busy", naming that process and whether
-        it reads or writes. A file that is not a readable DuckDB database fails with "damaged".
+        Each operation attaches the file for as long as it runs. While another process's operation holds
+        it, an operation waits up to `wait` seconds (default: $SAEEMBED_DB_WAIT, else 10), then fails with
+        "database busy", naming that process and whether it reads or writes. A file that is not a
+        readable DuckDB database fails with "damaged".
         """
         path = Path(path) if path is not None else default_db_path()
         if read_only and not path.exists():
             raise SaeembedError(f"no database at {path}: run `saeembed ingest` (or `saeembed demo`) first")
         if not path.parent.exists():
             raise SaeembedError(f"cannot create database {path}: folder {path.parent} does not exist")
-        wait = db_wait() if wait is None else wait
-        deadline = time.monotonic() + wait
+        sql_path(path)
+        store = cls(path, read_only=read_only, wait=db_wait() if wait is None else wait)
+        try:
+            if read_only:
+                with store.reading():
+                    pass  # a busy or damaged file fails here, not at the first query
+            else:
+                with store.writing():
+                    store._migrate()
+        except BaseException:
+            store.con.close()
+            raise
+        return store
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """The database attached (read-only unless an enclosing operation writes) while the block runs:
+        group queries that must see one state of the database."""
+        with self._attached(write=False):
+            yield
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """The database attached for writing while the block runs; other processes wait for it to end."""
+        if self.read_only:
+            raise SaeembedError(f"database {self.path} was opened read-only: this needs a writable one")
+        with self._attached(write=True):
+            yield
+
+    @contextmanager
+    def _attached(self, *, write: bool) -> Iterator[None]:
+        with self._session:
+            if self._depth == 0:
+                self._attach(write)
+            elif write and not self._writable:
+                self._detach()  # a read that goes on to write: attach again, for writing,
+                self._attach(write, pin=False)  # still seeing the shards the read saw
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._detach()
+
+    def _attach(self, write: bool, *, pin: bool = True) -> None:
+        mode = "" if write else " (READ_ONLY)"
+        deadline = time.monotonic() + self.wait
+        pause = BUSY_POLL_SECONDS[0]
         while True:
             try:
-                con = duckdb.connect(str(path), read_only=read_only)
+                self.con.execute(f"ATTACH {sql_path(self.path)} AS {CATALOG}{mode}")
                 break
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
-                    raise damaged_database(path, error) from None
+                    raise damaged_database(self.path, error) from None
                 if time.monotonic() >= deadline:
-                    raise busy_database(path, error, wait) from None
-                time.sleep(min(BUSY_POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
+                    raise busy_database(self.path, error, self.wait) from None
+                time.sleep(min(pause, max(deadline - time.monotonic(), 0.001)))
+                pause = min(pause * 2, BUSY_POLL_SECONDS[1])
             except (duckdb.SerializationException, duckdb.InternalException) as error:
-                raise damaged_database(path, error) from None
-        store = cls(con, path, read_only=read_only)
-        if not read_only:
-            try:
-                store._migrate()
-            except BaseException:
-                con.close()
-                raise
-        return store
+                raise damaged_database(self.path, error) from None
+        self.con.execute(f"USE {CATALOG}")
+        self._writable = write
+        if pin:
+            self._pin_shards()
+
+    def _pin_shards(self) -> None:
+        """Point this connection's `doc_features` and `embedded_documents` at the shards published now, so
+        that every query of the operation sees one state of the data, whatever is published meanwhile (the
+        database's own views read whatever is there at each query). Temporary views come first in DuckDB's
+        search path, views of the database that read these included."""
+        folders = sorted(self.shards.glob("run_id=*/*/"))
+        if not folders:
+            return  # a database from before shards, opened read-only: its own tables serve
+        for view, table in (("embedded_documents", "documents"), ("doc_features", "features")):
+            files = ", ".join(sql_path(folder / f"{table}.parquet") for folder in folders)
+            self.con.execute(SHARD_VIEW_SQL[view].format(files=f"[{files}]"))
+
+    def _detach(self) -> None:
+        self.con.execute("USE memory")
+        self.con.execute(f"DETACH {CATALOG}")
+        self._writable = False
 
     def _migrate(self) -> None:
-        """Apply schema.sql and views.sql unless the database already has this version of them: opening an
-        up-to-date database for writing changes nothing in the file."""
+        """Apply schema.sql, move the concept rows of an older database into shards, point the shard views
+        at this database's shards folder and apply views.sql, unless the database already has this version
+        of all of it: opening an up-to-date database for writing changes nothing in the file."""
+        ensure_shards(self.shards)
+        shard_views = (
+            read_sql("shard_views")
+            .replace("FEATURES_GLOB", sql_path(Path(shard_glob(self.shards, "features"))))
+            .replace("DOCUMENTS_GLOB", sql_path(Path(shard_glob(self.shards, "documents"))))
+        )
         schema, views = read_sql("schema"), read_sql("views")
-        digest = hashlib.sha1((schema + views).encode()).hexdigest()
+        digest = hashlib.sha1((schema + shard_views + views).encode()).hexdigest()
         try:
             current = first_row(self.con.execute("SELECT max(digest) FROM schema_version"))
         except duckdb.CatalogException:
             current = None
         if current is not None and current[0] == digest:
             return
+        self.con.execute(schema)
+        self._move_rows_into_shards()
         with self.transaction():
-            self.con.execute(schema)
+            self.con.execute(shard_views)
             self.con.execute(views)
             self.con.execute("DELETE FROM schema_version")
             self.con.execute("INSERT INTO schema_version (digest) VALUES (?)", [digest])
+
+    def _move_rows_into_shards(self) -> None:
+        """Databases made before shards kept concept rows in tables: each run's rows become one shard, then
+        the tables go. A crash in between leaves the tables, and the next open starts the move again."""
+        tables = self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND table_name IN ('doc_features', 'embedded_documents')"
+        ).fetchall()
+        if len(tables) < 2:
+            return
+        runs = [row[0] for row in self.con.execute("SELECT DISTINCT run_id FROM embedded_documents").fetchall()]
+        for run_id in runs:
+            remove_run(self.shards, run_id)  # what an interrupted move left
+            documents = self.con.sql(
+                "SELECT doc_id, n_tokens, n_tokens_total, truncated, n_features FROM embedded_documents "
+                "WHERE run_id = $run ORDER BY doc_id",
+                params={"run": run_id},
+            ).to_arrow_table()
+            features = self.con.sql(
+                "SELECT doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos FROM doc_features "
+                "WHERE run_id = $run ORDER BY doc_id, feature_id",
+                params={"run": run_id},
+            ).to_arrow_table()
+            publish_shard(self.shards, run_id, documents, features, name="moved")
+        with self.transaction():
+            self.con.execute("DROP VIEW IF EXISTS concept_frequency")
+            self.con.execute("DROP VIEW IF EXISTS runs")
+            self.con.execute("DROP TABLE doc_features")
+            self.con.execute("DROP TABLE embedded_documents")
 
     def close(self) -> None:
         self.con.close()
@@ -291,20 +490,26 @@ class Store:
 
     def query(self, sql: str, params: dict[str, Any] | list[Any] | None = None) -> pl.DataFrame:
         """Run one SQL statement of your own and return its rows as a polars DataFrame (for notebooks and
-        scripts; saeembed's own code runs the named queries of sql/ with `rows`, `arrow` and `execute`)."""
-        return pl.from_arrow(self.con.sql(sql, params=params or None).to_arrow_table())
+        scripts; saeembed's own code runs the named queries of sql/ with `rows`, `arrow` and `execute`).
+        On a store opened for writing the statement may write."""
+        with self.reading() if self.read_only else self.writing():
+            relation = self.con.sql(sql, params=params or None)
+            return pl.DataFrame() if relation is None else pl.from_arrow(relation.to_arrow_table())
 
     # -- named queries (sql/NAME.sql) ------------------------------------------------------------
 
+    @_reads
     def rows(self, name: str, params: dict[str, Any] | None = None, **tables: pl.DataFrame | pa.Table) -> pl.DataFrame:
         """The rows of sql/NAME.sql as a polars DataFrame, `tables` readable by name while it runs."""
         return pl.from_arrow(self.arrow(name, params, **tables))
 
+    @_reads
     def arrow(self, name: str, params: dict[str, Any] | None = None, **tables: pl.DataFrame | pa.Table) -> pa.Table:
         """The rows of sql/NAME.sql as an Arrow table (numpy columns without a copy through polars)."""
         with self.registered(**tables):
             return self.con.sql(read_sql(name), params=params or None).to_arrow_table()
 
+    @_writes
     def execute(self, name: str, params: dict[str, Any] | None = None, **tables: pl.DataFrame | pa.Table) -> None:
         """Run sql/NAME.sql for its effect (inside `transaction()` when it must not be half done; register
         `tables` before the transaction opens, see `registered`)."""
@@ -313,9 +518,11 @@ class Store:
 
     # -- corpora and documents ---------------------------------------------------------------
 
+    @_reads
     def corpus_names(self) -> list[str]:
         return [row[0] for row in self.con.execute("SELECT name FROM corpora ORDER BY name").fetchall()]
 
+    @_reads
     def corpus_id(self, name: str) -> int:
         """Key of corpus `name`; a clear error listing the known corpora if there is none."""
         row = first_row(self.con.execute("SELECT corpus_id FROM corpora WHERE name = ?", [name]))
@@ -327,18 +534,20 @@ class Store:
     def add_documents(self, corpus: str, rows: pl.DataFrame, *, source: str | None = None) -> IngestCounts:
         """Add rows (external_id, text, meta, content_hash) to corpus `corpus`, creating it if needed.
 
-        Rows whose content_hash the corpus already holds are skipped, so re-ingest is idempotent.
-        All of it happens in one transaction: an interrupted ingest adds nothing.
+        Rows whose content_hash the corpus already holds are skipped, so re-ingest is idempotent. Rows go in
+        slices of at most INGEST_SLICE_ROWS rows or INGEST_SLICE_BYTES of text, each in one transaction: a
+        reader waits for one slice at most, and an interrupted ingest keeps whole slices (a rerun adds the
+        rest).
         """
         table = rows.select("external_id", "text", "meta", "content_hash").with_row_index("source_order").to_arrow()
-        self.con.register("incoming_rows", table)  # outside the transaction: see write_batch
-        try:
-            with self.transaction():
-                self.con.execute(
-                    "INSERT INTO corpora (name, source) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                    [corpus, source],
-                )
-                corpus_id = self.corpus_id(corpus)
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO corpora (name, source) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", [corpus, source]
+            )
+        corpus_id = self.corpus_id(corpus)
+        inserted = 0
+        for part in _slices(table):
+            with self.registered(incoming_rows=part), self.transaction():
                 before = self._count("documents WHERE corpus_id = ?", [corpus_id])
                 self.con.execute(
                     """
@@ -351,11 +560,10 @@ class Store:
                     """,
                     [corpus_id, corpus_id],
                 )
-                inserted = self._count("documents WHERE corpus_id = ?", [corpus_id]) - before
-        finally:
-            self.con.unregister("incoming_rows")
+                inserted += self._count("documents WHERE corpus_id = ?", [corpus_id]) - before
         return IngestCounts(inserted=inserted, already_present=table.num_rows - inserted)
 
+    @_reads
     def documents_matching(self, corpus_id: int, predicate: Predicate) -> np.ndarray:
         """doc_id (ascending, int64) of corpus `corpus_id`'s documents where `predicate` holds.
 
@@ -366,9 +574,11 @@ class Store:
         columns = ", ".join(dict.fromkeys(["doc_id", *predicate.columns]))
         sql = f"SELECT {columns} FROM ({read_sql('predicate_documents')})"
         with self.con.cursor() as cursor, Sandbox() as sandbox:
+            cursor.execute(f"USE {CATALOG}")  # a cursor starts in the in-memory catalog
             reader = cursor.sql(sql, params={"corpus_id": corpus_id}).to_arrow_reader(PREDICATE_BATCH_ROWS)
             return sandbox.matching(predicate, reader)
 
+    @_reads
     def run_documents(self, run: RunInfo, predicate: Predicate | None = None) -> np.ndarray:
         """doc_id (ascending, int64) of the documents `run` embedded; with `predicate`, those where it holds."""
         ids = np.asarray(self.con.execute(read_sql("run_documents"), {"run_id": run.run_id}).fetchnumpy()["doc_id"])
@@ -384,6 +594,7 @@ class Store:
 
     # -- SAEs and runs -------------------------------------------------------------------------
 
+    @_writes
     def register_sae(self, *, name: str, fingerprint: str, path: str | None, config: dict[str, Any]) -> int:
         """Key of the SAE with this fingerprint, adding it on first use."""
         row = first_row(self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]))
@@ -412,6 +623,7 @@ class Store:
         )
         return first_row(self.con.execute("SELECT sae_id FROM saes WHERE fingerprint = ?", [fingerprint]))[0]
 
+    @_writes
     def open_run(self, settings: RunSettings, config: dict[str, Any]) -> int:
         """The run for these settings: the existing one (to resume) or a new one."""
         row = first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))
@@ -442,6 +654,7 @@ class Store:
         )
         return first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))[0]
 
+    @_reads
     def pending_documents(self, run_id: int, *, limit: int | None = None) -> pl.DataFrame:
         """Documents of the run's corpus not yet embedded by it (doc_id, text), in doc_id order."""
         return self.query(
@@ -456,6 +669,7 @@ class Store:
             {"run_id": run_id, "limit": limit if limit is not None else 2**62},
         )
 
+    @_reads
     def count_pending(self, run_id: int) -> int:
         return first_row(
             self.con.execute(
@@ -469,31 +683,27 @@ class Store:
         )[0]
 
     def write_batch(self, run_id: int, documents: pa.Table, features: pa.Table) -> None:
-        """Store one batch atomically.
+        """Store one batch as one shard of run `run_id` (storage/shards.py): its documents and their concept
+        rows appear together, by one rename, and the database file is not touched.
 
         documents: doc_id, n_tokens, n_tokens_total, truncated, n_features.
         features:  doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos.
         """
-        # Registered outside the transaction: unregistering inside an aborted one would raise and hide
-        # the error that aborted it.
-        self.con.register("batch_documents", documents)
-        self.con.register("batch_features", features)
-        try:
-            with self.transaction():
-                self.con.execute(
-                    "INSERT INTO doc_features SELECT ?, doc_id, feature_id, max_act, mean_act, n_active_tokens, "
-                    "argmax_pos FROM batch_features",
-                    [run_id],
-                )
-                self.con.execute(
-                    "INSERT INTO embedded_documents SELECT ?, doc_id, n_tokens, n_tokens_total, truncated, "
-                    "n_features FROM batch_documents",
-                    [run_id],
-                )
-        finally:
-            self.con.unregister("batch_documents")
-            self.con.unregister("batch_features")
+        publish_shard(self.shards, run_id, documents, features)
 
+    def shard_writer(self, run_id: int, *, max_docs: int) -> ShardWriter:
+        """Batches of run `run_id` published as shards of up to `max_docs` documents (storage/shards.py)."""
+        return ShardWriter(self.shards, run_id, max_docs=max_docs, max_rows=SHARD_ROWS, max_seconds=SHARD_SECONDS)
+
+    def run_growing(self, run_id: int) -> bool:
+        """Whether an embedding job is adding documents to run `run_id` right now."""
+        return run_is_leased(self.shards, run_id)
+
+    def run_lease(self, run_id: int, *, describe: str) -> contextlib.AbstractContextManager[None]:
+        """Held by the one embedding job that adds shards to run `run_id` (waits like any operation)."""
+        return run_lease(self.shards, run_id, describe=describe, wait=self.wait)
+
+    @_writes
     def finish_run(self, run_id: int, config: dict[str, Any]) -> str:
         """Mark the run complete when no document is left, record the invocation's config; return status."""
         status = "complete" if self.count_pending(run_id) == 0 else "running"
@@ -503,6 +713,7 @@ class Store:
         )
         return status
 
+    @_reads
     def latest_run(self, corpus: str, *, sae_id: int | None = None) -> RunInfo:
         """The most recently updated embedding run of `corpus` (optionally by one SAE) that has embedded a
         document: a run that failed before its first batch does not hide the one before it."""
@@ -522,6 +733,7 @@ class Store:
             raise SaeembedError(f"corpus '{corpus}' has not been embedded yet: run `saeembed embed --corpus {corpus}`")
         return self.run(row[0])
 
+    @_reads
     def run(self, run_id: int) -> RunInfo:
         """Embedding run `run_id`."""
         row = first_row(self.con.execute(read_sql("run_info"), {"run_id": run_id}))
@@ -529,6 +741,7 @@ class Store:
             raise SaeembedError(f"embedding run {run_id} does not exist in {self.path}")
         return RunInfo(*row)
 
+    @_reads
     def run_for_document(self, doc_id: int) -> RunInfo:
         """The latest run that embedded document `doc_id`."""
         row = first_row(
@@ -546,6 +759,7 @@ class Store:
             raise SaeembedError(f"document {doc_id} {problem} in {self.path}")
         return self.run(row[0])
 
+    @_writes
     def record(
         self,
         kind: str,
@@ -561,6 +775,7 @@ class Store:
             self._insert_results(analysis_id, rows)
         return analysis_id
 
+    @_writes
     def replace_rows(self, analysis_id: int, rows: dict[str, pl.DataFrame | pa.Table]) -> None:
         """The result rows of analysis `analysis_id` in these tables replaced by `rows`, in one transaction."""
         with self.registered(**_result_frames(rows)), self.transaction():
@@ -588,6 +803,7 @@ class Store:
             for name in tables:
                 self.con.unregister(name)
 
+    @_writes
     def record_analysis(self, kind: str, params: dict[str, Any], inputs: dict[str, Any], seconds: float) -> int:
         """Add a row to `analyses` and return its analysis_id (results tables are keyed by it)."""
         row = first_row(
@@ -599,10 +815,12 @@ class Store:
         )
         return row[0]
 
+    @_reads
     def check(self) -> list[str]:
         """What is wrong with the stored data (see sql/consistency.sql); empty when it is consistent."""
         return [f"{problem}: {n}" for problem, n in self.con.execute(read_sql("consistency")).fetchall()]
 
+    @_reads
     def analysis(self, analysis_id: int) -> AnalysisInfo:
         """The `analyses` row of `analysis_id`, its JSON decoded; an error when there is none."""
         row = first_row(
@@ -614,18 +832,33 @@ class Store:
             raise SaeembedError(f"analysis {analysis_id} does not exist in {self.path}")
         return AnalysisInfo(analysis_id, row[0], json.loads(row[1]), json.loads(row[2] or "{}"), row[3])
 
-    def transaction(self) -> _Transaction:
-        return _Transaction(self.con)
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN … COMMIT with the database attached for writing, rolled back when the block raises
+        (KeyboardInterrupt included)."""
+        with self.writing():
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
 
 
-class _Transaction:
-    """BEGIN … COMMIT, rolled back when the block raises (including KeyboardInterrupt)."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-
-    def __enter__(self) -> None:
-        self.con.execute("BEGIN TRANSACTION")
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
+def copy_database(source: str | Path, target: str | Path) -> Path:
+    """A copy of the database at `source` (its file and its shards) at `target`, made while no other
+    process writes it; the copy's views read its own shards. Caches kept beside the database are not
+    copied: they are rebuilt when first needed."""
+    source, target = Path(source), Path(target)
+    with Store.open(source, read_only=True) as store, store.reading():
+        shutil.copyfile(source, target)
+        wal = source.with_name(source.name + ".wal")
+        if wal.exists():
+            shutil.copyfile(wal, target.with_name(target.name + ".wal"))
+        copied = beside(target, "shards")
+        shutil.rmtree(copied, ignore_errors=True)
+        shutil.copytree(store.shards, copied, ignore=shutil.ignore_patterns(".staging", ".leases"))
+    with Store.open(target):
+        pass  # opening it for writing points its shard views at its own shards
+    return target

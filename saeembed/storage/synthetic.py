@@ -8,12 +8,13 @@ concept rows are stored is made in one place (as `sklearn.datasets.make_*` serve
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from saeembed.storage.shards import publish_shard, remove_run
 from saeembed.storage.store import RunSettings, Store
 
 SYNTHETIC_READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -148,3 +149,25 @@ def distinct_draws(drawn: np.ndarray) -> np.ndarray:
     first = np.ones(drawn.shape, dtype=bool)
     first[:, 1:] = drawn[:, 1:] != drawn[:, :-1]
     return first
+
+
+def rewrite_run(store: Store, run_id: int, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+    """Replace run `run_id`'s concept rows by `change(rows)` (doc_id, feature_id, max_act, mean_act,
+    n_active_tokens, argmax_pos, as stored), each document's n_features recounted: a store whose data
+    changed between two analyses, for tests of what analyses make of that. Not atomic: tests only."""
+    with store.reading():
+        documents = store.query(
+            "SELECT doc_id, n_tokens, n_tokens_total, truncated FROM embedded_documents WHERE run_id = $run "
+            "ORDER BY doc_id",
+            {"run": run_id},
+        )
+        rows = store.query(
+            "SELECT doc_id, feature_id, max_act, mean_act, n_active_tokens, argmax_pos FROM doc_features "
+            "WHERE run_id = $run ORDER BY doc_id, feature_id",
+            {"run": run_id},
+        )
+    rows = change(rows)
+    counts = rows.group_by("doc_id").len("n_features")
+    documents = documents.join(counts, on="doc_id", how="left").with_columns(pl.col("n_features").fill_null(0))
+    remove_run(store.shards, run_id)
+    publish_shard(store.shards, run_id, documents.to_arrow(), rows.to_arrow())
