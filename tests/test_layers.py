@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import saeembed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +137,21 @@ def test_each_layer_imports_only_the_layers_below_it():
                 if name.startswith("saeembed") and (layer_of(name) is None or layer_of(name) > own):
                     upward.append(f"{module} imports {name}")
     assert upward == []
+
+
+def test_the_gpu_benchmark_runs_where_only_torch_and_transformers_are_installed():
+    # The lent GPU machine has torch and transformers, not the database stack: the benchmark runs there as is.
+    blocked = {"duckdb", "polars", "pyarrow", "prefect", "saeembed_flows"}
+    code = BLOCK.format(blocked=blocked) + (
+        "import runpy, sys\n"
+        "sys.argv = ['gpu_throughput.py', '--tiny']\n"
+        "runpy.run_path('benchmarks/gpu_throughput.py', run_name='__main__')\n"
+    )
+    result = run(code)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[-2:]
+    assert header.split()[:3] == ["size", "layers", "raw"]
+    size, layers, raw, pipeline, ratio = row.split()[:5]
+    assert (size, layers) == ("tiny", "3")
+    assert float(raw.replace(",", "")) > 0 and float(pipeline.replace(",", "")) > 0
+    assert float(ratio) == pytest.approx(float(pipeline.replace(",", "")) / float(raw.replace(",", "")), rel=0.02)
