@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,15 @@ def test_cached_prefix_gives_the_same_activations_as_reading_it_with_the_documen
     whole = torch.tensor([prefix + ids])
     uncached = reader._forward(whole, torch.ones_like(whole), None)[0, len(prefix) :]
     torch.testing.assert_close(reader.residuals([ids], prefix)[0], uncached, atol=1e-4, rtol=1e-4)
+
+
+def test_the_cached_prefix_goes_in_as_the_current_cache_argument_with_no_deprecation_warning(reader):
+    prefix = reader.prefix_ids(chat_template=True)
+    ids = reader.tokenize(TEXTS[:2], 32).ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers warns on every call with the old name
+        residuals = reader.residuals(ids, prefix)
+    assert residuals.shape[0] == 2 and reader._cache_argument == "cache"
 
 
 def test_document_residuals_keep_only_each_documents_own_tokens(reader):

@@ -371,7 +371,7 @@ class LocalTransformers:
         # re-casts the weights at every step, which made generation slower than plain fp32.
         cpu_auto = dtype == "auto" and self.device.type == "cpu"
         self.dtype = torch.float32 if cpu_auto else resolve_dtype(dtype, self.device)
-        network, self.tokenizer = _load_transformers(source)
+        network, self.tokenizer, _ = _load_transformers(source)
         if not getattr(self.tokenizer, "chat_template", None):
             raise SaeembedError(f"model {self.model} has no chat template: LLM labels need an instruct model")
         # As in the Reader: on CPU the weights stay fp32 (a bf16 or fp16 dtype runs through autocast);

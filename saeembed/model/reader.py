@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -58,10 +59,19 @@ def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
     return choices[dtype]
 
 
-def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
-    """Load model and tokenizer. A GGUF is de-quantised once and kept as safetensors in the cache, which
-    loads far faster afterwards (timings: docs/benchmarks.md)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_transformers(
+    source: ReaderSource,
+    *,
+    keep_layers: int | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[nn.Module, object, int]:
+    """Load model and tokenizer (and say how many decoder layers the checkpoint has), with `keep_layers` decoder
+    layers only (all when None), in `dtype`, straight
+    onto `device` (the CPU when None): an 8B reader read to layer 19 never holds the other 12 layers, nor a
+    float32 copy of the rest, in memory. A GGUF is de-quantised whole once and kept as safetensors in the
+    cache, which loads far faster afterwards (timings: docs/benchmarks.md)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     # Loading takes a second from the cache; transformers' per-tensor bars would only clutter stderr.
@@ -73,14 +83,35 @@ def _load_transformers(source: ReaderSource) -> tuple[nn.Module, object]:
             location = str(converted)
         else:
             gguf_kwargs = {"gguf_file": source.gguf_file}
+    load: dict = {"dtype": dtype}
+    total = None
+    if gguf_kwargs:
+        load = {"dtype": torch.float32}  # the whole model, to keep its conversion; truncated by the Reader
+    else:
+        if keep_layers is not None:
+            total = AutoConfig.from_pretrained(location).num_hidden_layers
+            _check_layer(keep_layers - 1, total, source.model_id)
+            load["num_hidden_layers"] = keep_layers  # the checkpoint's later layers are never read
+        if device is not None and device.type == "cuda":
+            load["device_map"] = str(device)
+    verbosity = transformers_logging.get_verbosity()
+    # The later layers a truncated load leaves out are listed as "unexpected" keys: expected here.
+    transformers_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **gguf_kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **gguf_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, **gguf_kwargs, **load)
     except OSError as error:
         raise SaeembedError(f"cannot load reader '{source.model_id}' from {location}: {error}".split("\n")[0]) from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     if gguf_kwargs:
         _save_converted(model, tokenizer, converted_gguf_dir(source))
-    return model, tokenizer
+    return model, tokenizer, total or model.config.num_hidden_layers
+
+
+def _check_layer(layer: int, total: int, model_id: str) -> None:
+    if not 0 <= layer < total:
+        raise SaeembedError(f"layer {layer} is out of range: {model_id} has layers 0..{total - 1}")
 
 
 def _save_converted(model: nn.Module, tokenizer: object, target: Path) -> None:
@@ -131,20 +162,25 @@ class Reader:
         layer: int,
         device: torch.device,
         dtype: torch.dtype,
+        num_layers: int | None = None,
     ) -> None:
+        """`model` (with all its layers, or loaded with fewer: `num_layers` says how many it has) is truncated
+        after `layer` and moved to `device`."""
         self.model_id = model_id
         self.tokenizer = tokenizer
         self.layer = layer
         self.device = device
         self.dtype = dtype
-        self.num_layers = model.config.num_hidden_layers
+        self.num_layers = num_layers or model.config.num_hidden_layers
         self.hidden_size = model.config.hidden_size
-        if not 0 <= layer < self.num_layers:
-            raise SaeembedError(f"layer {layer} is out of range: {model_id} has layers 0..{self.num_layers - 1}")
+        _check_layer(layer, self.num_layers, model_id)
         owner, attribute = _decoder_layers(model)
         # Drop every layer after the hooked one: their weights are never used.
         setattr(owner, attribute, nn.ModuleList(getattr(owner, attribute)[: layer + 1]))
         model.config.num_hidden_layers = layer + 1
+        # transformers 5 names the cache argument `cache` (`past_key_values`, deprecated, goes in 5.40);
+        # earlier releases, as a GPU machine may have, know only the old name.
+        self._cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._captured: Tensor | None = None
         self._prefix_caches: dict[tuple[int, ...], DynamicCache] = {}
         getattr(owner, attribute)[layer].register_forward_hook(self._capture)
@@ -161,8 +197,11 @@ class Reader:
         source = resolve_reader(name)
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
-        model, tokenizer = _load_transformers(source)
-        return cls(model, tokenizer, model_id=source.model_id, layer=layer, device=torch_device, dtype=torch_dtype)
+        # On CPU the weights stay float32 (bf16 runs through autocast there); on GPU they load cast.
+        weights = torch_dtype if torch_device.type == "cuda" else torch.float32
+        model, tokenizer, total = _load_transformers(source, keep_layers=layer + 1, device=torch_device, dtype=weights)
+        settings = {"layer": layer, "device": torch_device, "dtype": torch_dtype, "num_layers": total}
+        return cls(model, tokenizer, model_id=source.model_id, **settings)
 
     @property
     def dtype_name(self) -> str:
@@ -207,8 +246,8 @@ class Reader:
             self.model(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
-                past_key_values=cache,
                 use_cache=cache is not None,
+                **{self._cache_argument: cache},
             )
         captured, self._captured = self._captured, None
         return captured
