@@ -57,6 +57,16 @@ SHARD_ROWS = 4_000_000
 """Concept rows a shard holds at most: bounds a writer's memory (≈ 100 MB of Arrow columns)."""
 SHARD_SECONDS = 60.0
 """A shard is published once its first batch is this old: readers see progress, a kill loses little."""
+PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "use_dictionary": False,
+    "column_encoding": {
+        **{name: "DELTA_BINARY_PACKED" for name in ("doc_id", "feature_id", "n_active_tokens", "argmax_pos")},
+        **{name: "BYTE_STREAM_SPLIT" for name in ("max_act", "mean_act")},
+    },
+}
+"""How features.parquet is written: sorted ids delta-encoded and float bytes split by position before zstd
+keep a row at about 10 bytes, against 15 with pyarrow's defaults (benchmarks/shard_store.py)."""
 STAGING = ".staging"
 EMPTY_RUN = 0
 """run_id of the empty shard every shards folder holds: a glob over no file is an error in DuckDB."""
@@ -93,8 +103,9 @@ def publish_shard(root: Path, run_id: int, documents: pa.Table, features: pa.Tab
     staging = root / STAGING / f"{name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        for table, file in ((documents, "documents.parquet"), (features, "features.parquet")):
-            pq.write_table(table, staging / file, compression="zstd")
+        pq.write_table(documents, staging / "documents.parquet", compression="zstd")
+        pq.write_table(features, staging / "features.parquet", **PARQUET_OPTIONS)
+        for file in ("documents.parquet", "features.parquet"):
             _fsync(staging / file)
         target = run_folder(root, run_id) / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -322,6 +322,8 @@ class Store:
         self.wait = wait
         self.shards = beside(path, "shards")
         self.con = duckdb.connect()
+        # Shards are written once and never change: their footers can be kept across queries.
+        self.con.execute("SET parquet_metadata_cache = true")
         self._session = threading.RLock()  # one operation at a time per Store, across threads
         self._depth = 0
         self._writable = False
@@ -654,20 +656,14 @@ class Store:
         )
         return first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))[0]
 
-    @_reads
-    def pending_documents(self, run_id: int, *, limit: int | None = None) -> pl.DataFrame:
-        """Documents of the run's corpus not yet embedded by it (doc_id, text), in doc_id order."""
-        return self.query(
-            """
-            SELECT d.doc_id, d.text
-            FROM documents d
-            JOIN embed_runs r ON r.corpus_id = d.corpus_id AND r.run_id = $run_id
-            ANTI JOIN embedded_documents e ON e.run_id = $run_id AND e.doc_id = d.doc_id
-            ORDER BY d.doc_id
-            LIMIT $limit
-            """,
-            {"run_id": run_id, "limit": limit if limit is not None else 2**62},
-        )
+    def pending_documents(
+        self, run_id: int, *, limit: int | None = None, among: Sequence[int] | None = None
+    ) -> pl.DataFrame:
+        """Documents of the run's corpus not yet embedded by it (doc_id, text), in doc_id order; with `among`,
+        only those of these doc_ids (a worker's share)."""
+        wanted = pa.table({"doc_id": pa.array(list(among or []), pa.int64())})
+        params = {"run_id": run_id, "limit": limit if limit is not None else 2**62, "among_all": among is None}
+        return self.rows("pending_documents", params, pending_among=wanted)
 
     @_reads
     def count_pending(self, run_id: int) -> int:
