@@ -322,6 +322,12 @@ def embed(
             "--shard-docs", help="Documents per stored shard and per task (fewer files read faster; a kill loses one)."
         ),
     ] = 1024,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Embed on a local Dask cluster of this many worker processes.")
+    ] = 1,
+    dask_address: Annotated[
+        str | None, typer.Option("--dask-address", help="Embed on the Dask cluster at tcp://HOST:PORT.")
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
+import torch
 
 from saeembed.concepts.labels import load_shipped_labels
 from saeembed.errors import SaeembedError
@@ -127,15 +128,16 @@ def embed_pending(
     options: EmbedOptions,
     *,
     limit: int,
+    among: Sequence[int] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EmbedStats:
-    """Embed up to `limit` of the run's not-yet-embedded documents and store them as shards (at least one:
-    `Store.shard_writer`), whole batches kept when interrupted.
+    """Embed up to `limit` of the run's not-yet-embedded documents (of `among`, when given) and store them as
+    shards (at least one: `Store.shard_writer`), whole batches kept when interrupted.
 
     `on_batch(documents, tokens)` is called after each batch is embedded (progress bars).
     """
     started = time.perf_counter()
-    pending = store.pending_documents(run_id, limit=limit)
+    pending = store.pending_documents(run_id, limit=limit, among=among)
     if pending.height == 0:
         return EmbedStats()
     tokenized = reader.tokenize(pending["text"].to_list(), options.max_tokens)
@@ -200,6 +202,64 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+class EmbedSettings(NamedTuple):
+    """What a worker needs to load the models of an embedding job: the SAE, and the reader as the job
+    resolved it (its name, the layer, where and how it computes)."""
+
+    sae: str
+    """'default' or the SAE's path."""
+    fingerprint: str
+    """The hash of the SAE's files (`resolve_sae`): a worker whose files differ refuses to embed."""
+    reader: str
+    """The reader's name (alias, hub id, folder or .gguf)."""
+    layer: int
+    device: str
+    dtype: str
+    options: EmbedOptions
+    threads: int | None = None
+    """torch threads per worker (None: torch's default), so workers sharing a machine do not oversubscribe it."""
+
+
+_WORKER_MODELS: dict[EmbedSettings, tuple[Reader, SparseAutoencoder]] = {}
+"""The models of the last settings loaded in this process (one job at a time: earlier ones are let go)."""
+
+
+def load_models(settings: EmbedSettings, resolved: ResolvedSae | None = None) -> tuple[Reader, SparseAutoencoder]:
+    """The reader and SAE of `settings` (the SAE already `resolved`, where it is), checked against each other;
+    loaded once per process, so a Dask worker keeps them between its tasks."""
+    if settings not in _WORKER_MODELS:
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        resolved = resolved or resolve_sae(settings.sae)
+        if resolved.fingerprint != settings.fingerprint:
+            raise SaeembedError(f"SAE {settings.sae} on this worker is not the one the embedding job loaded")
+        reader = Reader.load(settings.reader, layer=settings.layer, device=settings.device, dtype=settings.dtype)
+        check_compatible(
+            resolved.sae, reader_model=reader.model_id, hidden_size=reader.hidden_size, layer=settings.layer
+        )
+        module = resolved.sae.to(reader.device)
+        # On GPU the SAE takes the reader's dtype; on CPU it stays fp32 and bf16 runs through autocast.
+        module = module.to(reader.dtype) if reader.device.type == "cuda" else module.float()
+        _WORKER_MODELS.clear()
+        _WORKER_MODELS[settings] = (reader, module)
+    return _WORKER_MODELS[settings]
+
+
+def embed_documents(db: str | Path, run_id: int, doc_ids: Sequence[int], settings: EmbedSettings) -> EmbedStats:
+    """A worker's task: embed those of `doc_ids` that run `run_id` has not embedded yet into a shard. It only
+    reads the database (and a rerun of the task skips what an earlier try published)."""
+    reader, sae = load_models(settings)
+    with Store.open(db, read_only=True) as store:
+        return embed_pending(store, run_id, reader, sae, settings.options, limit=len(doc_ids), among=doc_ids)
+
+
+def shares(doc_ids: Sequence[int], shard_docs: int) -> list[list[int]]:
+    """Consecutive shares of `shard_docs` documents, in doc_id order: what one process embeds share by share
+    (pending documents, `shard_docs` at a time) is what many workers embed, so the rows are the same."""
+    ordered = sorted(int(d) for d in doc_ids)
+    return [ordered[start : start + shard_docs] for start in range(0, len(ordered), shard_docs)]
+
+
 @dataclass
 class EmbedJob:
     """One `embed` invocation: what to embed with what, and where it stands."""
@@ -211,6 +271,8 @@ class EmbedJob:
     options: EmbedOptions
     pending: int
     """Documents left to embed when the job was opened."""
+    settings: EmbedSettings
+    """What workers load to embed for this job."""
     lease: ExitStack
     """Holds the run's lease (`Store.run_lease`) until `finish` or `close`: one job at a time adds to a run."""
 
@@ -236,16 +298,8 @@ class EmbedJob:
         if resolved.sae.cfg.layer is not None and resolved.sae.cfg.layer != sae_layer:
             raise SaeembedError(f"SAE {sae} reads layer {resolved.sae.cfg.layer}, but --layer {layer} was given")
         reader_name = reader or resolved.sae.cfg.reader_model or DEFAULT_READER
-        loaded_reader = Reader.load(reader_name, layer=sae_layer, device=device, dtype=dtype)
-        check_compatible(
-            resolved.sae,
-            reader_model=loaded_reader.model_id,
-            hidden_size=loaded_reader.hidden_size,
-            layer=sae_layer,
-        )
-        module = resolved.sae.to(loaded_reader.device)
-        # On GPU the SAE takes the reader's dtype; on CPU it stays fp32 and bf16 runs through autocast.
-        module = module.to(loaded_reader.dtype) if loaded_reader.device.type == "cuda" else module.float()
+        job_settings = EmbedSettings(sae, resolved.fingerprint, reader_name, sae_layer, device, dtype, options)
+        loaded_reader, module = load_models(job_settings, resolved)
         sae_id = store.register_sae(
             name=resolved.name,
             fingerprint=resolved.fingerprint,
@@ -265,13 +319,18 @@ class EmbedJob:
         run_id = store.open_run(settings, {"device": str(loaded_reader.device), **asdict(options)})
         lease = ExitStack()
         lease.enter_context(store.run_lease(run_id, describe=f"an embedding of corpus '{corpus}'"))
-        return cls(store, run_id, loaded_reader, module, options, store.count_pending(run_id), lease)
+        pending = store.count_pending(run_id)
+        return cls(store, run_id, loaded_reader, module, options, pending, job_settings, lease)
 
     def embed_chunk(self, limit: int, on_batch: Callable[[int, int], None] | None = None) -> EmbedStats:
         """Embed up to `limit` pending documents into one shard (more when it takes over a minute)."""
         return embed_pending(
             self.store, self.run_id, self.reader, self.sae, self.options, limit=limit, on_batch=on_batch
         )
+
+    def pending_shares(self, shard_docs: int) -> list[list[int]]:
+        """The documents left to embed, as the shares workers embed (`shares`)."""
+        return shares(self.store.pending_documents(self.run_id)["doc_id"].to_list(), shard_docs)
 
     def close(self) -> None:
         """Give up the run's lease (`finish` does it too)."""

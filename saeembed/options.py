@@ -36,6 +36,7 @@ MAX_READ_TOKENS = 1_048_576
 """Tokens read per document (beyond the longest context of any released model)."""
 MAX_LAYER = 1_000
 MAX_SHARD_DOCS = 1_000_000
+MAX_WORKERS = 1_024
 MAX_LATENTS = 1 << 24
 MAX_CONCURRENCY = 256
 MAX_LLM_TIMEOUT = 3_600.0
@@ -220,6 +221,8 @@ class EmbedJobOptions(Options):
     device: str = "auto"
     dtype: str = "auto"
     shard_docs: int = DEFAULT_SHARD_DOCS
+    workers: int = 1
+    dask_address: str | None = None
 
     def __post_init__(self) -> None:
         check_text("--corpus", self.corpus)
@@ -231,6 +234,14 @@ class EmbedJobOptions(Options):
         check_int("--batch-size", self.batch_size, low=1, high=MAX_BATCH)
         check_int("--max-tokens", self.max_tokens, low=1, high=MAX_READ_TOKENS)
         check_int("--shard-docs", self.shard_docs, low=1, high=MAX_SHARD_DOCS)
+        check_int("--workers", self.workers, low=1, high=MAX_WORKERS)
+        if self.dask_address is not None:
+            if self.workers != 1:
+                raise SaeembedError(
+                    "--workers starts a local Dask cluster; with --dask-address the cluster has its own"
+                )
+            if not re.fullmatch(r"(tcp|tls|inproc|ucx)://[\w.\-\[\]:]+(:\d+)?", str(self.dask_address)):
+                raise SaeembedError(f"--dask-address must look like tcp://HOST:PORT, got {self.dask_address!r}")
         check_choice("--device", self.device, DEVICES)
         check_choice("--dtype", self.dtype, DTYPES)
         if self.dtype == "float16" and self.device == "cpu":

@@ -199,3 +199,32 @@ def test_an_embedding_killed_mid_run_then_rerun_embeds_every_document_exactly_on
         assert per_doc.height == 120 and per_doc["n"].max() == 1
         assert store.check() == []
         assert store.query("SELECT status FROM embed_runs")["status"].to_list() == ["complete"]
+
+
+@pytest.mark.slow
+def test_two_dask_workers_store_exactly_the_rows_of_one_process(tmp_path):
+    sae = small_sae(tmp_path / "sae")
+    source = tmp_path / "news.parquet"
+    demo_corpus(n=60, seed=3).write_parquet(source)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    results = {}
+    for name, extra in (("one", []), ("dask", ["--workers", "2"])):
+        db = tmp_path / f"{name}.duckdb"
+        subprocess.run(
+            [BIN / "saeembed", "ingest", source, "--corpus", "news", "--id-col", "id", "--db", db], env=env, check=True
+        )
+        command = [BIN / "saeembed", "embed", "--corpus", "news", "--sae", sae, "--db", db, "--device", "cpu"]
+        command += ["--max-tokens", "48", "--shard-docs", "16", "--json", *extra]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["documents"] == 60
+        with Store.open(db, read_only=True) as store:
+            assert store.check() == []
+            results[name] = (
+                store.query("SELECT * FROM doc_features ORDER BY doc_id, feature_id"),
+                store.query("SELECT * FROM embedded_documents ORDER BY doc_id"),
+            )
+    one, dask = results["one"], results["dask"]
+    assert one[0].height > 60 * 20 and one[1].height == 60
+    assert one[0].equals(dask[0]) and one[1].equals(dask[1])  # every row, max_act included, to the bit
