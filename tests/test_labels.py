@@ -78,7 +78,7 @@ def test_marked_tokens_are_where_the_concept_fires(news_db):
     for text, marked, argmax_pos in positives.select("text", "marked", "argmax_pos").iter_rows():
         ids = reader.tokenize([text], models.max_tokens).ids
         tokens = reader.document_residuals(ids, reader.prefix_ids(models.chat_template))
-        with torch.inference_mode(), torch.autocast("cpu", dtype=reader.dtype):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=reader.dtype, enabled=reader.dtype != torch.float32):
             codes = sae.encode(tokens.residuals)[:, feature_id].float()
         firing = (codes > 0).nonzero().ravel().tolist()
         assert argmax_pos in firing
