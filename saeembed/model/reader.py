@@ -67,10 +67,10 @@ def _load_transformers(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[nn.Module, object, int]:
     """Load model and tokenizer (and say how many decoder layers the checkpoint has), with `keep_layers` decoder
-    layers only (all when None), in `dtype`, straight
-    onto `device` (the CPU when None): an 8B reader read to layer 19 never holds the other 12 layers, nor a
-    float32 copy of the rest, in memory. A GGUF is de-quantised whole once and kept as safetensors in the
-    cache, which loads far faster afterwards (timings: docs/benchmarks.md)."""
+    layers only (all when None), in `dtype`, straight onto `device` (the CPU when None): an 8B reader read to
+    layer 19 never holds the other 12 layers, nor a float32 copy of the rest, in memory. A GGUF is de-quantised
+    whole once and kept as safetensors in the cache, which loads far faster afterwards (timings:
+    docs/benchmarks.md)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
