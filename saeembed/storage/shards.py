@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from saeembed.errors import SaeembedError
@@ -48,7 +50,8 @@ FEATURES_SCHEMA = pa.schema(
         pa.field("argmax_pos", pa.int32(), nullable=False),
     ]
 )
-"""features.parquet: one row per (document, concept that fired), sorted by doc_id then feature_id."""
+"""features.parquet: one row per (document, concept that fired), sorted by doc_id then feature_id. The two
+activations are stored in half precision where they fit (`compact_activations`); SQL reads them as FLOAT."""
 
 DEFAULT_SHARD_DOCS = 1024
 """Documents per shard (and per embedding task): fewer, larger files keep reads fast; a killed job loses at
@@ -62,11 +65,14 @@ PARQUET_OPTIONS = {
     "use_dictionary": False,
     "column_encoding": {
         **{name: "DELTA_BINARY_PACKED" for name in ("doc_id", "feature_id", "n_active_tokens", "argmax_pos")},
-        **{name: "BYTE_STREAM_SPLIT" for name in ("max_act", "mean_act")},
     },
 }
-"""How features.parquet is written: sorted ids delta-encoded and float bytes split by position before zstd
-keep a row at about 10 bytes, against 15 with pyarrow's defaults (benchmarks/shard_store.py)."""
+"""How features.parquet is written: sorted ids delta-encoded, then zstd. Half-precision activations stay
+PLAIN: DuckDB cannot decode BYTE_STREAM_SPLIT for FLOAT16 (it can for FLOAT, which the float32 fallback
+gets). With half precision a row takes about 6 bytes, against 15 with pyarrow's defaults (docs/storage.md)."""
+FLOAT32_ENCODING = {name: "BYTE_STREAM_SPLIT" for name in ("max_act", "mean_act")}
+HALF_PRECISION_LIMIT = float(np.finfo(np.float16).max)
+"""Largest activation half precision holds; a shard with a larger one keeps float32 (a cast would make it inf)."""
 STAGING = ".staging"
 EMPTY_RUN = 0
 """run_id of the empty shard every shards folder holds: a glob over no file is an error in DuckDB."""
@@ -104,7 +110,9 @@ def publish_shard(root: Path, run_id: int, documents: pa.Table, features: pa.Tab
     staging.mkdir(parents=True)
     try:
         pq.write_table(documents, staging / "documents.parquet", compression="zstd")
-        pq.write_table(features, staging / "features.parquet", **PARQUET_OPTIONS)
+        features, encoding = compact_activations(features)
+        options = {**PARQUET_OPTIONS, "column_encoding": {**PARQUET_OPTIONS["column_encoding"], **encoding}}
+        pq.write_table(features, staging / "features.parquet", **options)
         for file in ("documents.parquet", "features.parquet"):
             _fsync(staging / file)
         target = run_folder(root, run_id) / name
@@ -115,6 +123,24 @@ def publish_shard(root: Path, run_id: int, documents: pa.Table, features: pa.Tab
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def compact_activations(features: pa.Table) -> tuple[pa.Table, dict[str, str]]:
+    """`features` with max_act and mean_act in half precision, and the encoding of those two columns.
+
+    Half precision keeps 11 significant bits (a relative error below 0.05%): diff, search and NPMI give the
+    same results as with float32 (benchmarks/half_precision.py, docs/storage.md). Activations beyond its
+    range (65,504) keep float32, for the whole shard; DuckDB reads both as FLOAT, so SQL sees one type."""
+    largest = pc.max(pc.abs(features["max_act"])).as_py() if features.num_rows else 0.0
+    if largest is not None and largest > HALF_PRECISION_LIMIT:
+        return features, FLOAT32_ENCODING
+    for name in ("max_act", "mean_act"):
+        features = features.set_column(
+            features.schema.get_field_index(name),
+            pa.field(name, pa.float16(), nullable=False),
+            pc.cast(features[name], pa.float16()),
+        )
+    return features, {}
 
 
 def remove_run(root: Path, run_id: int) -> None:
