@@ -35,7 +35,6 @@ from saeembed.storage.store import Store
 
 QUERIES = ("sports", "stock markets and company earnings", "space and computer science", "war and elections")
 SPORTS = "meta->>'topic' = 'Sports'"
-COLUMNS = ("doc_id", "feature_id", "max_act", "mean_act", "n_active_tokens", "argmax_pos")
 
 
 def keep_float32(features):
@@ -49,18 +48,6 @@ def rewrite_half(root: Path) -> None:
         features, encoding = shards.compact_activations(pq.read_table(path))
         encodings = {**shards.PARQUET_OPTIONS["column_encoding"], **encoding}
         pq.write_table(features, path, **{**shards.PARQUET_OPTIONS, "column_encoding": encodings})
-
-
-def column_bytes(root: Path) -> dict[str, int]:
-    """Compressed bytes of each column over every features.parquet under `root`."""
-    sizes = dict.fromkeys(COLUMNS, 0)
-    for path in root.rglob("features.parquet"):
-        metadata = pq.ParquetFile(path).metadata
-        for group in range(metadata.num_row_groups):
-            for column in range(metadata.num_columns):
-                chunk = metadata.row_group(group).column(column)
-                sizes[chunk.path_in_schema] += chunk.total_compressed_size
-    return sizes
 
 
 def present_rows(store: Store) -> pl.DataFrame:
@@ -108,14 +95,14 @@ def main() -> None:
                 searches = [search_documents(store, query, corpus="news", top=20).documents for query in QUERIES]
                 pairs = correlate_pairs(store, "news").pairs
                 results[path] = rows, present_rows(store), found, searches, pairs
-            results[path] += (column_bytes(Path(f"{path}.shards")),)
+            results[path] += (shards.column_bytes(Path(f"{path}.shards")),)
 
     (rows32, present32, diff32, search32, pairs32, bytes32) = results[exact]
     (rows16, present16, diff16, search16, pairs16, bytes16) = results[half]
     n = rows32.height
     print(f"documents {args.docs}, concept rows {n:,} ({n / args.docs:,.0f} per document)")
     print(f"{'column':<16}{'float32 B/row':>14}{'float16 B/row':>14}")
-    for column in COLUMNS:
+    for column in shards.FEATURES_SCHEMA.names:
         print(f"{column:<16}{bytes32[column] / n:>14.2f}{bytes16[column] / n:>14.2f}")
     print(f"{'all':<16}{sum(bytes32.values()) / n:>14.2f}{sum(bytes16.values()) / n:>14.2f}")
     read = ("doc_id", "feature_id", "max_act")

@@ -12,8 +12,9 @@ measured here never uses them.
 
 Documents: news articles shipped with sae-probes (`100_news_fake`, at least 1,200 characters), truncated
 at --max-tokens. Printed: bytes per document of each layout, their ratio, and what saeembed's concept
-rows weigh alone; and the share of rows an analysis counts as present by default (max_act >= 0.5 x the
-concept's p90, the diff's presence rule).
+rows weigh alone; what the analyses read by default (the columns doc_id, feature_id and max_act: Parquet
+reads each column apart); and the share of rows an analysis counts as present by default (max_act >=
+0.5 x the concept's p90, the diff's presence rule).
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ from saeembed.jobs import embed, ingest, resolve_sae
 from saeembed.model.pooling import EmbedOptions
 from saeembed.model.reader import Reader
 from saeembed.storage.corpora import read_sae_probes
+from saeembed.storage.shards import column_bytes
 from saeembed.storage.store import Store
 
 REFERENCE = "interp-embed==0.1.0"
+READ_BY_DEFAULT = ("doc_id", "feature_id", "max_act")
+"""The columns of doc_features the diff, property search and NPMI read (the others serve look-ups and the
+marked examples)."""
 ABSENT_BACKENDS = ("sae_lens", "transformer_lens", "goodfire", "goodfire.api.features.client", "openai", "dotenv")
 
 
@@ -133,6 +138,8 @@ def main() -> None:
                 """
             )["n"][0]
         features = sum(file.stat().st_size for file in Path(f"{db}.shards").rglob("features.parquet"))
+        columns = column_bytes(Path(f"{db}.shards"))
+        read = sum(columns[name] for name in READ_BY_DEFAULT)
         # What a document adds: the database file's fixed part (schema, the SAE's shipped labels) is the
         # one-document store's size, paid once per database.
         project = (sizes["docs"] - sizes["one"]) / (args.docs - 1) * args.docs
@@ -154,6 +161,8 @@ def main() -> None:
     print(f"  concept rows alone           {features / n / 1024:,.1f} KiB per document")
     print(f"interp-embed pickle            {reference / n / 1024:,.1f} KiB per document")
     print(f"saeembed / interp-embed        {project / reference:.2f}x (every firing kept)")
+    print(f"what diff, search, NPMI read   {read / n / 1024:,.1f} KiB per document ({', '.join(READ_BY_DEFAULT)})")
+    print(f"  / interp-embed               {read / reference:.2f}x")
     print(f"rows present by the diff rule  {present / rows:.0%} of the rows (max_act >= 0.5 x the concept's p90)")
 
 

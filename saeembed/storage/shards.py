@@ -143,6 +143,19 @@ def compact_activations(features: pa.Table) -> tuple[pa.Table, dict[str, str]]:
     return features, {}
 
 
+def column_bytes(root: Path) -> dict[str, int]:
+    """Compressed bytes of each column of doc_features over every shard under `root`: what a query that
+    reads only some columns reads from disk (Parquet stores each column apart)."""
+    sizes = dict.fromkeys(FEATURES_SCHEMA.names, 0)
+    for path in root.rglob("features.parquet"):
+        metadata = pq.ParquetFile(path).metadata
+        for group in range(metadata.num_row_groups):
+            for column in range(metadata.num_columns):
+                chunk = metadata.row_group(group).column(column)
+                sizes[chunk.path_in_schema] += chunk.total_compressed_size
+    return sizes
+
+
 def remove_run(root: Path, run_id: int) -> None:
     """Every shard of run `run_id` (used when old databases move their rows into shards)."""
     shutil.rmtree(run_folder(root, run_id), ignore_errors=True)
