@@ -330,7 +330,7 @@ class EmbedJob:
 
     def pending_shares(self, shard_docs: int) -> list[list[int]]:
         """The documents left to embed, as the shares workers embed (`shares`)."""
-        return shares(self.store.pending_documents(self.run_id)["doc_id"].to_list(), shard_docs)
+        return shares(self.store.pending_doc_ids(self.run_id), shard_docs)
 
     def close(self) -> None:
         """Give up the run's lease (`finish` does it too)."""

@@ -656,27 +656,26 @@ class Store:
         )
         return first_row(self.con.execute("SELECT run_id FROM embed_runs WHERE settings_key = ?", [settings.key]))[0]
 
+    def pending_doc_ids(
+        self, run_id: int, *, limit: int | None = None, among: Sequence[int] | None = None
+    ) -> list[int]:
+        """Documents of the run's corpus not yet embedded by it, in doc_id order; with `among`, only those of
+        these doc_ids (a worker's share)."""
+        wanted = pa.table({"doc_id": pa.array(list(among or []), pa.int64())})
+        params = {"run_id": run_id, "limit": limit if limit is not None else 2**62, "among_all": among is None}
+        return self.rows("pending_doc_ids", params, pending_among=wanted)["doc_id"].to_list()
+
     def pending_documents(
         self, run_id: int, *, limit: int | None = None, among: Sequence[int] | None = None
     ) -> pl.DataFrame:
-        """Documents of the run's corpus not yet embedded by it (doc_id, text), in doc_id order; with `among`,
-        only those of these doc_ids (a worker's share)."""
-        wanted = pa.table({"doc_id": pa.array(list(among or []), pa.int64())})
-        params = {"run_id": run_id, "limit": limit if limit is not None else 2**62, "among_all": among is None}
-        return self.rows("pending_documents", params, pending_among=wanted)
+        """doc_id, text of `pending_doc_ids` (the texts are read for these documents only)."""
+        with self.reading():
+            doc_ids = self.pending_doc_ids(run_id, limit=limit, among=among)
+            listed = pa.table({"doc_id": pa.array(doc_ids, pa.int64())})
+            return self.rows("listed_document_texts", listed=listed)
 
-    @_reads
     def count_pending(self, run_id: int) -> int:
-        return first_row(
-            self.con.execute(
-                """
-            SELECT count(*) FROM documents d
-            JOIN embed_runs r ON r.corpus_id = d.corpus_id AND r.run_id = $run_id
-            ANTI JOIN embedded_documents e ON e.run_id = $run_id AND e.doc_id = d.doc_id
-            """,
-                {"run_id": run_id},
-            )
-        )[0]
+        return len(self.pending_doc_ids(run_id))
 
     def write_batch(self, run_id: int, documents: pa.Table, features: pa.Table) -> None:
         """Store one batch as one shard of run `run_id` (storage/shards.py): its documents and their concept
