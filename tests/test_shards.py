@@ -10,6 +10,7 @@ import shutil
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from saeembed.errors import SaeembedError
@@ -126,10 +127,11 @@ def test_an_older_database_has_its_rows_moved_into_shards_when_opened_for_writin
         rows = store.query("SELECT * FROM doc_features ORDER BY run_id, doc_id, feature_id").rows()
         docs = store.query("SELECT * FROM embedded_documents ORDER BY run_id, doc_id").rows()
         tables = store.query("SELECT table_name FROM duckdb_tables() WHERE table_name IN ('doc_features')").height
+    half = 2**-11  # moved into today's layout: activations in half precision
     assert rows == [
-        (1, 1, 3, 1.0, pytest.approx(0.2), 2, 0),
+        (1, 1, 3, 1.0, pytest.approx(0.2, rel=half), 2, 0),
         (1, 1, 7, 2.5, 0.5, 1, 3),
-        (1, 2, 7, 0.5, pytest.approx(0.1), 1, 1),
+        (1, 2, 7, 0.5, pytest.approx(0.1, rel=half), 1, 1),
     ]
     assert docs == [(1, 1, 5, 5, False, 2), (1, 2, 4, 9, True, 1), (2, 1, 5, 5, False, 0)]
     assert tables == 0 and (tmp_path / "old.duckdb.shards" / "run_id=1" / "moved" / "features.parquet").exists()
@@ -175,3 +177,23 @@ def test_rows_written_by_the_synthetic_builder_match_what_was_asked(tmp_path):
     assert rows == [(first, 1, 2.0, 1), (first, 3, 1.5, 4)]
     assert [json.loads(m) for m in meta] == [{"x": 1}, {"x": 2}]
     assert np.asarray(doc_ids).tolist() == [first, first + 1]
+
+
+def test_activations_are_stored_in_half_precision_unless_one_is_beyond_its_range(tmp_path):
+    with Store.open(tmp_path / "h.duckdb") as store:
+        run, doc_ids = synthetic_corpus(store, "c", ["a", "b"], [{}, {}], sae_id=synthetic_sae(store, 8))
+        write_concept_lists(store, run, doc_ids[:1], [{1: 1.2345678, 2: 3e-5}], mean_share=0.1)
+        write_concept_lists(store, run, doc_ids[1:], [{1: 70000.5}], mean_share=0.1)
+        rows = store.query("SELECT feature_id, max_act, mean_act, typeof(max_act) AS t FROM doc_features ORDER BY ALL")
+        files = sorted(store.shards.rglob("features.parquet"), key=lambda path: path.stat().st_mtime_ns)
+    stored = [pq.read_schema(path).field("max_act").type for path in files if pq.read_metadata(path).num_rows]
+    assert stored == [pa.float16(), pa.float32()]
+    assert rows["t"].unique().to_list() == ["FLOAT"]
+    by_concept = {(f, round(a, 1)): (a, m) for f, a, m in rows.select("feature_id", "max_act", "mean_act").rows()}
+    half, tiny, large = by_concept[(1, 1.2)], by_concept[(2, 0.0)], by_concept[(1, 70000.5)]
+    assert half[0] != 1.2345678 and abs(half[0] - 1.2345678) / 1.2345678 < 2**-11
+    assert abs(tiny[0] - 3e-5) / 3e-5 < 0.01  # a subnormal half still holds it to 1%
+    assert large == (
+        70000.5,
+        float(np.float32(70000.5) * np.float32(0.1)),
+    )  # beyond half precision's range: the shard keeps float32
