@@ -45,9 +45,7 @@ def keep_float32(features):
 def rewrite_half(root: Path) -> None:
     """Every features.parquet under `root` rewritten as the store writes it now."""
     for path in root.rglob("features.parquet"):
-        features, encoding = shards.compact_activations(pq.read_table(path))
-        encodings = {**shards.PARQUET_OPTIONS["column_encoding"], **encoding}
-        pq.write_table(features, path, **{**shards.PARQUET_OPTIONS, "column_encoding": encodings})
+        shards.write_features(pq.read_table(path), path)
 
 
 def present_rows(store: Store) -> pl.DataFrame:

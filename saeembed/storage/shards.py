@@ -110,9 +110,7 @@ def publish_shard(root: Path, run_id: int, documents: pa.Table, features: pa.Tab
     staging.mkdir(parents=True)
     try:
         pq.write_table(documents, staging / "documents.parquet", compression="zstd")
-        features, encoding = compact_activations(features)
-        options = {**PARQUET_OPTIONS, "column_encoding": {**PARQUET_OPTIONS["column_encoding"], **encoding}}
-        pq.write_table(features, staging / "features.parquet", **options)
+        write_features(features, staging / "features.parquet")
         for file in ("documents.parquet", "features.parquet"):
             _fsync(staging / file)
         target = run_folder(root, run_id) / name
@@ -131,7 +129,7 @@ def compact_activations(features: pa.Table) -> tuple[pa.Table, dict[str, str]]:
     Half precision keeps 11 significant bits (a relative error below 0.05%): diff, search and NPMI give the
     same results as with float32 (benchmarks/half_precision.py, docs/storage.md). Activations beyond its
     range (65,504) keep float32, for the whole shard; DuckDB reads both as FLOAT, so SQL sees one type."""
-    largest = pc.max(pc.abs(features["max_act"])).as_py() if features.num_rows else 0.0
+    largest = pc.max(pc.abs(features["max_act"])).as_py()  # None when there is no row
     if largest is not None and largest > HALF_PRECISION_LIMIT:
         return features, FLOAT32_ENCODING
     for name in ("max_act", "mean_act"):
@@ -141,6 +139,13 @@ def compact_activations(features: pa.Table) -> tuple[pa.Table, dict[str, str]]:
             pc.cast(features[name], pa.float16()),
         )
     return features, {}
+
+
+def write_features(features: pa.Table, path: Path) -> None:
+    """Write concept rows as features.parquet is written (`compact_activations`, PARQUET_OPTIONS)."""
+    features, encoding = compact_activations(features)
+    options = {**PARQUET_OPTIONS, "column_encoding": {**PARQUET_OPTIONS["column_encoding"], **encoding}}
+    pq.write_table(features, path, **options)
 
 
 def column_bytes(root: Path) -> dict[str, int]:

@@ -279,6 +279,11 @@ SHARD_VIEW_SQL = {
 """An operation's views over the shards it pinned (the columns of sql/shard_views.sql)."""
 
 
+def _pending_params(run_id: int, limit: int | None, among: Sequence[int] | None) -> dict[str, Any]:
+    """Parameters of sql/pending_doc_ids.sql."""
+    return {"run_id": run_id, "limit": limit if limit is not None else 2**62, "among_all": among is None}
+
+
 def _reads(method: Callable) -> Callable:
     """Run a Store method with the database attached read-only (or as the enclosing operation has it)."""
 
@@ -662,8 +667,9 @@ class Store:
         """Documents of the run's corpus not yet embedded by it, in doc_id order; with `among`, only those of
         these doc_ids (a worker's share)."""
         wanted = pa.table({"doc_id": pa.array(list(among or []), pa.int64())})
-        params = {"run_id": run_id, "limit": limit if limit is not None else 2**62, "among_all": among is None}
-        return self.rows("pending_doc_ids", params, pending_among=wanted)["doc_id"].to_list()
+        return self.rows("pending_doc_ids", _pending_params(run_id, limit, among), pending_among=wanted)[
+            "doc_id"
+        ].to_list()
 
     def pending_documents(
         self, run_id: int, *, limit: int | None = None, among: Sequence[int] | None = None
@@ -674,8 +680,13 @@ class Store:
             listed = pa.table({"doc_id": pa.array(doc_ids, pa.int64())})
             return self.rows("listed_document_texts", listed=listed)
 
+    @_reads
     def count_pending(self, run_id: int) -> int:
-        return len(self.pending_doc_ids(run_id))
+        """How many documents `pending_doc_ids` holds, counted in the database (no id is loaded)."""
+        wanted = pa.table({"doc_id": pa.array([], pa.int64())})
+        with self.registered(pending_among=wanted):
+            query = f"SELECT count(*) FROM ({read_sql('pending_doc_ids')})"
+            return first_row(self.con.execute(query, _pending_params(run_id, None, None)))[0]
 
     def write_batch(self, run_id: int, documents: pa.Table, features: pa.Table) -> None:
         """Store one batch as one shard of run `run_id` (storage/shards.py): its documents and their concept
