@@ -2,15 +2,28 @@
 -- temp table correlate_docs(doc_id) where both are present: the share where both peak on the same token
 -- (the same argmax_pos), and an example document — the one with the strongest joint activation.
 -- Parameters: $run_id.
-WITH both_present AS (
-    SELECT p.feature_a, p.feature_b, fa.doc_id, fa.argmax_pos = fb.argmax_pos AS same_token,
-           fa.max_act + fb.max_act AS joint
+-- Each side is first narrowed to the candidate concepts, and a pair's documents are joined on
+-- (concept, document) together: joining the two sides on doc_id alone would pair every concept of a
+-- document with every other (a million rows a document at 1,000 concepts each).
+WITH candidates AS (
+    SELECT feature_a AS feature_id FROM correlate_pairs
+    UNION
+    SELECT feature_b FROM correlate_pairs
+),
+candidate_rows AS MATERIALIZED (
+    SELECT d.doc_id, d.feature_id, d.argmax_pos, d.max_act
+    FROM doc_features d
+    SEMI JOIN candidates c ON c.feature_id = d.feature_id
+    SEMI JOIN correlate_docs s ON s.doc_id = d.doc_id
+    WHERE d.run_id = $run_id
+),
+side_a AS MATERIALIZED (
+    SELECT p.feature_a, p.feature_b, r.doc_id, r.argmax_pos, r.max_act
     FROM correlate_pairs p
-    JOIN doc_features fa ON fa.feature_id = p.feature_a AND fa.run_id = $run_id
-    JOIN doc_features fb ON fb.feature_id = p.feature_b AND fb.run_id = $run_id AND fb.doc_id = fa.doc_id
-    SEMI JOIN correlate_docs c ON c.doc_id = fa.doc_id
+    JOIN candidate_rows r ON r.feature_id = p.feature_a
 )
-SELECT feature_a, feature_b, avg(same_token::INT) AS same_token_share,
-       arg_max(doc_id, joint) AS example_doc_id
-FROM both_present
-GROUP BY feature_a, feature_b
+SELECT a.feature_a, a.feature_b, avg((a.argmax_pos = b.argmax_pos)::INT) AS same_token_share,
+       arg_max(a.doc_id, a.max_act + b.max_act) AS example_doc_id
+FROM side_a a
+JOIN candidate_rows b ON b.feature_id = a.feature_b AND b.doc_id = a.doc_id
+GROUP BY a.feature_a, a.feature_b

@@ -15,7 +15,7 @@ import saeembed.analysis.correlate as correlate
 from saeembed.analysis.correlate import correlate_column, correlate_pairs, count_pairs, npmi
 from saeembed.errors import SaeembedError
 from saeembed.storage.store import Store
-from saeembed.storage.synthetic import rewrite_run
+from saeembed.storage.synthetic import rewrite_run, synthetic_corpus, synthetic_sae, write_concepts
 from tests.support import CORRELATE_DOCS as DOCS
 from tests.support import CORRELATE_PEAK as PEAK
 from tests.support import build_store
@@ -172,6 +172,36 @@ def test_a_planted_pair_comes_first(tmp_path):
     assert pairs_of_rows(result)[0] == (60, 61)
     assert result.pairs.row(0, named=True)["npmi"] == pytest.approx(1.0)
     assert result.pairs["npmi"].min() >= 0.6 and result.pairs["n_ab"].min() >= 5
+
+
+def test_pair_details_of_long_documents_need_no_more_than_their_rows(tmp_path):
+    """~720 concepts in every document: pairing each document's concepts with one another (half a million
+    rows a document) would overflow the memory limit set here, with spilling to disk forbidden."""
+    rng = np.random.default_rng(5)
+    n_docs, dense = 300, 800
+    planted = np.arange(n_docs) % 10 == 0  # concepts 800 and 801 together in 30 documents, nowhere else
+    present = [np.flatnonzero(rng.random(dense) < 0.9) for _ in range(n_docs)]  # independent of one another
+    present = [np.append(f, [dense, dense + 1]) if p else f for f, p in zip(present, planted, strict=True)]
+    counts = np.array([f.size for f in present])
+    features = np.concatenate(present).astype(np.int32)
+    argmax = rng.integers(0, 4, features.size).astype(np.int32)
+    argmax[features == dense + 1] = np.where(np.arange(planted.sum()) < 12, 7, 8)  # 800 always peaks on 7
+    argmax[features == dense] = 7
+    max_act = rng.random(features.size, dtype=np.float32)
+    max_act[features == dense] = np.linspace(1, 2, planted.sum(), dtype=np.float32)  # strongest in the last
+    max_act[features == dense + 1] = 1.0
+    with Store.open(tmp_path / "long.duckdb") as store:
+        run, doc_ids = synthetic_corpus(
+            store, "long", [f"doc {i}" for i in range(n_docs)], sae_id=synthetic_sae(store, 1024)
+        )
+        write_concepts(store, run, doc_ids, counts, features, max_act, argmax_pos=argmax)
+        store.con.execute("SET memory_limit = '256MB'")
+        store.con.execute("SET max_temp_directory_size = '0B'")
+        result = correlate_pairs(store, "long", max_same_token=1.0)
+    row = result.pairs.row(0, named=True)
+    assert (row["feature_a"], row["feature_b"], row["n_ab"]) == (dense, dense + 1, 30)
+    assert row["same_token_share"] == pytest.approx(12 / 30)
+    assert row["example_doc_id"] == doc_ids[planted][-1]
 
 
 def test_rows_stored_out_of_document_order_give_the_same_pairs(store_path):
