@@ -1,6 +1,6 @@
 -- For each given concept, its strongest document on each side of a diff, with the peak token position.
 -- Expects temp tables diff_side_a(doc_id), diff_side_b(doc_id) and presence_thresholds(feature_id,
--- min_act) (see diff_counts.sql: only documents where the concept counts as present are examples).
+-- min_act): only documents where the concept counts as present (max_act ≥ min_act) are examples.
 -- Parameters: $run_a, $run_b, $feature_ids.
 SELECT side, feature_id, doc_id, max_act, argmax_pos, d.text
 FROM (

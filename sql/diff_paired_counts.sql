@@ -1,6 +1,7 @@
 -- Paired diff (the same prompt answered on both sides): per concept, pairs where it is present on side
 -- A, on side B, and on both. Expects temp tables diff_pairs(doc_a, doc_b) and
--- presence_thresholds(feature_id, min_act) (see diff_counts.sql). Parameters: $run_a, $run_b.
+-- presence_thresholds(feature_id, min_act): present where max_act ≥ min_act (any row of a concept
+-- without one). Parameters: $run_a, $run_b.
 WITH fa AS (
     SELECT p.doc_a AS pair, f.feature_id FROM diff_pairs p JOIN doc_features f ON f.doc_id = p.doc_a
     LEFT JOIN presence_thresholds t ON t.feature_id = f.feature_id

@@ -9,9 +9,10 @@ import pytest
 from scipy import stats
 
 from saeembed.analysis.diff import diff, diff_by, independent_statistics, paired_statistics
+from saeembed.analysis.presence import count_present
 from saeembed.errors import SaeembedError
 from saeembed.storage.store import RunSettings, Store
-from saeembed.storage.synthetic import write_concept_lists
+from saeembed.storage.synthetic import synthetic_corpus, synthetic_sae, write_concept_lists, write_concepts
 from tests.support import READER, build_store, planted
 
 
@@ -234,3 +235,39 @@ def test_stored_diffs_load_as_they_were_returned(tmp_path):
     for result, again in zip(made, loaded, strict=True):
         assert (again.n_a, again.n_b, again.test) == (result.n_a, result.n_b, result.test)
         assert again.table.equals(result.table.select(again.table.columns))
+
+
+def test_presence_counts_match_a_direct_count_over_two_runs(tmp_path):
+    """count_present against polars over the same rows: two corpora (two runs of one SAE), thresholds
+    for some concepts only, documents in no group, groups of both runs."""
+    rng = np.random.default_rng(11)
+    with Store.open(tmp_path / "presence.duckdb") as store:
+        sae = synthetic_sae(store, 64)
+        written = []
+        for corpus in ("x", "y"):
+            run, doc_ids = synthetic_corpus(store, corpus, [f"{corpus} {i}" for i in range(120)], sae_id=sae)
+            counts = rng.integers(0, 20, doc_ids.size)
+            features = np.concatenate([np.sort(rng.choice(64, n, replace=False)) for n in counts])
+            max_act = rng.random(features.size).astype(np.float16).astype(np.float32)  # as the shards keep it
+            write_concepts(store, run, doc_ids, counts, features, max_act)
+            written.append(
+                pl.DataFrame({"doc_id": np.repeat(doc_ids, counts), "feature_id": features, "max_act": max_act})
+            )
+        run_x, run_y = store.latest_run("x"), store.latest_run("y")
+        rows = pl.concat(written)
+        doc_ids = rows["doc_id"].unique().sort().to_numpy()
+        chosen = doc_ids[rng.random(doc_ids.size) < 0.7]
+        groups = pl.DataFrame({"doc_id": chosen, "group": rng.integers(0, 3, chosen.size)})
+        thresholds = pl.DataFrame({"feature_id": np.arange(0, 64, 3, dtype=np.int32), "min_act": 0.4})
+        counted = count_present(store, run_x, run_y, groups, 3, thresholds)
+    expected = (
+        rows.join(groups, on="doc_id")
+        .join(thresholds, on="feature_id", how="left")
+        .filter(pl.col("max_act") >= pl.col("min_act").fill_null(0))
+        .group_by("group", "feature_id")
+        .len()
+    )
+    direct = np.zeros((3, 64), dtype=np.int64)
+    direct[expected["group"].to_numpy(), expected["feature_id"].to_numpy()] = expected["len"].to_numpy()
+    assert counted.shape == (3, 64) and direct.sum() > 500
+    np.testing.assert_array_equal(counted, direct)

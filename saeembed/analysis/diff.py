@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from saeembed.analysis.presence import count_present
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context
 from saeembed.options import DiffOptions
@@ -141,7 +142,14 @@ def diff(
                     f"sides A and B share {overlap} documents: make the predicates exclusive "
                     "(or use --paired-on for answers to the same prompts)"
                 )
-            counts = store.rows("diff_counts", {"run_a": run_a.run_id, "run_b": run_b.run_id})
+            groups = pl.concat(
+                [side_a.select("doc_id", pl.lit(0).alias("group")), side_b.select("doc_id", pl.lit(1).alias("group"))]
+            )
+            n_present = count_present(store, run_a, run_b, groups, 2, thresholds)
+            seen = np.flatnonzero(n_present.sum(axis=0))
+            counts = pl.DataFrame(
+                {"feature_id": seen.astype(np.int32), "n_a": n_present[0, seen], "n_b": n_present[1, seen]}
+            )
             table = independent_statistics(counts, side_a.height, side_b.height)
             n_a, n_b, test = side_a.height, side_b.height, "independent"
         table = rank(table.with_columns(pl.lit(None, dtype=pl.Utf8).alias("grp")), min_delta, rank_by)
@@ -190,14 +198,20 @@ def diff_by(
         )
     total = levels.height
     thresholds = presence_thresholds(store, run.run_id, run.run_id, presence_threshold)
-    counts = store.rows("diff_level_counts", {"run_id": run.run_id}, diff_levels=levels, presence_thresholds=thresholds)
+    codes = levels.join(sizes.with_row_index("group"), on="level").select("doc_id", pl.col("group").cast(pl.Int64))
+    n_present = count_present(store, run, run, codes, sizes.height, thresholds)
+    overall = n_present.sum(axis=0)
+    seen = np.flatnonzero(overall)
     frames = []
-    for level, size in sizes.iter_rows():
-        in_level = counts.filter(pl.col("level") == level).select("feature_id", pl.col("n").alias("n_a"))
-        overall = counts.group_by("feature_id").agg(pl.col("n").sum().alias("n_all"))
-        joined = overall.join(in_level, on="feature_id", how="left").fill_null(0)
-        level_counts = joined.select("feature_id", "n_a", (pl.col("n_all") - pl.col("n_a")).alias("n_b"))
-        stats_table = independent_statistics(level_counts.sort("feature_id"), size, total - size)
+    for group, (level, size) in enumerate(sizes.iter_rows()):
+        level_counts = pl.DataFrame(
+            {
+                "feature_id": seen.astype(np.int32),
+                "n_a": n_present[group, seen],
+                "n_b": overall[seen] - n_present[group, seen],
+            }
+        )
+        stats_table = independent_statistics(level_counts, size, total - size)
         frames.append(rank(stats_table.with_columns(pl.lit(level).alias("grp")), min_delta, rank_by))
     table = pl.concat(frames)
     params = {

@@ -49,6 +49,7 @@ from saeembed.storage.sidecars import beside
 
 DEFAULT_DB = "saeembed.duckdb"
 PREDICATE_BATCH_ROWS = 65_536
+STREAM_BATCH_ROWS = 1 << 20
 """Documents handed to the predicate sandbox at a time: bounds memory when a predicate reads long texts."""
 BUSY_POLL_SECONDS = (0.005, 0.25)
 """A waiting operation retries a database another process holds after 5 ms, doubling up to 250 ms."""
@@ -515,6 +516,21 @@ class Store:
         """The rows of sql/NAME.sql as an Arrow table (numpy columns without a copy through polars)."""
         with self.registered(**tables):
             return self.con.sql(read_sql(name), params=params or None).to_arrow_table()
+
+    @_reads
+    def stream(
+        self,
+        name: str,
+        params: dict[str, Any],
+        consume: Callable[[pa.RecordBatch], None],
+        **tables: pl.DataFrame | pa.Table,
+    ) -> None:
+        """Feed the rows of sql/NAME.sql to `consume` in Arrow record batches (up to STREAM_BATCH_ROWS each)
+        as DuckDB produces them, all from one state of the data: a scan of a hundred million concept rows is
+        never held in memory whole."""
+        with self.registered(**tables):
+            for batch in self.con.sql(read_sql(name), params=params or None).to_arrow_reader(STREAM_BATCH_ROWS):
+                consume(batch)
 
     @_writes
     def execute(self, name: str, params: dict[str, Any] | None = None, **tables: pl.DataFrame | pa.Table) -> None:
