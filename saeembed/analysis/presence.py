@@ -35,7 +35,8 @@ def count_present(
     if doc_ids.size == 0:
         return counts.reshape(n_groups, d_sae)
     first = int(doc_ids.min())
-    group_of = np.full(int(doc_ids.max()) - first + 1, n_groups, dtype=np.int64)  # n_groups: in no group
+    # Each document's group (n_groups: in none), in the narrowest type: the look-up runs once per row.
+    group_of = np.full(int(doc_ids.max()) - first + 1, n_groups, dtype=np.min_scalar_type(n_groups))
     group_of[doc_ids - first] = groups["group"].to_numpy()
     min_act = np.zeros(d_sae, dtype=np.float64)
     min_act[thresholds["feature_id"].to_numpy()] = thresholds["min_act"].to_numpy()
@@ -43,10 +44,14 @@ def count_present(
     def add(batch: pa.RecordBatch) -> None:
         offset = batch.column("doc_id").to_numpy() - first
         feature = batch.column("feature_id").to_numpy()
-        inside = (offset >= 0) & (offset < group_of.size)
-        group = np.where(inside, group_of[np.clip(offset, 0, group_of.size - 1)], n_groups)
+        if offset.min() >= 0 and offset.max() < group_of.size:
+            group = group_of[offset]
+        else:
+            inside = (offset >= 0) & (offset < group_of.size)
+            group = np.where(inside, group_of[np.clip(offset, 0, group_of.size - 1)], n_groups)
         present = (group < n_groups) & (batch.column("max_act").to_numpy() >= min_act[feature])
-        counts[:] += np.bincount(group[present] * d_sae + feature[present], minlength=counts.size)
+        index = group[present].astype(np.int64) * d_sae + feature[present]
+        counts[:] += np.bincount(index, minlength=counts.size)
 
     store.stream("presence_rows", {"run_a": run_a.run_id, "run_b": run_b.run_id}, add)
     return counts.reshape(n_groups, d_sae)
