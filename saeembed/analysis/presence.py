@@ -31,11 +31,12 @@ def count_present(
     min_act; a concept without a threshold wherever it has a row. Shape (n_groups, d_sae)."""
     d_sae = run_a.d_sae
     doc_ids = groups["doc_id"].to_numpy()
-    counts = np.zeros(n_groups * d_sae, dtype=np.int64)
+    # One bucket per (group, concept), plus one group more for the rows of documents in no group and the
+    # rows below their threshold: every row is counted somewhere, so no row needs to be picked out.
+    counts = np.zeros((n_groups + 1) * d_sae, dtype=np.int64)
     if doc_ids.size == 0:
-        return counts.reshape(n_groups, d_sae)
+        return counts[: n_groups * d_sae].reshape(n_groups, d_sae)
     first = int(doc_ids.min())
-    # Each document's group (n_groups: in none), in the narrowest type: the look-up runs once per row.
     group_of = np.full(int(doc_ids.max()) - first + 1, n_groups, dtype=np.min_scalar_type(n_groups))
     group_of[doc_ids - first] = groups["group"].to_numpy()
     min_act = np.zeros(d_sae, dtype=np.float64)
@@ -49,9 +50,8 @@ def count_present(
         else:
             inside = (offset >= 0) & (offset < group_of.size)
             group = np.where(inside, group_of[np.clip(offset, 0, group_of.size - 1)], n_groups)
-        present = (group < n_groups) & (batch.column("max_act").to_numpy() >= min_act[feature])
-        index = group[present].astype(np.int64) * d_sae + feature[present]
-        counts[:] += np.bincount(index, minlength=counts.size)
+        group = np.where(batch.column("max_act").to_numpy() >= min_act[feature], group, n_groups)
+        counts[:] += np.bincount(group.astype(np.int64) * d_sae + feature, minlength=counts.size)
 
     store.stream("presence_rows", {"run_a": run_a.run_id, "run_b": run_b.run_id}, add)
-    return counts.reshape(n_groups, d_sae)
+    return counts[: n_groups * d_sae].reshape(n_groups, d_sae)
