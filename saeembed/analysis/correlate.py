@@ -571,7 +571,9 @@ def _pair_details(store: Store, run: RunInfo, pairs: pl.DataFrame) -> pl.DataFra
     schema = {"feature_a": pl.Int32, "feature_b": pl.Int32, "same_token_share": pl.Float64, "example_doc_id": pl.Int64}
     if pairs.height == 0:
         return pl.DataFrame(schema=schema)
-    details = store.rows("correlate_pair_details", {"run_id": run.run_id}, correlate_pairs=pairs)
+    features = pl.concat([pairs["feature_a"], pairs["feature_b"]]).unique().sort().to_list()
+    params = {"run_id": run.run_id, "features": features}
+    details = store.rows("correlate_pair_details", params, correlate_pairs=pairs)
     return details.select(list(schema)).cast(schema)
 
 
