@@ -259,7 +259,7 @@ def test_presence_counts_match_a_direct_count_over_two_runs(tmp_path):
         chosen = doc_ids[rng.random(doc_ids.size) < 0.7]
         groups = pl.DataFrame({"doc_id": chosen, "group": rng.integers(0, 3, chosen.size)})
         thresholds = pl.DataFrame({"feature_id": np.arange(0, 64, 3, dtype=np.int32), "min_act": 0.4})
-        counted = count_present(store, run_x, run_y, groups, 3, thresholds)
+        counted = count_present(store, run_x, run_y, groups, 3, thresholds).n
     expected = (
         rows.join(groups, on="doc_id")
         .join(thresholds, on="feature_id", how="left")

@@ -45,10 +45,12 @@ import polars as pl
 import pyarrow as pa
 from scipy import sparse, stats
 
+from saeembed.analysis.presence import count_present
 from saeembed.concepts.dense import SentenceEmbedder
 from saeembed.concepts.search import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.options import CorrelateOptions
+from saeembed.storage.percentiles import presence_thresholds
 from saeembed.storage.predicates import Predicate, parse_predicate
 from saeembed.storage.store import RunInfo, Store
 
@@ -614,7 +616,7 @@ def correlate_column(
         levels = values.select("doc_id", pl.col("value").alias("level"), pl.lit(0.0).alias("value_rank"))
     if levels["value_rank" if numeric else "level"].n_unique() < 2:
         raise SaeembedError(f"--with-column {column}: every document has the same value ({values['value'][0]!r})")
-    counts = store.rows("correlate_column_counts", {"run_id": run.run_id}, correlate_levels=levels)
+    counts = _level_counts(store, run, levels)
     totals = (
         counts.group_by("feature_id")
         .agg(pl.col("n").sum().alias("n_present"), pl.col("rank_sum").sum())
@@ -649,6 +651,28 @@ def correlate_column(
         "numeric" if numeric else "categorical",
         shown.select("feature_id", "label", "level", "statistic", "test", "p_value", "q_value", "rank"),
     )
+
+
+def _level_counts(store: Store, run: RunInfo, levels: pl.DataFrame) -> pl.DataFrame:
+    """feature_id, level, n, rank_sum: per concept and level, the documents where the concept is present
+    and the sum of their value ranks (numeric columns: Spearman from sums)."""
+    names = levels["level"].unique().sort()
+    groups = levels.select(
+        "doc_id",
+        pl.col("level").replace_strict(names, pl.int_range(names.len(), eager=True)).alias("group"),
+        pl.col("value_rank").alias("weight"),
+    )
+    any_firing = presence_thresholds(store, run.run_id, run.run_id, 0.0)
+    present = count_present(store, run, run, groups, names.len(), any_firing)
+    group, feature = np.nonzero(present.n)
+    return pl.DataFrame(
+        {
+            "feature_id": feature.astype(np.int32),
+            "level": names.gather(group),
+            "n": present.n[group, feature],
+            "rank_sum": present.weight_sum[group, feature],
+        }
+    ).sort("feature_id", "level")
 
 
 def _column_values(store: Store, run: RunInfo, column: str, predicate: Predicate | None) -> pl.DataFrame:

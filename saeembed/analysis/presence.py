@@ -1,5 +1,5 @@
-"""How many documents of each group have each concept present: one streaming pass over the concept rows,
-counted in numpy.
+"""How many documents of each group have each concept present (and the sum of a weight over them): one
+streaming pass over the concept rows, counted in numpy.
 
 Each concept row needs its document's group and its concept's presence threshold: two array look-ups
 and a bincount per batch of rows. Written here rather than in SQL because DuckDB answers the same
@@ -8,11 +8,22 @@ documents (benchmarks/analysis_speed.py, docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from saeembed.storage.store import RunInfo, Store
+
+
+class PresenceCounts(NamedTuple):
+    """Per group of documents and concept, over the documents of the group where the concept is present."""
+
+    n: np.ndarray
+    """[n_groups, d_sae] how many documents."""
+    weight_sum: np.ndarray | None
+    """[n_groups, d_sae] the sum of their weights (None when the groups carry no weight)."""
 
 
 def count_present(
@@ -22,36 +33,45 @@ def count_present(
     groups: pl.DataFrame,
     n_groups: int,
     thresholds: pl.DataFrame,
-) -> np.ndarray:
-    """counts[g, f]: the documents of group g where concept f is present, over the rows of runs `run_a`
-    and `run_b` (one SAE; the same run twice for one run).
+) -> PresenceCounts:
+    """The documents of each group where each concept is present, over the rows of runs `run_a` and
+    `run_b` (one SAE; the same run twice for one run).
 
-    groups: doc_id, group (0 … n_groups - 1), at most one row per document; documents without a row are
-    left out. thresholds: feature_id, min_act — a concept is present where its max activation reaches
-    min_act; a concept without a threshold wherever it has a row. Shape (n_groups, d_sae)."""
+    groups: doc_id, group (0 … n_groups - 1) and optionally weight (a number per document), at most one row
+    per document; documents without a row are left out. thresholds: feature_id, min_act — a concept is
+    present where its max activation reaches min_act; a concept without a threshold wherever it has a row."""
     d_sae = run_a.d_sae
     doc_ids = groups["doc_id"].to_numpy()
     # One bucket per (group, concept), plus one group more for the rows of documents in no group and the
     # rows below their threshold: every row is counted somewhere, so no row needs to be picked out.
-    counts = np.zeros((n_groups + 1) * d_sae, dtype=np.int64)
-    if doc_ids.size == 0:
-        return counts[: n_groups * d_sae].reshape(n_groups, d_sae)
-    first = int(doc_ids.min())
-    group_of = np.full(int(doc_ids.max()) - first + 1, n_groups, dtype=np.min_scalar_type(n_groups))
-    group_of[doc_ids - first] = groups["group"].to_numpy()
-    min_act = np.zeros(d_sae, dtype=np.float64)
-    min_act[thresholds["feature_id"].to_numpy()] = thresholds["min_act"].to_numpy()
+    buckets = (n_groups + 1) * d_sae
+    n = np.zeros(buckets, dtype=np.int64)
+    weight_sum = np.zeros(buckets, dtype=np.float64) if "weight" in groups.columns else None
+    if doc_ids.size:
+        first = int(doc_ids.min())
+        group_of = np.full(int(doc_ids.max()) - first + 1, n_groups, dtype=np.min_scalar_type(n_groups))
+        group_of[doc_ids - first] = groups["group"].to_numpy()
+        weight_of = np.zeros(group_of.size, dtype=np.float64)
+        if weight_sum is not None:
+            weight_of[doc_ids - first] = groups["weight"].to_numpy()
+        min_act = np.zeros(d_sae, dtype=np.float64)
+        min_act[thresholds["feature_id"].to_numpy()] = thresholds["min_act"].to_numpy()
 
-    def add(batch: pa.RecordBatch) -> None:
-        offset = batch.column("doc_id").to_numpy() - first
-        feature = batch.column("feature_id").to_numpy()
-        if offset.min() >= 0 and offset.max() < group_of.size:
-            group = group_of[offset]
-        else:
+        def add(batch: pa.RecordBatch) -> None:
+            offset = batch.column("doc_id").to_numpy() - first
+            feature = batch.column("feature_id").to_numpy()
             inside = (offset >= 0) & (offset < group_of.size)
-            group = np.where(inside, group_of[np.clip(offset, 0, group_of.size - 1)], n_groups)
-        group = np.where(batch.column("max_act").to_numpy() >= min_act[feature], group, n_groups)
-        counts[:] += np.bincount(group.astype(np.int64) * d_sae + feature, minlength=counts.size)
+            if not inside.all():
+                offset = np.where(inside, offset, 0)
+            group = np.where(inside, group_of[offset], n_groups)
+            group = np.where(batch.column("max_act").to_numpy() >= min_act[feature], group, n_groups)
+            bucket = group.astype(np.int64) * d_sae + feature
+            n[:] += np.bincount(bucket, minlength=buckets)
+            if weight_sum is not None:
+                weight_sum[:] += np.bincount(bucket, weights=weight_of[offset], minlength=buckets)
 
-    store.stream("presence_rows", {"run_a": run_a.run_id, "run_b": run_b.run_id}, add)
-    return counts[: n_groups * d_sae].reshape(n_groups, d_sae)
+        store.stream("presence_rows", {"run_a": run_a.run_id, "run_b": run_b.run_id}, add)
+    shape = (n_groups + 1, d_sae)
+    return PresenceCounts(
+        n.reshape(shape)[:n_groups], None if weight_sum is None else weight_sum.reshape(shape)[:n_groups]
+    )
