@@ -48,11 +48,11 @@ def count_present(
     n = np.zeros(buckets, dtype=np.int64)
     weight_sum = np.zeros(buckets, dtype=np.float64) if "weight" in groups.columns else None
     if doc_ids.size:
-        first = int(doc_ids.min())
-        group_of = np.full(int(doc_ids.max()) - first + 1, n_groups, dtype=np.min_scalar_type(n_groups))
+        first, last = int(doc_ids.min()), int(doc_ids.max())
+        group_of = np.full(last - first + 1, n_groups, dtype=np.min_scalar_type(n_groups))
         group_of[doc_ids - first] = groups["group"].to_numpy()
-        weight_of = np.zeros(group_of.size, dtype=np.float64)
         if weight_sum is not None:
+            weight_of = np.zeros(group_of.size, dtype=np.float64)
             weight_of[doc_ids - first] = groups["weight"].to_numpy()
         min_act = np.zeros(d_sae, dtype=np.float64)
         min_act[thresholds["feature_id"].to_numpy()] = thresholds["min_act"].to_numpy()
@@ -60,17 +60,15 @@ def count_present(
         def add(batch: pa.RecordBatch) -> None:
             offset = batch.column("doc_id").to_numpy() - first
             feature = batch.column("feature_id").to_numpy()
-            inside = (offset >= 0) & (offset < group_of.size)
-            if not inside.all():
-                offset = np.where(inside, offset, 0)
-            group = np.where(inside, group_of[offset], n_groups)
+            group = group_of[offset]
             group = np.where(batch.column("max_act").to_numpy() >= min_act[feature], group, n_groups)
             bucket = group.astype(np.int64) * d_sae + feature
             n[:] += np.bincount(bucket, minlength=buckets)
             if weight_sum is not None:
                 weight_sum[:] += np.bincount(bucket, weights=weight_of[offset], minlength=buckets)
 
-        store.stream("presence_rows", {"run_a": run_a.run_id, "run_b": run_b.run_id}, add)
+        params = {"run_a": run_a.run_id, "run_b": run_b.run_id, "first_doc": first, "last_doc": last}
+        store.stream("presence_rows", params, add)
     shape = (n_groups + 1, d_sae)
     return PresenceCounts(
         n.reshape(shape)[:n_groups], None if weight_sum is None else weight_sum.reshape(shape)[:n_groups]
