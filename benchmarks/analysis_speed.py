@@ -13,6 +13,7 @@ that always occur together (in 0.1% of documents). Then times, on the same store
   run, which would have kept them — then with them kept, and with --presence-threshold 0;
 - `correlate_pairs` (NPMI) on all documents (target: < 60 s at 1,000,000), and whether the planted pair
   comes first;
+- bytes per document on disk (database and shards), and of the columns diff and NPMI read;
 - both against the reference toolkit's way — a dense documents × concepts matrix in memory, frequencies
   as column means and co-occurrence as XᵀX — at `--dense-docs` documents, where that matrix fits.
 """
@@ -29,6 +30,7 @@ import numpy as np
 
 from saeembed.analysis.correlate import correlate_pairs, npmi
 from saeembed.analysis.diff import diff
+from saeembed.storage.shards import column_bytes
 from saeembed.storage.store import Store
 from saeembed.storage.synthetic import distinct_draws, synthetic_corpus, synthetic_sae, write_concepts
 
@@ -165,6 +167,13 @@ def main() -> None:
         print(
             f"store: {args.docs:,} documents × {args.concepts:,} concepts, {rows:,} concept rows "
             f"({rows / args.docs:.1f} per document), built in {time.perf_counter() - started:.0f} s"
+        )
+        on_disk = sum(file.stat().st_size for file in Path(folder).rglob("*") if file.is_file())
+        read = column_bytes(Path(f"{path}.shards"))
+        analysed = sum(read[column] for column in ("doc_id", "feature_id", "max_act"))
+        print(
+            f"on disk: {on_disk / args.docs / 1024:.2f} KiB per document ({on_disk / rows:.1f} B per concept row); "
+            f"what diff and NPMI read (doc_id, feature_id, max_act): {analysed / args.docs / 1024:.2f} KiB per document"
         )
         with Store.open(path) as store:
             dense = None
