@@ -49,8 +49,10 @@ from saeembed.storage.sidecars import beside
 
 DEFAULT_DB = "saeembed.duckdb"
 PREDICATE_BATCH_ROWS = 65_536
-STREAM_BATCH_ROWS = 1 << 20
 """Documents handed to the predicate sandbox at a time: bounds memory when a predicate reads long texts."""
+STREAM_BATCH_ROWS = 1 << 20
+"""Rows per Arrow batch of `Store.stream`: large enough that numpy's per-call cost vanishes, small enough
+(tens of MB) that a scan's memory stays flat."""
 BUSY_POLL_SECONDS = (0.005, 0.25)
 """A waiting operation retries a database another process holds after 5 ms, doubling up to 250 ms."""
 DEFAULT_WAIT_SECONDS = 10.0
