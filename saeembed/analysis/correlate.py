@@ -656,19 +656,14 @@ def correlate_column(
 def _level_counts(store: Store, run: RunInfo, levels: pl.DataFrame) -> pl.DataFrame:
     """feature_id, level, n, rank_sum: per concept and level, the documents where the concept is present
     and the sum of their value ranks (numeric columns: Spearman from sums)."""
-    names = levels["level"].unique().sort()
-    groups = levels.select(
-        "doc_id",
-        pl.col("level").replace_strict(names, pl.int_range(names.len(), eager=True)).alias("group"),
-        pl.col("value_rank").alias("weight"),
-    )
+    groups = levels.select("doc_id", pl.col("level").alias("group"), pl.col("value_rank").alias("weight"))
     any_firing = presence_thresholds(store, run.run_id, run.run_id, 0.0)
-    present = count_present(store, run, run, groups, names.len(), any_firing)
+    present = count_present(store, run, run, groups, any_firing)
     group, feature = np.nonzero(present.n)
     return pl.DataFrame(
         {
             "feature_id": feature.astype(np.int32),
-            "level": names.gather(group),
+            "level": present.groups.gather(group),
             "n": present.n[group, feature],
             "rank_sum": present.weight_sum[group, feature],
         }

@@ -145,7 +145,7 @@ def diff(
             groups = pl.concat(
                 [side_a.select("doc_id", pl.lit(0).alias("group")), side_b.select("doc_id", pl.lit(1).alias("group"))]
             )
-            n_present = count_present(store, run_a, run_b, groups, 2, thresholds).n
+            n_present = count_present(store, run_a, run_b, groups, thresholds).n
             seen = np.flatnonzero(n_present.sum(axis=0))
             counts = pl.DataFrame(
                 {"feature_id": seen.astype(np.int32), "n_a": n_present[0, seen], "n_b": n_present[1, seen]}
@@ -198,8 +198,7 @@ def diff_by(
         )
     total = levels.height
     thresholds = presence_thresholds(store, run.run_id, run.run_id, presence_threshold)
-    codes = levels.join(sizes.with_row_index("group"), on="level").select("doc_id", pl.col("group").cast(pl.Int64))
-    n_present = count_present(store, run, run, codes, sizes.height, thresholds).n
+    n_present = count_present(store, run, run, levels.rename({"level": "group"}), thresholds).n  # rows: as `sizes`
     overall = n_present.sum(axis=0)
     seen = np.flatnonzero(overall)
     frames = []

@@ -20,6 +20,8 @@ from saeembed.storage.store import RunInfo, Store
 class PresenceCounts(NamedTuple):
     """Per group of documents and concept, over the documents of the group where the concept is present."""
 
+    groups: pl.Series
+    """The groups' labels, ascending: row i of `n` and `weight_sum` is groups[i]."""
     n: np.ndarray
     """[n_groups, d_sae] how many documents."""
     weight_sum: np.ndarray | None
@@ -31,16 +33,18 @@ def count_present(
     run_a: RunInfo,
     run_b: RunInfo,
     groups: pl.DataFrame,
-    n_groups: int,
     thresholds: pl.DataFrame,
 ) -> PresenceCounts:
     """The documents of each group where each concept is present, over the rows of runs `run_a` and
     `run_b` (one SAE; the same run twice for one run).
 
-    groups: doc_id, group (0 … n_groups - 1) and optionally weight (a number per document), at most one row
-    per document; documents without a row are left out. thresholds: feature_id, min_act — a concept is
+    groups: doc_id, group (a label: a number or a level's text) and optionally weight (a number per
+    document), at most one row per document; documents without a row are left out. The counts' rows follow
+    the labels in ascending order (`PresenceCounts.groups`). thresholds: feature_id, min_act — a concept is
     present where its max activation reaches min_act; a concept without a threshold wherever it has a row."""
     d_sae = run_a.d_sae
+    labels = groups["group"].unique().sort()
+    n_groups = labels.len()
     doc_ids = groups["doc_id"].to_numpy()
     # One bucket per (group, concept), plus one group more for the rows of documents in no group and the
     # rows below their threshold: every row is counted somewhere, so no row needs to be picked out.
@@ -50,7 +54,7 @@ def count_present(
     if doc_ids.size:
         first, last = int(doc_ids.min()), int(doc_ids.max())
         group_of = np.full(last - first + 1, n_groups, dtype=np.min_scalar_type(n_groups))
-        group_of[doc_ids - first] = groups["group"].to_numpy()
+        group_of[doc_ids - first] = labels.search_sorted(groups["group"]).to_numpy()
         if weight_sum is not None:
             weight_of = np.zeros(group_of.size, dtype=np.float64)
             weight_of[doc_ids - first] = groups["weight"].to_numpy()
@@ -71,5 +75,5 @@ def count_present(
         store.stream("presence_rows", params, add)
     shape = (n_groups + 1, d_sae)
     return PresenceCounts(
-        n.reshape(shape)[:n_groups], None if weight_sum is None else weight_sum.reshape(shape)[:n_groups]
+        labels, n.reshape(shape)[:n_groups], None if weight_sum is None else weight_sum.reshape(shape)[:n_groups]
     )
