@@ -1037,6 +1037,43 @@ def concepts_search(
     )
 
 
+@concepts_app.command("match")
+def concepts_match(
+    run_a: Annotated[int, typer.Argument(help="Embedding run whose concepts to match.")],
+    run_b: Annotated[int, typer.Argument(help="Embedding run to match them in (the same documents).")],
+    method: Annotated[
+        str, typer.Option("--method", help="correlation (of activations) or decoder (cosine; same reader and layer).")
+    ] = "correlation",
+    max_docs: Annotated[int, typer.Option("--max-docs", help="Shared documents to read (a seeded sample).")] = 20_000,
+    top: Annotated[int, typer.Option("--top", help="Matches to show.")] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Each concept of RUN_A with its closest concept of RUN_B, and how universal the two spaces are (Prefect flow)."""
+    from saeembed.options import MatchOptions
+    from saeembed.preflight import check_database, check_runs
+
+    options = MatchOptions.pick(locals())
+    check_database(_db(db), writes=True)
+    check_runs(_db(db), [options.run_a, options.run_b])
+    result = _run_flow("match", _db(db), options)
+
+    def render() -> None:
+        summary = result["summary"]
+        stdout.print(
+            f"analysis {result['analysis_id']}: {summary['n_concepts_a']} concepts of run {run_a} matched in run "
+            f"{run_b} over {summary['n_docs']} shared documents ({method})"
+        )
+        stdout.print(
+            f"matched (score ≥ 0.5): {summary['share_matched']:.1%}   mean best score: {summary['mean_best']:.3f}   "
+            f"SVCCA: {_fmt(summary['svcca'])} (random pairs: {_fmt(summary['svcca_reference'])})"
+        )
+        columns = ["feature_a", "label_a", "feature_b", "label_b", "score", "runner_up", "runner_up_score"]
+        stdout.print(_table(result["matches"], columns, "best matches"))
+
+    _emit(result, as_json, render)
+
+
 @corpora_app.command("list")
 def corpora_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Corpora in the database with document and embedding counts."""

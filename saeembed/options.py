@@ -48,6 +48,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 LABEL_METHODS = ("tokens", "llm")
 RANK_BY = ("specific", "delta", "q")
 CLUSTER_METHODS = ("hdbscan", "spectral")
+MATCH_METHODS = ("correlation", "decoder")
 SEARCH_MODES = ("sae", "dense", "fused")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -597,6 +598,26 @@ class ConceptsShowOptions(Options):
         check_int("FEATURE_ID", self.feature_id, low=0, high=MAX_CONCEPT_ID)
         if self.corpus is not None:
             check_text("--corpus", self.corpus)
+        check_int("--top", self.top, low=1, high=MAX_ROWS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatchOptions(Options):
+    """`saeembed concepts match RUN_A RUN_B`."""
+
+    run_a: int
+    run_b: int
+    method: str = "correlation"
+    max_docs: int = 20_000
+    top: int = 20
+
+    def __post_init__(self) -> None:
+        check_int("RUN_A", self.run_a, low=1, high=2**31 - 1)
+        check_int("RUN_B", self.run_b, low=1, high=2**31 - 1)
+        if self.run_a == self.run_b:
+            raise SaeembedError(f"RUN_A and RUN_B are both run {self.run_a}: give two different embedding runs")
+        check_choice("--method", self.method, MATCH_METHODS)
+        check_int("--max-docs", self.max_docs, low=2, high=10**9)
         check_int("--top", self.top, low=1, high=MAX_ROWS)
 
 

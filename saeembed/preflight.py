@@ -51,6 +51,13 @@ def check_corpora(db: str | Path, corpora: Iterable[str], *, embedded: bool) -> 
                 store.corpus_id(corpus)
 
 
+def check_runs(db: str | Path, runs: Iterable[int]) -> None:
+    """Each of `runs` is an embedding run in the database."""
+    with Store.open(Path(db), read_only=True) as store:
+        for run_id in runs:
+            store.run(run_id)
+
+
 def check_sae(spec: str) -> None:
     """'default' or a checkpoint path that exists (its layout is read when the SAE loads)."""
     if spec != "default" and not Path(spec).expanduser().exists():

@@ -243,6 +243,29 @@ CREATE TABLE IF NOT EXISTS diff_hypotheses (
     seconds       DOUBLE
 );
 
+-- Concept matching (`saeembed concepts match RUN_A RUN_B`): each concept of run A with its closest concept of
+-- run B and the runner-up. score: the Pearson correlation of the two concepts' max activations over the
+-- shared documents (method 'correlation'), or the cosine of their decoder directions ('decoder').
+CREATE TABLE IF NOT EXISTS concept_matches (
+    analysis_id     BIGINT NOT NULL,
+    feature_a       INTEGER NOT NULL,   -- concept of run A
+    feature_b       INTEGER NOT NULL,   -- its best match in run B
+    score           DOUBLE NOT NULL,
+    runner_up       INTEGER,            -- B's second best (NULL when B has no other candidate)
+    runner_up_score DOUBLE
+);
+
+-- How universal the two runs' concept spaces are: one row per concept matching.
+CREATE TABLE IF NOT EXISTS concept_match_summary (
+    analysis_id     BIGINT NOT NULL,
+    n_docs          BIGINT NOT NULL,    -- shared documents the activations were read from
+    n_concepts_a    INTEGER NOT NULL,   -- concepts of A that were matched
+    share_matched   DOUBLE NOT NULL,    -- share of them whose best score is at least 0.5
+    mean_best       DOUBLE NOT NULL,    -- mean best score
+    svcca           DOUBLE,             -- SVCCA of A's activations and their matches' (NULL: too few)
+    svcca_reference DOUBLE              -- the same with A's concepts paired with random concepts of B
+);
+
 -- The digest of the schema.sql and views.sql a database was last brought up to: opening a database that
 -- already has them applies nothing, so opening for writing changes nothing in the file.
 CREATE TABLE IF NOT EXISTS schema_version (

@@ -156,6 +156,8 @@ RESULT_TABLES = frozenset(
         "cluster_summaries",
         "retrieval_results",
         "diff_hypotheses",
+        "concept_matches",
+        "concept_match_summary",
     }
 )
 """Tables an analysis records its rows in (`Store.record`): the only names formatted into its SQL."""
