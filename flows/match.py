@@ -14,7 +14,7 @@ from saeembed.storage.store import Store
 
 @task(name="concepts-match", cache_policy=NO_CACHE)
 def run_match(store: Store, options: MatchOptions) -> dict:
-    result = match_concepts(store, options)
+    result = match_concepts(store, **options.params())
     summary, matches = result.summary._asdict(), result.matches.to_dicts()
     return {"analysis_id": result.analysis_id, "summary": summary, "matches": matches}
 

@@ -1,8 +1,10 @@
-"""Flow: train a TopK SAE on a corpus's activations and save it with its held-out report."""
+"""Flow: train a TopK SAE (or build an ITDA dictionary) on a corpus's activations and save it with its
+held-out report."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
@@ -13,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import progress_bar
 
 from saeembed.jobs import TrainData, split_corpus
+from saeembed.model.itda import ItdaOptions
 from saeembed.model.reader import DEFAULT_READER, Reader
 from saeembed.model.train import (
     TrainOptions,
@@ -20,6 +23,7 @@ from saeembed.model.train import (
     collect_activations,
     load_or_collect,
     sae_config_for,
+    train_itda,
     train_topk_sae,
 )
 from saeembed.options import TrainSaeOptions
@@ -69,6 +73,8 @@ def train_sae_flow(
     device: str = "auto",
     dtype: str = "auto",
     save_dtype: str = "float16",
+    arch: str = "topk",
+    atoms: int | None = None,
     show_progress: bool = False,
 ) -> dict:
     """Train a TopK SAE (AuxK loss) on CORPUS's activations at LAYER; write it to OUT."""
@@ -91,17 +97,25 @@ def train_sae_flow(
     }
     train = collect(loaded, data.train_texts, max_tokens, train_tokens, {**cache_key, "part": "train"}, show_progress)
     heldout = collect(loaded, data.heldout_texts, max_tokens, None, {**cache_key, "part": "held-out"}, show_progress)
-    options = TrainOptions(d_sae=latents, k=k, batch_size=batch_size, epochs=epochs, lr=lr, seed=seed)
-    steps = train.shape[0] // batch_size * epochs
-    with progress_bar("train", steps, enabled=show_progress, unit="steps") as advance:
-        sae, report = train_topk_sae(
-            train, heldout, options, device=loaded.device, on_step=lambda step, total, fvu: advance(1)
-        )
-    sae.cfg = sae_config_for(loaded, options, report)
+    if arch == "itda":
+        itda = ItdaOptions(atoms=atoms or latents, k=k, batch_size=batch_size, seed=seed)
+        batches = math.ceil(train.shape[0] / batch_size)
+        with progress_bar("build ITDA dictionary", batches, enabled=show_progress, unit="batches") as advance:
+            sae, report = train_itda(train, heldout, itda, on_batch=lambda batch, total, atoms: advance(1))
+    else:
+        options = TrainOptions(d_sae=latents, k=k, batch_size=batch_size, epochs=epochs, lr=lr, seed=seed)
+        steps = train.shape[0] // batch_size * epochs
+        with progress_bar("train", steps, enabled=show_progress, unit="steps") as advance:
+            sae, report = train_topk_sae(
+                train, heldout, options, device=loaded.device, on_step=lambda step, total, fvu: advance(1)
+            )
+    sae.cfg = sae_config_for(loaded, sae, report)
     sae.to(getattr(torch, save_dtype)).save(target)
     (target / "training_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     headline = {
         "out": str(target),
+        "arch": arch,
+        "latents": sae.cfg.d_sae,
         "fvu": round(report.fvu, 4),
         "fvu_without_outliers": round(report.fvu_without_outliers, 4),
         "mean_l0": round(report.mean_l0, 2),
@@ -113,6 +127,6 @@ def train_sae_flow(
     create_markdown_artifact(
         key="train-sae-report",
         markdown="\n".join(f"- **{name}**: {value}" for name, value in headline.items()),
-        description=f"TopK SAE on {corpus}, layer {layer}",
+        description=f"{'ITDA dictionary' if arch == 'itda' else 'TopK SAE'} on {corpus}, layer {layer}",
     )
     return headline

@@ -350,7 +350,11 @@ def train_sae(
     layer: Annotated[int, typer.Option("--layer", help="Reader layer whose output the SAE reads.")],
     out: Annotated[Path, typer.Option("--out", help="New folder for the SAE (cfg.json + sae.safetensors).")],
     latents: Annotated[int, typer.Option("--latents", help="Number of latents.")] = 8192,
-    k: Annotated[int, typer.Option("--k", help="Active latents per token (TopK).")] = 32,
+    k: Annotated[int, typer.Option("--k", help="Active latents per token (TopK; ITDA: matching-pursuit steps).")] = 32,
+    arch: Annotated[
+        str, typer.Option("--arch", help="topk (a trained SAE) or itda (a dictionary of activations).")
+    ] = "topk",
+    atoms: Annotated[int | None, typer.Option("--atoms", help="With --arch itda: atoms (default: --latents).")] = None,
     reader: Annotated[str, typer.Option("--reader", help="Reader LLM.")] = "smollm2-135m-instruct",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens read per document.")] = 128,
     train_tokens: Annotated[int, typer.Option("--train-tokens", help="Training tokens to collect.")] = 2_000_000,
@@ -366,7 +370,7 @@ def train_sae(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train a TopK SAE with the AuxK loss; report held-out FVU, L0 and dead latents."""
+    """Train a TopK SAE with the AuxK loss, or build an ITDA dictionary; report held-out FVU, L0 and dead latents."""
     from saeembed.options import TrainSaeOptions
     from saeembed.preflight import check_corpora, check_database, check_reader
 

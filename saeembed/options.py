@@ -49,6 +49,7 @@ LABEL_METHODS = ("tokens", "llm")
 RANK_BY = ("specific", "delta", "q")
 CLUSTER_METHODS = ("hdbscan", "spectral")
 MATCH_METHODS = ("correlation", "decoder")
+TRAIN_ARCHS = ("topk", "itda")
 SEARCH_MODES = ("sae", "dense", "fused")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -267,14 +268,21 @@ class TrainSaeOptions(Options):
     device: str = "auto"
     dtype: str = "auto"
     save_dtype: str = "float16"
+    arch: str = "topk"
+    atoms: int | None = None
 
     def __post_init__(self) -> None:
         check_text("--corpus", self.corpus)
         check_int("--layer", self.layer, low=0, high=MAX_LAYER)
+        check_choice("--arch", self.arch, TRAIN_ARCHS)
+        if self.atoms is not None:
+            if self.arch != "itda":
+                raise SaeembedError("--atoms goes with --arch itda (a TopK SAE's size is --latents)")
+            check_int("--atoms", self.atoms, low=1, high=MAX_LATENTS)
         self._paths_as_text("out")
         check_text("--out", self.out, limit=4096)
         check_int("--latents", self.latents, low=2, high=MAX_LATENTS)
-        check_int("--k", self.k, low=1, high=self.latents)
+        check_int("--k", self.k, low=1, high=self.latents if self.arch == "topk" else MAX_LATENTS)
         check_text("--reader", self.reader, limit=4096)
         check_int("--max-tokens", self.max_tokens, low=2, high=MAX_READ_TOKENS)
         check_int("--train-tokens", self.train_tokens, low=1, high=10**12)

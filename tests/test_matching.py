@@ -18,7 +18,6 @@ from saeembed.errors import SaeembedError
 from saeembed.jobs import embed, ingest
 from saeembed.model.pooling import EmbedOptions
 from saeembed.model.sae import SparseAutoencoder
-from saeembed.options import MatchOptions
 from saeembed.storage.store import RunSettings, Store
 from saeembed.storage.synthetic import SYNTHETIC_READER, synthetic_corpus, synthetic_sae, write_concept_lists
 from tests.support import TEXTS, small_sae
@@ -59,7 +58,7 @@ def test_correlation_finds_the_permuted_concepts_and_svcca_beats_random_pairs(tm
     # B: every concept of A under a new id, its activation scaled and slightly perturbed.
     concepts_b = [{int(permutation[f]): 2 * a + rng.normal(0, 0.05) for f, a in doc.items()} for doc in concepts_a]
     with two_runs(tmp_path / "m.duckdb", concepts_a, concepts_b) as store:
-        result = match_concepts(store, MatchOptions(run_a=1, run_b=2, top=D_SAE))
+        result = match_concepts(store, 1, 2, top=D_SAE)
         stored = store.query("SELECT * FROM concept_matches WHERE analysis_id = $id", {"id": result.analysis_id})
         summary = store.query("SELECT * FROM concept_match_summary")
     assert stored.height == D_SAE
@@ -82,7 +81,7 @@ def test_correlations_are_pearson_over_every_document_zeros_included(tmp_path):
         dense_b[i, list(doc_b)] = [np.float16(v) for v in doc_b.values()]
     expected = np.corrcoef(dense_a.T, dense_b.T)[:D_SAE, D_SAE:]
     with two_runs(tmp_path / "m.duckdb", concepts_a, concepts_b) as store:
-        result = match_concepts(store, MatchOptions(run_a=1, run_b=2, top=D_SAE))
+        result = match_concepts(store, 1, 2, top=D_SAE)
         stored = store.query("SELECT * FROM concept_matches ORDER BY feature_a")
     for row in stored.iter_rows(named=True):
         scores = expected[row["feature_a"]]
@@ -126,11 +125,11 @@ def test_runs_without_shared_documents_fail_and_write_nothing(tmp_path):
     concepts = random_concepts(rng, 20)
     with two_runs(tmp_path / "m.duckdb", concepts, concepts, same_documents=False) as store:
         with pytest.raises(SaeembedError, match="share 0 embedded documents"):
-            match_concepts(store, MatchOptions(run_a=1, run_b=2))
+            match_concepts(store, 1, 2)
         with pytest.raises(SaeembedError, match="run 9 does not exist"):
-            match_concepts(store, MatchOptions(run_a=1, run_b=9))
+            match_concepts(store, 1, 9)
         with pytest.raises(SaeembedError, match="the SAE's weights"):
-            match_concepts(store, MatchOptions(run_a=1, run_b=2, method="decoder"))
+            match_concepts(store, 1, 2, method="decoder")
         assert store.query("SELECT count(*) AS n FROM analyses")["n"][0] == 0
 
 

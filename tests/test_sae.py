@@ -569,7 +569,7 @@ def test_bad_own_checkpoints(tmp_path, weights, tensor_change, config_change, me
     [
         ({"arch": "topk", "k": 41}, r"a topk SAE needs 0 < k <= d_sae \(40\), got k=41"),
         ({"arch": "topk"}, "a topk SAE needs 0 < k <= d_sae"),
-        ({"arch": "relu", "k": 4}, "k is only used by topk SAEs"),
+        ({"arch": "relu", "k": 4}, "k is only used by topk and itda"),
         ({"arch": "relu", "rescale_acts_by_decoder_norm": True}, "rescale_acts_by_decoder_norm is a topk option"),
         ({"arch": "relu", "d_in": 0}, "SAE sizes must be positive integers"),
         ({"arch": "relu", "layer": -1}, "SAE layer must be a non-negative integer"),

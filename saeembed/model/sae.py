@@ -19,11 +19,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from saeembed.errors import SaeembedError
+from saeembed.model.itda import matching_pursuit
 
 if TYPE_CHECKING:
     from sparsify import SparseCoder
 
-Arch = Literal["topk", "relu", "jumprelu"]
+Arch = Literal["topk", "relu", "jumprelu", "itda"]
 Normalization = Literal["none", "constant_norm_rescale", "layer_norm"]
 Device = str | torch.device
 
@@ -57,7 +58,8 @@ WEIGHTS_FILE = "sae.safetensors"
 @dataclass
 class SaeConfig:
     arch: Arch
-    """topk keeps the k largest pre-activations (Gao et al. 2024); relu and jumprelu threshold them."""
+    """topk keeps the k largest pre-activations (Gao et al. 2024); relu and jumprelu threshold them; itda
+    encodes by k steps of matching pursuit over a dictionary of activations (`saeembed.model.itda`)."""
 
     d_in: int
     """Width of the residual stream it reads."""
@@ -66,7 +68,7 @@ class SaeConfig:
     """Number of latents."""
 
     k: int | None = None
-    """Active latents per token (topk only)."""
+    """Active latents per token (topk; itda: matching-pursuit steps)."""
 
     apply_b_dec_to_input: bool = True
     """Subtract b_dec before encoding (SAELens default, sparsify) or not (Goodfire, Gemma Scope)."""
@@ -94,14 +96,17 @@ class SaeConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in get_args(Arch):
-            raise SaeembedError(f"unsupported SAE architecture '{self.arch}' (supported: topk, relu, jumprelu)")
+            raise SaeembedError(f"unsupported SAE architecture '{self.arch}' (supported: topk, relu, jumprelu, itda)")
         if not (_is_positive_int(self.d_in) and _is_positive_int(self.d_sae)):
             raise SaeembedError(f"SAE sizes must be positive integers, got d_in={self.d_in!r}, d_sae={self.d_sae!r}")
         if self.arch == "topk":
             if not (_is_positive_int(self.k) and self.k <= self.d_sae):
                 raise SaeembedError(f"a topk SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k!r}")
+        elif self.arch == "itda":
+            if not _is_positive_int(self.k):
+                raise SaeembedError(f"an itda dictionary needs k > 0 matching-pursuit steps, got k={self.k!r}")
         elif self.k is not None:
-            raise SaeembedError(f"k is only used by topk SAEs, but a {self.arch} SAE got k={self.k!r}")
+            raise SaeembedError(f"k is only used by topk and itda, but a {self.arch} SAE got k={self.k!r}")
         if self.rescale_acts_by_decoder_norm and self.arch != "topk":
             raise SaeembedError(f"rescale_acts_by_decoder_norm is a topk option, not valid for a {self.arch} SAE")
         if self.normalize_activations not in get_args(Normalization):
@@ -244,6 +249,12 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Dense, non-negative codes [..., d_sae] for activations [..., d_in]."""
+        if self.cfg.arch == "itda":
+            flat = x.reshape(-1, x.shape[-1])
+            codes = self._pursuit(flat)
+            dense = torch.zeros(flat.shape[0], self.cfg.d_sae, dtype=torch.float32, device=flat.device)
+            dense[codes.row, codes.latent] = codes.value
+            return dense.reshape(*x.shape[:-1], self.cfg.d_sae).to(self.dtype)
         h = self.pre_activations(x)
         if self.cfg.arch == "relu":
             return torch.relu(h)
@@ -257,6 +268,8 @@ class SparseAutoencoder(nn.Module):
         never builds the dense codes."""
         if x.dim() != 2:
             raise SaeembedError(f"encode_sparse takes activations [tokens, d_in], got shape {tuple(x.shape)}")
+        if self.cfg.arch == "itda":
+            return self._pursuit(x)
         if self.cfg.arch != "topk":
             return SparseCodes.from_dense(self.encode(x))
         top = self._top_k(self.pre_activations(x))
@@ -264,6 +277,17 @@ class SparseAutoencoder(nn.Module):
         keep = values > 0
         rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(keep)
         return SparseCodes(rows[keep], top.indices[keep], values[keep])
+
+    def _pursuit(self, x: Tensor) -> SparseCodes:
+        """ITDA's encoding: matching pursuit over the atoms (W_dec), the Gram matrix made once per device."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise SaeembedError(f"activations have width {x.shape[-1]}, but the SAE reads width {self.cfg.d_in}")
+        atoms = self.W_dec.float()
+        gram = getattr(self, "_gram", None)
+        if gram is None or gram.device != atoms.device:
+            gram = self._gram = atoms @ atoms.T
+        codes = matching_pursuit(x.float() - self.b_dec.float(), atoms, gram, int(self.cfg.k or 1))
+        return SparseCodes(codes.row, codes.atom, codes.value)
 
     def _top_k(self, h: Tensor) -> torch.return_types.topk:
         if self.cfg.rescale_acts_by_decoder_norm:

@@ -1,4 +1,5 @@
-"""Train a TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders") on reader activations.
+"""Train a TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders") on reader activations,
+or build an ITDA dictionary from them (`saeembed.model.itda`).
 
 The model, its forward pass, FVU and the AuxK dead-latent loss are EleutherAI sparsify's `SparseCoder`;
 this module collects the activations from our truncated reader, runs the optimisation loop that sparsify's
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from saeembed.errors import SaeembedError
 from saeembed.model.hub import cache_dir
+from saeembed.model.itda import ItdaOptions, build_itda
 from saeembed.model.reader import Reader, cpu_has_fast_bfloat16, length_batches
 from saeembed.model.sae import SaeConfig, SparseAutoencoder
 
@@ -205,6 +207,41 @@ def train_topk_sae(
     )
 
 
+def train_itda(
+    train: Tensor,
+    heldout: Tensor,
+    options: ItdaOptions,
+    *,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> tuple[SparseAutoencoder, TrainingReport]:
+    """Build an ITDA dictionary of `options.atoms` atoms from `train` activations [tokens, d_in] (one pass,
+    no gradients) and evaluate it on `heldout` as an SAE is evaluated. The atoms' training activations are
+    kept in cfg.meta["atom_sources"] (indices into `train`), for `itda.jaccard`."""
+    dictionary = build_itda(train, options, on_batch=on_batch)
+    atoms = dictionary.atoms
+    cfg = SaeConfig(arch="itda", d_in=atoms.shape[1], d_sae=atoms.shape[0], k=options.k)
+    tensors = {
+        "W_enc": atoms.T.contiguous(),
+        "b_enc": torch.zeros(atoms.shape[0]),
+        "W_dec": atoms,
+        "b_dec": dictionary.mean,
+    }
+    sae = SparseAutoencoder.from_tensors(cfg, tensors)
+    report = evaluate_sae(sae, heldout)
+    sae.cfg.meta["atom_sources"] = dictionary.sources.tolist()
+    return sae, TrainingReport(
+        fvu=report["fvu"],
+        fvu_without_outliers=report["fvu_without_outliers"],
+        mean_l0=report["mean_l0"],
+        dead_fraction=report["dead_fraction"],
+        train_tokens=int(train.shape[0]),
+        heldout_tokens=int(heldout.shape[0]),
+        steps=math.ceil(train.shape[0] / options.batch_size),
+        seconds=dictionary.seconds,
+        options=dictionary.options,
+    )
+
+
 @torch.inference_mode()
 def evaluate_sae(sae: SparseAutoencoder, activations: Tensor, *, chunk: int = 4096) -> dict[str, float]:
     """Held-out FVU (also without the 0.1% largest-norm tokens), mean L0 and dead-latent share, in fp32."""
@@ -234,14 +271,14 @@ def evaluate_sae(sae: SparseAutoencoder, activations: Tensor, *, chunk: int = 40
     }
 
 
-def sae_config_for(reader: Reader, options: TrainOptions, report: TrainingReport) -> SaeConfig:
-    """The config saved with a trained SAE: what it reads and how it was made."""
+def sae_config_for(reader: Reader, sae: SparseAutoencoder, report: TrainingReport) -> SaeConfig:
+    """The config saved with a trained SAE (or ITDA dictionary): what it reads and how it was made."""
     return SaeConfig(
-        arch="topk",
+        arch=sae.cfg.arch,
         d_in=reader.hidden_size,
-        d_sae=options.d_sae,
-        k=options.k,
+        d_sae=sae.cfg.d_sae,
+        k=sae.cfg.k,
         reader_model=reader.model_id,
         layer=reader.layer,
-        meta={"training_report": report.to_dict()},
+        meta={**sae.cfg.meta, "training_report": report.to_dict()},
     )
