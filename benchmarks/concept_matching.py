@@ -13,6 +13,8 @@
 3. `match_concepts` between the seed-0 run and the seed-1 run, and between the seed-0 run and the random
    one, by correlation and by decoder cosine: the share of concepts matched at ≥ 0.5, the mean best score,
    SVCCA of the matched decoders against shuffled pairs, and how often the two methods pick the same match.
+   Then the seed-0 run against a run of a TopK SAE on another layer of the reader (correlation only: decoder
+   directions of two residual streams are not comparable), an offline stand-in for two readers.
 """
 
 from __future__ import annotations
@@ -23,38 +25,16 @@ import time
 from pathlib import Path
 
 import torch
+from bench_activations import LAYER, READER, activations
 
 from saeembed.analysis.matching import ConceptMatches, match_concepts
 from saeembed.jobs import embed, ingest
 from saeembed.model.pooling import EmbedOptions
 from saeembed.model.reader import Reader
 from saeembed.model.sae import SparseAutoencoder
-from saeembed.model.train import (
-    TrainOptions,
-    activation_cache_path,
-    collect_activations,
-    load_or_collect,
-    sae_config_for,
-    train_topk_sae,
-)
-from saeembed.storage.corpora import demo_corpus, training_texts
+from saeembed.model.train import TrainOptions, sae_config_for, train_topk_sae
+from saeembed.storage.corpora import demo_corpus
 from saeembed.storage.store import Store
-
-READER, LAYER = "smollm2-135m-instruct", 15
-
-
-def activations(reader: Reader, train_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training activations (`train_tokens`) and held-out ones (200 other texts), cached."""
-    texts = training_texts(max_texts=max(2000, train_tokens // 20), seed=0)["text"].to_list()
-    settings = {"bench": "concept_matching", "reader": reader.model_id, "layer": LAYER, "tokens": train_tokens}
-    train = load_or_collect(
-        activation_cache_path(**settings, part="train"),
-        lambda: collect_activations(reader, texts[200:], token_budget=train_tokens),
-    )
-    heldout = load_or_collect(
-        activation_cache_path(**settings, part="heldout"), lambda: collect_activations(reader, texts[:200])
-    )
-    return train, heldout
 
 
 def random_sae(like: SparseAutoencoder, seed: int) -> SparseAutoencoder:
@@ -97,6 +77,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--docs", type=int, default=600)
+    parser.add_argument("--other-layer", type=int, default=10, help="Layer of the cross-layer case.")
     parser.add_argument("--keep", type=Path, help="An empty folder to keep the SAEs and the store in.")
     args = parser.parse_args()
 
@@ -124,6 +105,16 @@ def main() -> None:
         random = random_sae(SparseAutoencoder.load(paths["seed 0"]), seed=2)
         paths["random"] = Path(folder) / "random"
         random.save(paths["random"])
+        # Another reader's concepts: the same model read at another layer (an offline stand-in for two models).
+        other_reader = Reader.load(READER, layer=args.other_layer, device="cpu")
+        other_train, other_heldout = activations(other_reader, args.train_tokens // 3)
+        options = TrainOptions(d_sae=args.latents, k=args.k, epochs=args.epochs)
+        sae, trained = train_topk_sae(other_train, other_heldout, options)
+        sae.cfg = sae_config_for(other_reader, sae, trained)
+        paths[f"layer {args.other_layer}"] = Path(folder) / f"layer{args.other_layer}"
+        sae.save(paths[f"layer {args.other_layer}"])
+        print(f"TopK SAE on layer {args.other_layer}: FVU {trained.fvu:.3f}, {other_train.shape[0]:,} tokens")
+        del other_reader, other_train
 
         source = Path(folder) / "news.parquet"
         demo_corpus(n=args.docs).select("id", "text").write_parquet(source)
@@ -139,8 +130,8 @@ def main() -> None:
                 )
             print(f"\nconcept matching, {args.docs} articles (SmolLM2-135M-Instruct layer {LAYER}):")
             ids = {}
-            for other in ("seed 1", "random"):
-                for method in ("correlation", "decoder"):
+            for other in ("seed 1", "random", f"layer {args.other_layer}"):
+                for method in ("correlation", "decoder")[: 1 if other.startswith("layer") else 2]:
                     began = time.perf_counter()
                     result = match_concepts(store, runs["seed 0"], runs[other], method=method)
                     report(f"seed 0 → {other}, {method}", result, time.perf_counter() - began)
