@@ -46,7 +46,7 @@ def match_flow(
                 f"**{title}**: analysis {result['analysis_id']}, {summary['n_concepts_a']} concepts of run {run_a} "
                 f"over {summary['n_docs']} documents; matched (≥ 0.5): {summary['share_matched']:.1%}, "
                 f"mean best score {summary['mean_best']:.3f}, SVCCA {_number(summary['svcca'])} "
-                f"(random pairs {_number(summary['svcca_reference'])})",
+                f"(shuffled pairs {_number(summary['svcca_reference'])})",
                 "",
                 "| concept of A | best match in B | score |",
                 "|---|---|---|",

@@ -1070,7 +1070,7 @@ def concepts_match(
         )
         stdout.print(
             f"matched (score ≥ 0.5): {summary['share_matched']:.1%}   mean best score: {summary['mean_best']:.3f}   "
-            f"SVCCA: {_fmt(summary['svcca'])} (random pairs: {_fmt(summary['svcca_reference'])})"
+            f"SVCCA: {_fmt(summary['svcca'])} (shuffled pairs: {_fmt(summary['svcca_reference'])})"
         )
         columns = ["feature_a", "label_a", "feature_b", "label_b", "score", "runner_up", "runner_up_score"]
         stdout.print(_table(result["matches"], columns, "best matches"))

@@ -5,10 +5,12 @@ matching pursuit over it.
 Building one is a single pass over the activations: each batch is encoded with the dictionary so far, and
 the activations it approximates worst are added to it as atoms (centred and scaled to unit norm) — the
 paper's rule. The paper adds an activation whenever its loss passes a threshold, one at a time; here a
-batch adds its worst ones, as many as keep the pass on course for the asked number of atoms, and skips an
-activation that one atom chosen from the same batch already approximates as well as the threshold asks
-(what adding them one at a time would have done). Each atom remembers which training activation it is,
-so two dictionaries built from the same tokens can be compared by the Jaccard similarity of their atoms.
+batch adds its worst ones above the threshold (at most an eighth of the batch), skipping one that an atom
+chosen from the same batch already approximates as well as the threshold asks (what adding them one at a
+time would have done). The pass stops once the dictionary has the asked number of atoms, so it reads
+about as many activations as it needs (the paper's point: a small fraction of an SAE's data and time).
+Each atom remembers which training activation it is, so two dictionaries built from the same tokens can
+be compared by the Jaccard similarity of their atoms.
 
 The result is stored as an SAE of arch "itda": W_dec holds the atoms, W_enc their transpose, b_dec the
 activations' mean, and `SparseAutoencoder.encode` runs `matching_pursuit` with k steps.
@@ -101,6 +103,8 @@ class ItdaDictionary(NamedTuple):
     """[d] the training activations' mean (what `atoms` are centred on)."""
     sources: Tensor
     """[m] index in the training activations of each atom's activation."""
+    read: int
+    """Training activations read before the dictionary was full."""
     seconds: float
     """Time the build took."""
     options: dict
@@ -129,8 +133,10 @@ def build_itda(
     sources = torch.zeros(0, dtype=torch.long)
     # Cosine above which one atom alone leaves less than min_error of an activation unexplained.
     covered = math.sqrt(1 - options.min_error)
+    read = 0
     for batch in range(batches):
         index = order[batch * options.batch_size : (batch + 1) * options.batch_size]
+        read += index.numel()
         centered = data[index] - mean
         norms = centered.norm(dim=1)
         usable = norms > 0
@@ -141,7 +147,7 @@ def build_itda(
             error = residual.pow(2).sum(dim=1) / norms.pow(2)
         else:
             error = torch.ones(centered.shape[0])
-        quota = math.ceil((options.atoms - atoms.shape[0]) / (batches - batch))
+        quota = min(options.atoms - atoms.shape[0], math.ceil(options.batch_size / 8))
         chosen = _worst_distinct(centered / norms.unsqueeze(1), error, quota, options.min_error, covered)
         if chosen.numel():
             new = centered[chosen] / norms[chosen].unsqueeze(1)
@@ -153,7 +159,7 @@ def build_itda(
             on_batch(batch + 1, batches, atoms.shape[0])
         if atoms.shape[0] >= options.atoms:
             break
-    return ItdaDictionary(atoms, mean, sources, round(time.perf_counter() - started, 1), asdict(options))
+    return ItdaDictionary(atoms, mean, sources, read, round(time.perf_counter() - started, 1), asdict(options))
 
 
 def _worst_distinct(unit: Tensor, error: Tensor, quota: int, min_error: float, covered: float) -> Tensor:

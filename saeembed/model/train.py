@@ -215,7 +215,8 @@ def train_itda(
     on_batch: Callable[[int, int, int], None] | None = None,
 ) -> tuple[SparseAutoencoder, TrainingReport]:
     """Build an ITDA dictionary of `options.atoms` atoms from `train` activations [tokens, d_in] (one pass,
-    no gradients) and evaluate it on `heldout` as an SAE is evaluated. The atoms' training activations are
+    no gradients, stopping once the dictionary is full: the report's train_tokens are those read) and
+    evaluate it on `heldout` as an SAE is evaluated. The atoms' training activations are
     kept in cfg.meta["atom_sources"] (indices into `train`), for `itda.jaccard`."""
     dictionary = build_itda(train, options, on_batch=on_batch)
     atoms = dictionary.atoms
@@ -234,9 +235,9 @@ def train_itda(
         fvu_without_outliers=report["fvu_without_outliers"],
         mean_l0=report["mean_l0"],
         dead_fraction=report["dead_fraction"],
-        train_tokens=int(train.shape[0]),
+        train_tokens=dictionary.read,
         heldout_tokens=int(heldout.shape[0]),
-        steps=math.ceil(train.shape[0] / options.batch_size),
+        steps=math.ceil(dictionary.read / options.batch_size),
         seconds=dictionary.seconds,
         options=dictionary.options,
     )
