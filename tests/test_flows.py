@@ -91,6 +91,40 @@ def test_train_sae_flow_writes_a_loadable_sae_with_its_report(prefect_harness, t
     assert sae.cfg.meta["training_report"]["fvu"] == pytest.approx(report["fvu"], abs=1e-4)
 
 
+def test_train_sae_flow_builds_an_itda_dictionary(prefect_harness, tmp_path):
+    from saeembed_flows.ingest import ingest_flow
+    from saeembed_flows.train_sae import train_sae_flow
+
+    from saeembed.jobs import resolve_sae
+    from saeembed.storage.corpora import demo_corpus
+
+    db = str(tmp_path / "itda.duckdb")
+    source = tmp_path / "train.parquet"
+    demo_corpus(n=120, seed=5).write_parquet(source)
+    ingest_flow(path=str(source), corpus="train", db=db)
+    out = tmp_path / "itda"
+    report = train_sae_flow(
+        corpus="train",
+        layer=TEST_LAYER,
+        out=str(out),
+        arch="itda",
+        atoms=96,
+        k=8,
+        db=db,
+        max_tokens=32,
+        train_tokens=2048,
+        heldout_docs=20,
+        batch_size=256,
+        device="cpu",
+    )
+    assert (report["arch"], report["latents"]) == ("itda", 96)
+    assert report["mean_l0"] <= 8.0 and 0 < report["fvu"] < 1
+    assert report["train_tokens"] <= 2048  # the pass stops once the dictionary is full
+    sae = resolve_sae(str(out)).sae
+    assert (sae.cfg.arch, sae.cfg.k, sae.cfg.d_sae, sae.cfg.layer) == ("itda", 8, 96, TEST_LAYER)
+    assert len(set(sae.cfg.meta["atom_sources"])) == 96
+
+
 def test_label_flow_labels_every_concept_then_skips_them(prefect_harness, tmp_path, source):
     from saeembed_flows.embed import embed_flow
     from saeembed_flows.ingest import ingest_flow
