@@ -1072,6 +1072,8 @@ def concepts_match(
             f"matched (score ≥ 0.5): {summary['share_matched']:.1%}   mean best score: {summary['mean_best']:.3f}   "
             f"SVCCA: {_fmt(summary['svcca'])} (shuffled pairs: {_fmt(summary['svcca_reference'])})"
         )
+        if summary["itda_jaccard"] is not None:
+            stdout.print(f"Jaccard similarity of the two ITDA dictionaries' atoms: {summary['itda_jaccard']:.3f}")
         columns = ["feature_a", "label_a", "feature_b", "label_b", "score", "runner_up", "runner_up_score"]
         stdout.print(_table(result["matches"], columns, "best matches"))
 

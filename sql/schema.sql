@@ -263,8 +263,10 @@ CREATE TABLE IF NOT EXISTS concept_match_summary (
     share_matched   DOUBLE NOT NULL,    -- share of them whose best score is at least 0.5
     mean_best       DOUBLE NOT NULL,    -- mean best score
     svcca           DOUBLE,             -- SVCCA of A's activations and their matches' (NULL: too few)
-    svcca_reference DOUBLE              -- the same with A's concepts paired with random concepts of B
+    svcca_reference DOUBLE,             -- the same with the pairs shuffled
+    itda_jaccard    DOUBLE              -- two ITDA dictionaries: Jaccard similarity of their atoms
 );
+ALTER TABLE concept_match_summary ADD COLUMN IF NOT EXISTS itda_jaccard DOUBLE;
 
 -- The digest of the schema.sql and views.sql a database was last brought up to: opening a database that
 -- already has them applies nothing, so opening for writing changes nothing in the file.

@@ -16,8 +16,10 @@ from saeembed.analysis.matching import best_correlated, match_concepts, svcca
 from saeembed.cli import app, main
 from saeembed.errors import SaeembedError
 from saeembed.jobs import embed, ingest
+from saeembed.model.itda import ItdaOptions, jaccard
 from saeembed.model.pooling import EmbedOptions
 from saeembed.model.sae import SparseAutoencoder
+from saeembed.model.train import train_itda
 from saeembed.storage.store import RunSettings, Store
 from saeembed.storage.synthetic import SYNTHETIC_READER, synthetic_corpus, synthetic_sae, write_concept_lists
 from tests.support import TEXTS, small_sae
@@ -210,3 +212,30 @@ def test_bad_match_input_is_one_line_and_exit_2(permuted_runs, capsys):
         assert message in err and err.count("error:") == 1
     with Store.open(db, read_only=True) as store:
         assert store.query("SELECT count(*) AS n FROM analyses")["n"][0] == before
+
+
+def test_two_itda_dictionaries_are_compared_by_the_jaccard_similarity_of_their_atoms(tmp_path):
+    generator = torch.Generator().manual_seed(3)
+    acts = torch.randn(3000, 16, generator=generator)
+    store = Store.open(tmp_path / "itda.duckdb")
+    sae_ids, sources = [], []
+    builds = {"wide": ItdaOptions(atoms=48, k=2, batch_size=200), "narrow": ItdaOptions(atoms=24, k=2, batch_size=200)}
+    for name, options in builds.items():
+        sae, _ = train_itda(acts[:2800], acts[2800:], options)
+        sae.save(tmp_path / name)
+        sources.append(torch.tensor(sae.cfg.meta["atom_sources"]))
+        config = {**sae.cfg.__dict__, "source_format": "saeembed"}
+        fingerprint = name.ljust(40, "0")
+        sae_ids.append(store.register_sae(name=name, fingerprint=fingerprint, path=str(tmp_path / name), config=config))
+    texts = [f"document {i}" for i in range(30)]
+    run_a, docs = synthetic_corpus(store, "c", texts, sae_id=sae_ids[0])
+    run_b = store.open_run(RunSettings(store.corpus_id("c"), sae_ids[1], SYNTHETIC_READER, 3, 512, True, "float32"), {})
+    rng = np.random.default_rng(4)
+    write_concept_lists(store, run_a, docs, [{int(f): 1.0 for f in rng.choice(48, 3, replace=False)} for _ in texts])
+    write_concept_lists(store, run_b, docs, [{int(f): 1.0 for f in rng.choice(24, 3, replace=False)} for _ in texts])
+    with store:
+        result = match_concepts(store, run_a, run_b)
+        stored = store.query("SELECT itda_jaccard FROM concept_match_summary")
+    # one order of the same activations: the narrow dictionary's atoms are among the wide one's first ones
+    assert result.summary.itda_jaccard == pytest.approx(jaccard(*sources)) and result.summary.itda_jaccard > 0.3
+    assert stored["itda_jaccard"][0] == pytest.approx(result.summary.itda_jaccard)

@@ -29,6 +29,8 @@ from scipy import sparse
 from saeembed.concepts.search import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.formats import load_sae
+from saeembed.model.itda import jaccard
+from saeembed.model.sae import SparseAutoencoder
 from saeembed.options import MatchOptions
 from saeembed.storage.store import RunInfo, Store
 
@@ -69,6 +71,10 @@ class MatchSummary(NamedTuple):
     svcca_reference: float | None
     """The same with the pairs shuffled: what chance alone gives (SVCCA is invariant to any linear map of
     each side, so only the pairing can tell the two apart)."""
+    itda_jaccard: float | None
+    """When both runs' SAEs are ITDA dictionaries: the Jaccard similarity of their atoms (the training
+    activations they are), as Leask et al. compare models. Meaningful when both were built from the same
+    activations in the same order: one corpus, --seed and --max-tokens, readers that share a tokenizer."""
 
 
 class ConceptMatches(NamedTuple):
@@ -117,12 +123,13 @@ def match_concepts(
         _check_same_space(info_a, info_b)
     docs = _shared_documents(store, info_a, info_b, max_docs)
     acts_a, acts_b = _activations(store, info_a, docs), _activations(store, info_b, docs)
-    decoder_a, decoder_b = _decoder(info_a), _decoder(info_b)
+    sae_a, sae_b = _load_sae(info_a), _load_sae(info_b)
+    decoder_a, decoder_b = _decoder(sae_a), _decoder(sae_b)
     if decoder_a is not None and decoder_b is not None and method == "decoder":
         best = best_cosine(decoder_a, decoder_b)
     else:
         best = best_correlated(acts_a, acts_b)
-    summary = _summary(best, docs.size, decoder_a, decoder_b)
+    summary = _summary(best, docs.size, decoder_a, decoder_b)._replace(itda_jaccard=_itda_jaccard(sae_a, sae_b))
     matches = pl.DataFrame(
         {
             "feature_a": best.feature_a.astype(np.int32),
@@ -302,20 +309,31 @@ def _concatenate(parts: list[BestTwo]) -> BestTwo:
     return BestTwo(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
-def _decoder(run: RunInfo) -> np.ndarray | None:
-    """The decoder directions of run `run`'s SAE, [d_sae, d_in] (loaded on the CPU); None when no file holds
-    the SAE."""
+def _load_sae(run: RunInfo) -> SparseAutoencoder | None:
+    """Run `run`'s SAE (loaded on the CPU, float32); None when no file holds it."""
     if run.sae_path is None or not Path(run.sae_path).exists():
         return None
-    with torch.no_grad():
-        return load_sae(run.sae_path, dtype=torch.float32).W_dec.numpy().astype(np.float64)
+    return load_sae(run.sae_path, dtype=torch.float32)
+
+
+def _decoder(sae: SparseAutoencoder | None) -> np.ndarray | None:
+    """The SAE's decoder directions, [d_sae, d_in]."""
+    return None if sae is None else sae.W_dec.detach().numpy().astype(np.float64)
+
+
+def _itda_jaccard(sae_a: SparseAutoencoder | None, sae_b: SparseAutoencoder | None) -> float | None:
+    """The Jaccard similarity of two ITDA dictionaries' atoms; None unless both are ITDA dictionaries."""
+    sources = [sae.cfg.meta.get("atom_sources") for sae in (sae_a, sae_b) if sae is not None]
+    if len(sources) < 2 or any(s is None for s in sources):
+        return None
+    return jaccard(torch.tensor(sources[0]), torch.tensor(sources[1]))
 
 
 def _summary(best: BestTwo, n_docs: int, decoder_a: np.ndarray | None, decoder_b: np.ndarray | None) -> MatchSummary:
     """The share and mean of the best scores, and SVCCA of the matched pairs' decoder directions against the
     same pairs shuffled."""
     if best.feature_a.size == 0:
-        return MatchSummary(n_docs, 0, 0.0, 0.0, None, None)
+        return MatchSummary(n_docs, 0, 0.0, 0.0, None, None, None)
     pairs = np.flatnonzero(best.score >= MATCHED)
     matched = shuffled = None
     if decoder_a is not None and decoder_b is not None and pairs.size >= 2:
@@ -332,6 +350,7 @@ def _summary(best: BestTwo, n_docs: int, decoder_a: np.ndarray | None, decoder_b
         float(np.mean(best.score)),
         matched,
         shuffled,
+        None,
     )
 
 
