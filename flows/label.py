@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import stage_bars
 
-from saeembed.concepts.labels import label_concepts
+from saeembed.concepts.labels import carry_labels, label_concepts
 from saeembed.concepts.llm import chat_backend
 from saeembed.options import LabelOptions
 from saeembed.storage.store import Store
@@ -33,6 +33,11 @@ def label_task(
     return summary._asdict()
 
 
+@task(name="carry-labels", cache_policy=NO_CACHE)
+def carry_task(store: Store, corpus: str, analysis_id: int, force: bool) -> dict:
+    return carry_labels(store, corpus, analysis_id, force=force)._asdict()
+
+
 @flow(name="label", log_prints=True)
 def label_flow(
     corpus: str,
@@ -46,16 +51,22 @@ def label_flow(
     llm_api_key_env: str = "OPENAI_API_KEY",
     llm_timeout: float = 60,
     concurrency: int = 4,
+    from_matches: int | None = None,
     show_progress: bool = False,
 ) -> dict:
     """Label CORPUS's concepts with METHOD (tokens | llm) and score each label.
 
     The LLM endpoint is checked (one cheap request) before anything heavy loads; `llm_timeout` is the
     seconds each LLM request may take. The result's `failures` counts unlabelled concepts by reason and
-    `first_failure` is an example message.
+    `first_failure` is an example message. With `from_matches` (a concept matching's analysis id) the
+    concepts of its run B, which embedded CORPUS, take the labels of their matches instead.
     """
     LabelOptions.pick(locals())  # every parameter checked before the database is opened
     with Store.open(db) as store:
+        if from_matches is not None:
+            summary = carry_task(store, corpus, from_matches, force)
+            create_markdown_artifact(key="label-summary", markdown=_markdown(summary), description=f"label {corpus}")
+            return summary
         chat = (
             chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=llm_timeout)
             if method == "llm"

@@ -394,10 +394,15 @@ def label(
     llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
     llm_timeout: LlmTimeoutOption = 60.0,
     concurrency: Annotated[int, typer.Option("--concurrency", help="LLM requests in flight.")] = 4,
+    from_matches: Annotated[
+        int | None,
+        typer.Option("--from-matches", help="A concept matching's analysis id: carry run A's labels to run B."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Label concepts and score each label (offline AUROC; LLM judge detection with --method llm)."""
+    """Label concepts and score each label (offline AUROC; LLM judge detection with --method llm), or carry
+    labels across a concept matching."""
     from saeembed.options import LabelOptions
     from saeembed.preflight import check_corpora, check_database
 

@@ -307,11 +307,16 @@ class LabelOptions(LlmOptions):
     features: str = "all"
     force: bool = False
     concurrency: int = 4
+    from_matches: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_text("--corpus", self.corpus)
         check_choice("--method", self.method, LABEL_METHODS)
+        if self.from_matches is not None:
+            check_int("--from-matches", self.from_matches, low=1, high=2**62)
+            if self.method != "tokens" or self.wants_llm or self.features != "all":
+                raise SaeembedError("--from-matches carries labels over: it takes no --method, --features or --llm-*")
         check_features(self.features)
         check_int("--concurrency", self.concurrency, low=1, high=MAX_CONCURRENCY)
         if self.method == "llm" and not self.wants_llm:

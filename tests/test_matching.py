@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from saeembed.analysis.matching import best_correlated, match_concepts, svcca
 from saeembed.cli import app, main
+from saeembed.concepts.labels import carry_labels
 from saeembed.errors import SaeembedError
 from saeembed.jobs import embed, ingest
 from saeembed.model.itda import ItdaOptions, jaccard
@@ -72,6 +73,8 @@ def test_correlation_finds_the_permuted_concepts_and_svcca_beats_random_pairs(tm
     assert summary.row(0, named=True)["mean_best"] == pytest.approx(result.summary.mean_best)
     assert result.summary.svcca is None  # no file holds these SAEs' decoders
     assert result.matches.height == D_SAE and result.matches["score"].is_sorted(descending=True)
+    with Store.open(tmp_path / "m.duckdb") as store, pytest.raises(SaeembedError, match="label corpus 'c' first"):
+        carry_labels(store, "c", result.analysis_id)  # no labels to carry: one line, nothing written
 
 
 def test_correlations_are_pearson_over_every_document_zeros_included(tmp_path):
@@ -239,3 +242,33 @@ def test_two_itda_dictionaries_are_compared_by_the_jaccard_similarity_of_their_a
     # one order of the same activations: the narrow dictionary's atoms are among the wide one's first ones
     assert result.summary.itda_jaccard == pytest.approx(jaccard(*sources)) and result.summary.itda_jaccard > 0.3
     assert stored["itda_jaccard"][0] == pytest.approx(result.summary.itda_jaccard)
+
+
+def test_labels_are_carried_across_a_matching(permuted_runs, prefect_harness, capsys):
+    db, new_id = permuted_runs
+    assert runner.invoke(app, ["label", "--corpus", "news", "--db", str(db)]).exit_code == 0  # labels run 2
+    result = runner.invoke(app, ["concepts", "match", "2", "1", "--method", "decoder", "--db", str(db), "--json"])
+    analysis_id = json.loads(result.stdout)["analysis_id"]
+    args = ["label", "--corpus", "news", "--from-matches", str(analysis_id), "--db", str(db), "--json"]
+    carried = runner.invoke(app, args)
+    assert carried.exit_code == 0, carried.output
+    summary = json.loads(carried.stdout)
+    with Store.open(db, read_only=True) as store:
+        made = store.query("SELECT feature_id, label FROM features WHERE sae_id = 2 AND method = 'tokens'")
+        rows = store.query("SELECT feature_id, label, model, run_id, details FROM features WHERE method = 'matched'")
+    assert summary["labelled"] == rows.height == made.height > 0
+    source = dict(zip(made["feature_id"], made["label"], strict=True))
+    for feature, label, model, run_id, details in rows.iter_rows():
+        origin = json.loads(details)
+        assert (model, run_id, origin["from_feature"]) == (f"concept-match {analysis_id}", 1, new_id[feature])
+        assert label == source[origin["from_feature"]] and origin["score"] == pytest.approx(1.0)
+    again = json.loads(runner.invoke(app, args).stdout)
+    assert (again["labelled"], again["skipped"]) == (0, summary["labelled"])
+
+    for bad, message in [
+        (["--from-matches", "999"], "analysis 999 does not exist"),
+        (["--from-matches", str(analysis_id), "--method", "llm"], "--from-matches carries labels over"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            main(["label", "--corpus", "news", *bad, "--db", str(db)])
+        assert exited.value.code == 2 and message in capsys.readouterr().err

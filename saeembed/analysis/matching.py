@@ -26,6 +26,7 @@ import polars as pl
 import torch
 from scipy import sparse
 
+from saeembed.concepts.labels import MATCHED_SCORE
 from saeembed.concepts.search import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.formats import load_sae
@@ -34,9 +35,6 @@ from saeembed.model.sae import SparseAutoencoder
 from saeembed.options import MatchOptions
 from saeembed.storage.store import RunInfo, Store
 
-MATCHED = 0.5
-"""A concept counts as matched when its best score reaches this (the summary's share_matched; Lan et al.
-read correlations above 0.5 as shared features)."""
 BLOCK_ENTRIES = 1 << 24
 """Scores held at once (A's block of concepts × B's concepts): 128 MB of float64."""
 SPARSE_COST = 250
@@ -334,7 +332,7 @@ def _summary(best: BestTwo, n_docs: int, decoder_a: np.ndarray | None, decoder_b
     same pairs shuffled."""
     if best.feature_a.size == 0:
         return MatchSummary(n_docs, 0, 0.0, 0.0, None, None, None)
-    pairs = np.flatnonzero(best.score >= MATCHED)
+    pairs = np.flatnonzero(best.score >= MATCHED_SCORE)
     matched = shuffled = None
     if decoder_a is not None and decoder_b is not None and pairs.size >= 2:
         rng = np.random.default_rng(0)
@@ -346,7 +344,7 @@ def _summary(best: BestTwo, n_docs: int, decoder_a: np.ndarray | None, decoder_b
     return MatchSummary(
         n_docs,
         int(best.feature_a.size),
-        float(np.mean(best.score >= MATCHED)),
+        float(np.mean(best.score >= MATCHED_SCORE)),
         float(np.mean(best.score)),
         matched,
         shuffled,

@@ -36,6 +36,7 @@ from saeembed.concepts.examples import (
     ranked_documents,
     reader_model_of_run,
 )
+from saeembed.concepts.search import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, token_at
 from saeembed.storage.labels import insert_labels, set_detection
@@ -316,6 +317,77 @@ def save_labels(
         embedding_model=embedding_model if vectors is not None else None,
     )
     return max(label_ids)
+
+
+MATCHED_SCORE = 0.5
+"""A concept matching's pair counts as the same concept from this score on (Lan et al. 2024 read
+activation correlations above 0.5 as shared features): `concepts match`'s share_matched, and the pairs
+`label --from-matches` carries labels across."""
+
+
+def carry_labels(store: Store, corpus: str, analysis_id: int, *, force: bool = False) -> LabelSummary:
+    """Label the concepts of run B of concept matching `analysis_id` (which must have embedded `corpus`)
+    with the current labels of their matches in run A, for pairs that score at least MATCHED_SCORE.
+
+    A carried label has method 'matched', model 'concept-match ID', no score (it was never tested on B's
+    documents) and, in details, the concept, label and score it came from; where several concepts of A
+    match one of B, the best match gives the label. `requested` counts B's concepts whose match has a label;
+    those that already have a carried label from this corpus are skipped unless `force`."""
+    started = time.perf_counter()
+    analysis = store.analysis(analysis_id)
+    if analysis.kind != "concept-match":
+        raise SaeembedError(
+            f"--from-matches {analysis_id} is a {analysis.kind} analysis, not a concept matching "
+            "(run `saeembed concepts match RUN_A RUN_B` first)"
+        )
+    run_a, run_b = store.run(analysis.params["run_a"]), store.run(analysis.params["run_b"])
+    if run_b.corpus != corpus:
+        raise SaeembedError(
+            f"concept matching {analysis_id} matched run {run_b.run_id} of corpus '{run_b.corpus}', not of "
+            f"'{corpus}': give --corpus {run_b.corpus}"
+        )
+    matches = store.rows("labels_matched", {"analysis_id": analysis_id, "min_score": MATCHED_SCORE})
+    with store.reading():
+        corpus_a = store.corpus_id(run_a.corpus)
+    sources = current_labels(store, run_a.sae_id, corpus_a).select(
+        pl.col("feature_id").alias("feature_a"), "label_id", "method", "label", "description"
+    )
+    candidates = matches.join(sources, on="feature_a").unique("feature_b", keep="first", maintain_order=True)
+    if candidates.height == 0:
+        why = "no pair scores" if matches.height == 0 else "no concept of run A that matched has a label"
+        raise SaeembedError(
+            f"nothing to carry from concept matching {analysis_id}: {why} ≥ {MATCHED_SCORE}"
+            + (f" (label corpus '{run_a.corpus}' first)" if matches.height else "")
+        )
+    carried = candidates
+    if not force:
+        wanted = unlabelled_features(store, run_b.run_id, carried["feature_b"].to_list(), "matched")
+        carried = carried.filter(pl.col("feature_b").is_in(wanted))
+    model = f"concept-match {analysis_id}"
+    if carried.height:
+        details = [
+            json.dumps({"from_sae": run_a.sae_id, "from_feature": a, "from_label_id": i, "from_method": m, "score": s})
+            for a, i, m, s in carried.select("feature_a", "label_id", "method", "score").iter_rows()
+        ]
+        frame = carried.select(pl.col("feature_b").alias("feature_id"), "label", "description").with_columns(
+            details=pl.Series(details, dtype=pl.Utf8)
+        )
+        save_labels(store, run_b.run_id, run_b.sae_id, "matched", model, frame)
+    return LabelSummary(
+        corpus=corpus,
+        run_id=run_b.run_id,
+        method="matched",
+        model=model,
+        requested=candidates.height,
+        labelled=carried.height,
+        skipped=candidates.height - carried.height,
+        failed=0,
+        failures={},
+        first_failure=None,
+        mean_auroc=None,
+        mean_detection=None,
+        seconds=round(time.perf_counter() - started, 2),
+    )
 
 
 def unlabelled_features(store: Store, run_id: int, feature_ids: Sequence[int] | None, method: str) -> list[int]:
