@@ -120,13 +120,12 @@ def match_concepts(
     if method == "decoder":
         _check_same_space(info_a, info_b)
     docs = _shared_documents(store, info_a, info_b, max_docs)
-    acts_a, acts_b = _activations(store, info_a, docs), _activations(store, info_b, docs)
     sae_a, sae_b = _load_sae(info_a), _load_sae(info_b)
     decoder_a, decoder_b = _decoder(sae_a), _decoder(sae_b)
-    if decoder_a is not None and decoder_b is not None and method == "decoder":
+    if method == "decoder" and decoder_a is not None and decoder_b is not None:  # both there: checked above
         best = best_cosine(decoder_a, decoder_b)
     else:
-        best = best_correlated(acts_a, acts_b)
+        best = best_correlated(_activations(store, info_a, docs), _activations(store, info_b, docs))
     summary = _summary(best, docs.size, decoder_a, decoder_b)._replace(itda_jaccard=_itda_jaccard(sae_a, sae_b))
     matches = pl.DataFrame(
         {
