@@ -123,11 +123,13 @@ def build_itda(
             f"only {activations.shape[0]} activations for {options.atoms} atoms: collect more tokens or ask fewer atoms"
         )
     started = time.perf_counter()
-    data = activations.float()
-    mean = data.mean(dim=0)
-    order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(options.seed))
-    batches = math.ceil(data.shape[0] / options.batch_size)
-    d = data.shape[1]
+    # Kept in their own dtype (bfloat16 from the collection) and cast a batch at a time: a float32 copy of
+    # millions of activations would double the memory the build needs.
+    total = activations.shape[0]
+    mean = sum(activations[i : i + 65536].float().sum(dim=0) for i in range(0, total, 65536)) / total
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(options.seed))
+    batches = math.ceil(total / options.batch_size)
+    d = activations.shape[1]
     atoms = torch.zeros(0, d)
     gram = torch.zeros(0, 0)
     sources = torch.zeros(0, dtype=torch.long)
@@ -137,7 +139,7 @@ def build_itda(
     for batch in range(batches):
         index = order[batch * options.batch_size : (batch + 1) * options.batch_size]
         read += index.numel()
-        centered = data[index] - mean
+        centered = activations[index].float() - mean
         norms = centered.norm(dim=1)
         usable = norms > 0
         centered, index, norms = centered[usable], index[usable], norms[usable]
