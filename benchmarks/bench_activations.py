@@ -3,6 +3,8 @@ caches its own: SmolLM2-135M-Instruct's layer 15 over the default SAE's training
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from saeembed.model.reader import Reader
@@ -26,3 +28,11 @@ def activations(reader: Reader, train_tokens: int) -> tuple[torch.Tensor, torch.
         lambda: collect_activations(reader, texts[:HELDOUT_TEXTS]),
     )
     return train, heldout
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options both SAE benchmarks train with: one set of defaults, so they share one cache entry."""
+    parser.add_argument("--train-tokens", type=int, default=600_000)
+    parser.add_argument("--latents", type=int, default=2048)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=5)

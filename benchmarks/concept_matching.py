@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_activations import LAYER, READER, activations
+from bench_activations import LAYER, READER, activations, add_training_options
 
 from saeembed.analysis.matching import ConceptMatches, match_concepts
 from saeembed.jobs import embed, ingest
@@ -72,10 +72,7 @@ def agreement(store: Store, correlation: int, decoder: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-tokens", type=int, default=600_000)
-    parser.add_argument("--latents", type=int, default=2048)
-    parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=5)
+    add_training_options(parser)
     parser.add_argument("--docs", type=int, default=600)
     parser.add_argument("--other-layer", type=int, default=10, help="Layer of the cross-layer case.")
     parser.add_argument("--keep", type=Path, help="An empty folder to keep the SAEs and the store in.")

@@ -18,7 +18,7 @@ import argparse
 import time
 
 import torch
-from bench_activations import LAYER, READER, activations
+from bench_activations import LAYER, READER, activations, add_training_options
 
 from saeembed.model.itda import ItdaOptions, jaccard
 from saeembed.model.reader import Reader
@@ -34,10 +34,7 @@ def row(name: str, width: int, report: TrainingReport, seconds: float, epochs: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-tokens", type=int, default=600_000)
-    parser.add_argument("--latents", type=int, default=2048)
-    parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=5)
+    add_training_options(parser)
     args = parser.parse_args()
 
     reader = Reader.load(READER, layer=LAYER, device="cpu")

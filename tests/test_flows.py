@@ -53,17 +53,26 @@ def test_ingest_and_embed_flows_fill_the_database(prefect_harness, tmp_path, sou
     assert per_doc["rows"].min() >= 8
 
 
-def test_train_sae_flow_writes_a_loadable_sae_with_its_report(prefect_harness, tmp_path):
+@pytest.fixture()
+def training_db(prefect_harness, tmp_path) -> str:
+    """A database holding corpus 'train': 120 demo articles, ingested by the ingest flow."""
     from saeembed_flows.ingest import ingest_flow
-    from saeembed_flows.train_sae import train_sae_flow
 
-    from saeembed.jobs import resolve_sae
     from saeembed.storage.corpora import demo_corpus
 
     db = str(tmp_path / "train.duckdb")
     source = tmp_path / "train.parquet"
     demo_corpus(n=120, seed=5).write_parquet(source)
     ingest_flow(path=str(source), corpus="train", db=db)
+    return db
+
+
+def test_train_sae_flow_writes_a_loadable_sae_with_its_report(training_db, tmp_path):
+    from saeembed_flows.train_sae import train_sae_flow
+
+    from saeembed.jobs import resolve_sae
+
+    db = training_db
     out = tmp_path / "sae"
     report = train_sae_flow(
         corpus="train",
@@ -91,17 +100,12 @@ def test_train_sae_flow_writes_a_loadable_sae_with_its_report(prefect_harness, t
     assert sae.cfg.meta["training_report"]["fvu"] == pytest.approx(report["fvu"], abs=1e-4)
 
 
-def test_train_sae_flow_builds_an_itda_dictionary(prefect_harness, tmp_path):
-    from saeembed_flows.ingest import ingest_flow
+def test_train_sae_flow_builds_an_itda_dictionary(training_db, tmp_path):
     from saeembed_flows.train_sae import train_sae_flow
 
     from saeembed.jobs import resolve_sae
-    from saeembed.storage.corpora import demo_corpus
 
-    db = str(tmp_path / "itda.duckdb")
-    source = tmp_path / "train.parquet"
-    demo_corpus(n=120, seed=5).write_parquet(source)
-    ingest_flow(path=str(source), corpus="train", db=db)
+    db = training_db
     out = tmp_path / "itda"
     report = train_sae_flow(
         corpus="train",
