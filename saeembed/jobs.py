@@ -14,18 +14,21 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
 import torch
 
 from saeembed.concepts.labels import load_shipped_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.formats import check_compatible, load_sae
-from saeembed.model.pooling import EmbedOptions, embed_batch
+from saeembed.model.pooling import BatchUnits, EmbedOptions, embed_batch
 from saeembed.model.reader import DEFAULT_READER, Device, DType, Reader, length_batches
 from saeembed.model.sae import SparseAutoencoder
+from saeembed.model.units import UnitSpec, parse_unit, token_units, unit_spans
 from saeembed.storage.percentiles import concept_p90
 from saeembed.storage.shards import DEFAULT_SHARD_DOCS
-from saeembed.storage.sources import SourceRows, read_source
+from saeembed.storage.sources import SourceRows, content_hash, read_source
 from saeembed.storage.store import RunSettings, Store
 
 DEFAULT_SAE_DIR = Path(__file__).parent / "data" / "default_sae"
@@ -132,7 +135,8 @@ def embed_pending(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EmbedStats:
     """Embed up to `limit` of the run's not-yet-embedded documents (of `among`, when given) and store them as
-    shards (at least one: `Store.shard_writer`), whole batches kept when interrupted.
+    shards (at least one: `Store.shard_writer`), whole batches kept when interrupted. Where the run's corpus
+    is a corpus of units, each unit's document is read whole and its tokens pooled per unit.
 
     `on_batch(documents, tokens)` is called after each batch is embedded (progress bars).
     """
@@ -140,8 +144,10 @@ def embed_pending(
     pending = store.pending_documents(run_id, limit=limit, among=among)
     if pending.height == 0:
         return EmbedStats()
-    tokenized = reader.tokenize(pending["text"].to_list(), options.max_tokens)
-    doc_ids = pending["doc_id"].to_list()
+    units = _PendingUnits.of(store, pending["doc_id"].to_list(), reader)
+    texts = pending["text"].to_list() if units is None else units.texts
+    doc_ids = pending["doc_id"].to_list() if units is None else units.parent_ids
+    tokenized = reader.tokenize(texts, options.max_tokens)
     prefix = reader.prefix_ids(options.chat_template)
     stats = EmbedStats()
     writer = store.shard_writer(run_id, max_docs=limit)
@@ -159,15 +165,118 @@ def embed_pending(
                 [tokenized.n_tokens_total[i] for i in batch],
                 prefix,
                 options.max_tokens,
+                units=None if units is None else units.batch(batch, options.max_tokens),
             )
             writer.add(pa.table(embedded.documents), pa.table(embedded.features))
+            rows = len(embedded.documents["doc_id"])
             truncated = int(embedded.documents["truncated"].sum())
-            stats = stats + EmbedStats(len(batch), embedded.n_tokens, truncated, len(embedded.features["doc_id"]))
+            stats = stats + EmbedStats(rows, embedded.n_tokens, truncated, len(embedded.features["doc_id"]))
             if on_batch is not None:
-                on_batch(len(batch), embedded.n_tokens)
+                on_batch(rows, embedded.n_tokens)
     finally:
         writer.flush()  # the batches embedded so far, also when interrupted
     return replace(stats, seconds=time.perf_counter() - started)
+
+
+class _PendingUnits(NamedTuple):
+    """Pending units grouped by the document they are spans of: what embedding one batch of units needs."""
+
+    parent_ids: list[int]
+    texts: list[str]
+    """The documents' texts, read whole."""
+    unit_ids: list[np.ndarray]
+    """Per document, the doc_id of each of its units."""
+    wanted: list[np.ndarray]
+    """Per document, which of its units are pending (the others were embedded by an earlier call)."""
+    token_unit: list[np.ndarray]
+    """Per document, the unit (index among its units) of each of its tokens."""
+
+    @classmethod
+    def of(cls, store: Store, unit_ids: Sequence[int], reader: Reader) -> _PendingUnits | None:
+        """The units among `unit_ids` with their documents; None when they are whole documents."""
+        units = store.units_of_parents(unit_ids)
+        if units.height == 0:
+            return None
+        parents = units["parent_doc_id"].unique(maintain_order=True)
+        texts = store.rows("listed_document_texts", listed=pl.DataFrame({"doc_id": parents}))
+        text_of = dict(zip(texts["doc_id"].to_list(), texts["text"].to_list(), strict=True))
+        ordered = [text_of[p] for p in parents.to_list()]
+        groups = units.partition_by("parent_doc_id", maintain_order=True)
+        offsets = reader.token_offsets(ordered)
+        return cls(
+            parent_ids=parents.to_list(),
+            texts=ordered,
+            unit_ids=[g["doc_id"].to_numpy() for g in groups],
+            wanted=[g["wanted"].to_numpy() for g in groups],
+            token_unit=[
+                token_units(o, list(zip(g["char_start"].to_list(), g["char_end"].to_list(), strict=True)))
+                for o, g in zip(offsets, groups, strict=True)
+            ],
+        )
+
+    def batch(self, parents: Sequence[int], max_tokens: int) -> BatchUnits:
+        """The pending units of documents `parents` (indices), rows in document order."""
+        ids, token_unit, totals, first_row = [], [], [], 0
+        for parent in parents:
+            wanted = self.wanted[parent]
+            row_of_unit = np.full(wanted.size, -1, dtype=np.int64)
+            row_of_unit[wanted] = first_row + np.arange(int(wanted.sum()))
+            token_unit.append(row_of_unit[self.token_unit[parent][:max_tokens]])
+            ids.append(self.unit_ids[parent][wanted])
+            totals.append(np.bincount(self.token_unit[parent], minlength=wanted.size)[wanted])
+            first_row += int(wanted.sum())
+        return BatchUnits(np.concatenate(ids).astype(np.int64), token_unit, np.concatenate(totals).astype(np.int32))
+
+
+SPLIT_SLICE_DOCS = 2_000
+"""Documents split into units per transaction (an interrupted split keeps whole slices)."""
+
+
+def split_units(store: Store, corpus: str, unit: UnitSpec, reader: Reader | None = None) -> str:
+    """The unit corpus 'CORPUS:UNIT', every document of `corpus` split into its units (documents added since
+    the last split are split now). Chunks of N tokens need the `reader` whose tokens they count."""
+    parent_id = store.corpus_id(corpus)
+    if store.unit_of_corpus(parent_id) is not None:
+        raise SaeembedError(f"'{corpus}' is a corpus of units already: embed it with --unit document")
+    if unit.kind == "chunk" and reader is None:
+        raise SaeembedError("chunk units need the reader whose tokens they count")
+    name = f"{corpus}:{unit}"
+    tokenizer = reader.model_id if unit.kind == "chunk" and reader is not None else None
+    unit_corpus_id = store.make_unit_corpus(name, parent_id=parent_id, unit=str(unit), tokenizer=tokenizer)
+    while (documents := store.unsplit_documents(parent_id, unit_corpus_id, limit=SPLIT_SLICE_DOCS)).height:
+        store.add_units(unit_corpus_id, unit_rows(documents, unit, reader))
+    return name
+
+
+def unit_rows(documents: pl.DataFrame, unit: UnitSpec, reader: Reader | None = None) -> pl.DataFrame:
+    """The units of `documents` (doc_id, external_id, text, meta) as rows for `Store.add_units`: each a span
+    of its document, with the document's meta and an external id 'DOCUMENT#INDEX'."""
+    texts = documents["text"].to_list()
+    offsets = reader.token_offsets(texts) if unit.kind == "chunk" and reader is not None else [None] * len(texts)
+    rows = []
+    for doc_id, external_id, text, meta, doc_offsets in zip(
+        documents["doc_id"].to_list(),
+        documents["external_id"].to_list(),
+        texts,
+        documents["meta"].to_list(),
+        offsets,
+        strict=True,
+    ):
+        for index, (start, end) in enumerate(unit_spans(text, unit, doc_offsets)):
+            unit_id = f"{external_id if external_id is not None else doc_id}#{index}"
+            piece = text[start:end]
+            rows.append((doc_id, index, start, end, unit_id, piece, meta, content_hash(piece, unit_id, meta)))
+    schema = {
+        "parent_doc_id": pl.Int64,
+        "unit_index": pl.Int32,
+        "char_start": pl.Int32,
+        "char_end": pl.Int32,
+        "external_id": pl.Utf8,
+        "text": pl.Utf8,
+        "meta": pl.Utf8,
+        "content_hash": pl.Utf8,
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 class ResolvedSae(NamedTuple):
@@ -275,6 +384,8 @@ class EmbedJob:
     """What workers load to embed for this job."""
     lease: ExitStack
     """Holds the run's lease (`Store.run_lease`) until `finish` or `close`: one job at a time adds to a run."""
+    corpus: str
+    """The corpus embedded: the one asked for, or its unit corpus ('CORPUS:sentence')."""
 
     @classmethod
     def open(
@@ -288,9 +399,14 @@ class EmbedJob:
         device: Device = "auto",
         dtype: DType = "auto",
         options: EmbedOptions = EmbedOptions(),
+        unit: str = "document",
     ) -> EmbedJob:
-        """Check inputs, load reader and SAE, and open (or resume) the run for these settings."""
+        """Check inputs, load reader and SAE, and open (or resume) the run for these settings; with a `unit`
+        below the document, split the corpus into its unit corpus ('CORPUS:UNIT') and open that one's run."""
+        unit_spec = parse_unit(unit)
         corpus_id = store.corpus_id(corpus)
+        if unit_spec.is_document and store.unit_of_corpus(corpus_id) is not None:
+            raise SaeembedError(f"'{corpus}' is a corpus of units: embed its documents with --unit")
         resolved = resolve_sae(sae)
         sae_layer = layer if layer is not None else resolved.sae.cfg.layer
         if sae_layer is None:
@@ -307,6 +423,9 @@ class EmbedJob:
             config=asdict(resolved.sae.cfg),
         )
         load_shipped_labels(store, sae_id, resolved.path)
+        if not unit_spec.is_document:
+            corpus = split_units(store, corpus, unit_spec, loaded_reader)
+            corpus_id = store.corpus_id(corpus)
         settings = RunSettings(
             corpus_id=corpus_id,
             sae_id=sae_id,
@@ -320,7 +439,7 @@ class EmbedJob:
         lease = ExitStack()
         lease.enter_context(store.run_lease(run_id, describe=f"an embedding of corpus '{corpus}'"))
         pending = store.count_pending(run_id)
-        return cls(store, run_id, loaded_reader, module, options, pending, job_settings, lease)
+        return cls(store, run_id, loaded_reader, module, options, pending, job_settings, lease, corpus)
 
     def embed_chunk(self, limit: int, on_batch: Callable[[int, int], None] | None = None) -> EmbedStats:
         """Embed up to `limit` pending documents into one shard (more when it takes over a minute)."""
@@ -359,6 +478,7 @@ class EmbedJob:
             layer=self.reader.layer,
             dtype=self.reader.dtype_name,
             device=str(self.reader.device),
+            corpus=self.corpus,
         )
 
 
@@ -368,7 +488,7 @@ class EmbedSummary(NamedTuple):
     status: str
     """'complete' when every document of the corpus is embedded."""
     documents: int
-    """Documents embedded by this invocation."""
+    """Documents embedded by this invocation (units, with --unit)."""
     tokens: int
     """Document tokens read by this invocation."""
     tokens_per_second: float
@@ -382,6 +502,9 @@ class EmbedSummary(NamedTuple):
     layer: int
     dtype: str
     device: str
+    corpus: str
+    """The corpus embedded: the one asked for, or with --unit its unit corpus ('CORPUS:sentence'), whose
+    documents are the units."""
 
 
 def embed(
@@ -396,9 +519,13 @@ def embed(
     options: EmbedOptions = EmbedOptions(),
     shard_docs: int = DEFAULT_SHARD_DOCS,
     on_batch: Callable[[int, int], None] | None = None,
+    unit: str = "document",
 ) -> EmbedSummary:
-    """Embed every not-yet-embedded document of `corpus` (resuming an interrupted run)."""
-    job = EmbedJob.open(store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype, options=options)
+    """Embed every not-yet-embedded document of `corpus` (resuming an interrupted run); with `unit`
+    ('sentence', 'paragraph', 'chunk:N') every unit of its documents, into the unit corpus 'CORPUS:UNIT'."""
+    job = EmbedJob.open(
+        store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype, options=options, unit=unit
+    )
     try:
         stats = EmbedStats()
         started = time.perf_counter()

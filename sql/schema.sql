@@ -28,6 +28,18 @@ CREATE TABLE IF NOT EXISTS documents (
     UNIQUE (corpus_id, content_hash)
 );
 
+-- Units below the document (`embed --unit sentence|paragraph|chunk:N`). Each unit is a document of the unit
+-- corpus 'NAME:UNIT' (its text the span, its meta the parent document's, so predicates on meta select units
+-- too); this table says which document it comes from and where. A document's spans partition its text.
+CREATE TABLE IF NOT EXISTS units (
+    doc_id        BIGINT PRIMARY KEY,   -- the unit, a document of the unit corpus
+    corpus_id     INTEGER NOT NULL,     -- the unit corpus
+    parent_doc_id BIGINT NOT NULL,      -- the document it is a span of
+    unit_index    INTEGER NOT NULL,     -- 0-based, in text order
+    char_start    INTEGER NOT NULL,     -- [char_start, char_end) in the parent's text (Python string indices)
+    char_end      INTEGER NOT NULL
+);
+
 -- Every SAE that has embedded something. fingerprint hashes the config and weights, so the same
 -- checkpoint registers once wherever it lives on disk.
 CREATE TABLE IF NOT EXISTS saes (

@@ -94,25 +94,23 @@ def embed_batch(
     n_tokens_total: Sequence[int],
     prefix: Sequence[int],
     max_tokens: int,
+    units: BatchUnits | None = None,
 ) -> EmbeddedBatch:
-    """Embed one batch of tokenized documents into pooled concept rows."""
+    """Embed one batch of tokenized documents into pooled concept rows: one row per document, or with
+    `units` one per unit (each document still read whole, its tokens pooled per unit)."""
     tokens = reader.document_residuals(token_ids, prefix)
-    chunk = max(1, MAX_CODE_CELLS // sae.cfg.d_sae)
-    autocast = (
-        torch.autocast("cpu", dtype=reader.dtype)
-        if reader.device.type == "cpu" and reader.dtype != torch.float32
-        else nullcontext()
-    )
-    pooled_parts = []
-    with torch.inference_mode(), autocast:
-        for start in range(0, tokens.residuals.shape[0], chunk):
-            part = slice(start, start + chunk)
-            codes = sae.encode_sparse(tokens.residuals[part])
-            # A document's tokens may straddle two chunks: pool per chunk, then merge below.
-            pooled_parts.append(pool_codes(codes, tokens.doc_index[part], tokens.position[part], sae.cfg.d_sae))
-    pooled = pooled_parts[0] if len(pooled_parts) == 1 else _merge_pooled(pooled_parts, sae.cfg.d_sae)
-    ids = np.asarray(doc_ids, dtype=np.int64)
-    n_tokens = tokens.lengths.numpy()
+    if units is None:
+        ids = np.asarray(doc_ids, dtype=np.int64)
+        row, position, total = tokens.doc_index, tokens.position, np.asarray(n_tokens_total, dtype=np.int32)
+    else:
+        ids, total = units.ids, units.n_tokens_total
+        row = torch.as_tensor(np.concatenate(units.token_unit))
+        position = _positions_within(row)
+    kept = row >= 0  # tokens of units embedded earlier (a document's units split across two calls) are skipped
+    residuals = tokens.residuals if bool(kept.all()) else tokens.residuals[kept.to(tokens.residuals.device)]
+    row, position = row[kept], position[kept]
+    pooled = _pool(sae, reader, residuals, row, position)
+    n_tokens = np.bincount(row.numpy(), minlength=len(ids)) if units is not None else tokens.lengths.numpy()
     features = {
         "doc_id": ids[pooled.doc_index],
         "feature_id": pooled.feature_id.astype(np.int32),
@@ -121,15 +119,57 @@ def embed_batch(
         "n_active_tokens": pooled.n_active_tokens.astype(np.int32),
         "argmax_pos": pooled.argmax_pos.astype(np.int32),
     }
-    total = np.asarray(n_tokens_total, dtype=np.int32)
     documents = {
         "doc_id": ids,
         "n_tokens": n_tokens.astype(np.int32),
-        "n_tokens_total": total,
-        "truncated": total > max_tokens,
+        "n_tokens_total": total.astype(np.int32),
+        "truncated": total > (max_tokens if units is None else n_tokens),
         "n_features": np.bincount(pooled.doc_index, minlength=len(ids)).astype(np.int32),
     }
     return EmbeddedBatch(documents, features, int(n_tokens.sum()))
+
+
+class BatchUnits(NamedTuple):
+    """The units of a batch's documents: the rows `embed_batch` writes instead of the documents'."""
+
+    ids: np.ndarray
+    """doc_id of each unit (units are stored as the documents of a unit corpus)."""
+    token_unit: list[np.ndarray]
+    """Per document of the batch, the unit (index into `ids`) of each token read; -1 for a unit not wanted."""
+    n_tokens_total: np.ndarray
+    """Tokens of each unit in its whole document (more than were read where the document was truncated)."""
+
+
+def _positions_within(row: Tensor) -> Tensor:
+    """Each token's index within its unit (a unit's tokens are consecutive): argmax_pos of a unit counts
+    from the unit's first token, so look-ups that tokenize the unit's own text find it."""
+    if row.numel() == 0:
+        return row
+    starts = torch.ones_like(row, dtype=torch.bool)
+    starts[1:] = row[1:] != row[:-1]
+    first = torch.cummax(torch.where(starts, torch.arange(row.numel()), 0), dim=0).values
+    return torch.arange(row.numel()) - first
+
+
+def _pool(sae: SparseAutoencoder, reader: Reader, residuals: Tensor, row: Tensor, position: Tensor) -> PooledCodes:
+    """Encode token residuals with the SAE a chunk at a time and pool them by `row`."""
+    chunk = max(1, MAX_CODE_CELLS // sae.cfg.d_sae)
+    autocast = (
+        torch.autocast("cpu", dtype=reader.dtype)
+        if reader.device.type == "cpu" and reader.dtype != torch.float32
+        else nullcontext()
+    )
+    pooled_parts = []
+    with torch.inference_mode(), autocast:
+        for start in range(0, residuals.shape[0], chunk):
+            part = slice(start, start + chunk)
+            codes = sae.encode_sparse(residuals[part])
+            # A document's tokens may straddle two chunks: pool per chunk, then merge below.
+            pooled_parts.append(pool_codes(codes, row[part], position[part], sae.cfg.d_sae))
+    if not pooled_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return PooledCodes(empty, empty, empty.astype(np.float32), empty.astype(np.float32), empty, empty)
+    return pooled_parts[0] if len(pooled_parts) == 1 else _merge_pooled(pooled_parts, sae.cfg.d_sae)
 
 
 def _merge_pooled(parts: list[PooledCodes], d_sae: int) -> PooledCodes:

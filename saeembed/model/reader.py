@@ -23,6 +23,7 @@ from transformers import DynamicCache
 
 from saeembed.errors import SaeembedError
 from saeembed.model.hub import DEFAULT_READER, ReaderSource, converted_gguf_dir, resolve_reader
+from saeembed.model.tokens import Offsets, TextTokenizer
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -235,6 +236,10 @@ class Reader:
             raise SaeembedError(f"--max-tokens must be at least 1, got {max_tokens}")
         encoded = self.tokenizer(list(texts), add_special_tokens=False).input_ids
         return TokenizedDocuments([ids[:max_tokens] for ids in encoded], [len(ids) for ids in encoded])
+
+    def token_offsets(self, texts: Sequence[str]) -> list[Offsets]:
+        """Each text's own tokens (as `tokenize` makes them, before truncation) as character offsets."""
+        return TextTokenizer(self.tokenizer).offsets(texts)
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor, cache: DynamicCache | None) -> Tensor:
         autocast = (

@@ -590,6 +590,91 @@ class Store:
                 inserted += self._count("documents WHERE corpus_id = ?", [corpus_id]) - before
         return IngestCounts(inserted=inserted, already_present=table.num_rows - inserted)
 
+    # -- units: documents split into sentences, paragraphs or chunks (saeembed/model/units.py) ------------
+
+    @_reads
+    def unit_of_corpus(self, corpus_id: int) -> str | None:
+        """The unit of a unit corpus ('sentence', 'chunk:64', …); None for a corpus of whole documents."""
+        row = first_row(self.con.execute("SELECT meta->>'unit' FROM corpora WHERE corpus_id = ?", [corpus_id]))
+        return row[0] if row is not None else None
+
+    @_reads
+    def unit_corpus(self, corpus: str, unit: str | None = None) -> str:
+        """The embedded unit corpus of `corpus` (`--level unit`): the one of `unit`, or the only one there is."""
+        parent_id = self.corpus_id(corpus)
+        if self.unit_of_corpus(parent_id) is not None:
+            raise SaeembedError(f"'{corpus}' is a corpus of units already: give it with --level document")
+        made = self.rows("unit_corpora", {"parent_id": parent_id})
+        embedded = made.filter(pl.col("embedded"))
+        if unit is not None:
+            embedded = embedded.filter(pl.col("unit") == unit)
+        if embedded.height == 1:
+            return embedded["name"][0]
+        hint = f"saeembed embed --corpus {corpus} --unit {unit or 'sentence'}"
+        if embedded.height == 0:
+            what = f"no embedded {unit} units" if unit else "no embedded units"
+            raise SaeembedError(f"corpus '{corpus}' has {what}: run `{hint}` first")
+        units = ", ".join(embedded["unit"].to_list())
+        raise SaeembedError(f"corpus '{corpus}' has units of several kinds ({units}): say which with --unit")
+
+    @_reads
+    def unsplit_documents(self, parent_id: int, unit_corpus_id: int, *, limit: int) -> pl.DataFrame:
+        """doc_id, external_id, text, meta of up to `limit` documents of corpus `parent_id` not yet split
+        into the units of corpus `unit_corpus_id`."""
+        params = {"parent_id": parent_id, "unit_corpus_id": unit_corpus_id, "limit": limit}
+        return self.rows("units_unsplit", params)
+
+    def make_unit_corpus(self, name: str, *, parent_id: int, unit: str, tokenizer: str | None) -> int:
+        """Key of unit corpus `name` (units `unit` of corpus `parent_id`), made on first use. `tokenizer`
+        names the reader whose tokens cut chunks (None for sentences and paragraphs)."""
+        meta = json.dumps({"parent_corpus_id": parent_id, "unit": unit, "tokenizer": tokenizer})
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO corpora (name, source, meta) VALUES (?, NULL, ?::JSON) ON CONFLICT (name) DO NOTHING",
+                [name, meta],
+            )
+        corpus_id = self.corpus_id(name)
+        if self.unit_of_corpus(corpus_id) != unit:
+            raise SaeembedError(f"corpus '{name}' exists and is not the {unit} units of its document corpus")
+        return corpus_id
+
+    def add_units(self, unit_corpus_id: int, units: pl.DataFrame) -> int:
+        """Store units (parent_doc_id, unit_index, char_start, char_end, external_id, text, meta, content_hash)
+        as documents of corpus `unit_corpus_id`, all at once: a document is split whole or not at all."""
+        table = units.to_arrow()
+        with self.registered(incoming_units=table), self.transaction():
+            self.con.execute(
+                """
+                INSERT INTO documents (corpus_id, external_id, text, meta, content_hash)
+                SELECT $corpus_id, u.external_id, u.text, u.meta::JSON, u.content_hash
+                FROM incoming_units u
+                ORDER BY u.parent_doc_id, u.unit_index
+                """,
+                {"corpus_id": unit_corpus_id},
+            )
+            self.con.execute(
+                """
+                INSERT INTO units (doc_id, corpus_id, parent_doc_id, unit_index, char_start, char_end)
+                SELECT d.doc_id, $corpus_id, u.parent_doc_id, u.unit_index, u.char_start, u.char_end
+                FROM incoming_units u
+                JOIN documents d ON d.corpus_id = $corpus_id AND d.content_hash = u.content_hash
+                """,
+                {"corpus_id": unit_corpus_id},
+            )
+        return table.num_rows
+
+    def units_of_parents(self, unit_ids: Sequence[int]) -> pl.DataFrame:
+        """Every unit (doc_id, parent_doc_id, unit_index, char_start, char_end, wanted) of the documents that
+        `unit_ids` are units of, `wanted` saying which are listed; empty when none is a unit."""
+        listed = pa.table({"doc_id": pa.array(list(unit_ids), pa.int64())})
+        return self.rows("units_of_parents", listed=listed)
+
+    def unit_context(self, unit_ids: Sequence[int]) -> pl.DataFrame:
+        """doc_id, parent_doc_id, parent_external_id, unit_index, char_start, char_end, parent_text of the
+        listed units (no row for a document that is not a unit)."""
+        listed = pa.table({"doc_id": pa.array(list(unit_ids), pa.int64())})
+        return self.rows("unit_context", listed=listed)
+
     @_reads
     def documents_matching(self, corpus_id: int, predicate: Predicate) -> np.ndarray:
         """doc_id (ascending, int64) of corpus `corpus_id`'s documents where `predicate` holds.
