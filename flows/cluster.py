@@ -37,10 +37,12 @@ def cluster_flow(
     llm_model: str | None = None,
     llm_api_key_env: str = "OPENAI_API_KEY",
     llm_timeout: float = 60.0,
+    level: str = "document",
+    unit: str | None = None,
 ) -> dict:
-    """Cluster CORPUS's documents on the concepts closest to ABOUT (or the feature ids in CONCEPTS); with
-    DENSE, the same documents on all-MiniLM-L6-v2 embeddings, for comparison."""
-    ClusterOptions.pick(locals())  # every parameter checked before the database is opened
+    """Cluster CORPUS's documents (at level 'unit', its units: sentences, steps) on the concepts closest to
+    ABOUT (or the feature ids in CONCEPTS); with DENSE, on all-MiniLM-L6-v2 embeddings, for comparison."""
+    checked = ClusterOptions.pick(locals())  # every parameter checked before the database is opened
     options = {
         "about": about,
         "concepts": concepts,
@@ -53,6 +55,7 @@ def cluster_flow(
     }
     with Store.open(db) as store:
         chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=llm_timeout)
+        corpus = store.corpus_at_level(corpus, checked.level, checked.unit)
         result = run_cluster(store, corpus, {**options, "chat": chat})
     title = (
         f"saeembed cluster {corpus}"

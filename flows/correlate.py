@@ -36,13 +36,17 @@ def correlate_flow(
     top: int = 50,
     report: str | None = None,
     db: str | None = None,
+    level: str = "document",
+    unit: str | None = None,
 ) -> dict:
-    """Concept pairs of CORPUS with high NPMI and dissimilar labels (or concepts tracking WITH_COLUMN)."""
-    CorrelateOptions.pick(locals())  # every parameter checked before the database is opened
+    """Concept pairs of CORPUS with high NPMI and dissimilar labels (or concepts tracking WITH_COLUMN); at
+    level 'unit', of its units (sentences, paragraphs, chunks)."""
+    checked = CorrelateOptions.pick(locals())  # every parameter checked before the database is opened
     options: dict = {"where": where, "min_count": min_count, "top": top}
     if with_column is None:
         options |= {"min_npmi": min_npmi, "max_label_sim": max_label_sim, "max_same_token": max_same_token}
     with Store.open(db) as store:
+        corpus = store.corpus_at_level(corpus, checked.level, checked.unit)
         result = run_correlate(store, corpus, with_column, options)
         if report is not None:
             write_report(report, analysis_report(store, result["analysis_id"])[1])

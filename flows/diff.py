@@ -68,10 +68,12 @@ def diff_flow(
     llm_api_key_env: str = "OPENAI_API_KEY",
     llm_timeout: float = 60.0,
     judged_per_side: int = 40,
+    level: str = "document",
+    unit: str | None = None,
 ) -> dict:
     """Concepts whose frequency differs between corpus A and corpus B (or each level of BY vs the rest);
     with an LLM (llm_local or llm_base_url), hypotheses drawn from them and verified on held-out documents."""
-    DiffOptions.pick(locals())  # every parameter checked before the database is opened
+    checked = DiffOptions.pick(locals())  # every parameter checked before the database is opened
     options: dict = {"min_delta": min_delta, "top": top, "rank_by": rank_by, "presence_threshold": presence_threshold}
     if by is None:
         options |= {"where_a": where_a, "where_b": where_b, "paired_on": paired_on}
@@ -80,6 +82,7 @@ def diff_flow(
     hypotheses = None
     with Store.open(db) as store:
         chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=llm_timeout)
+        a, b = (None if x is None else store.corpus_at_level(x, checked.level, checked.unit) for x in (a, b))
         result = run_diff(store, a, b, by, options)
         if chat is not None:
             hypotheses = run_hypotheses(store, result.analysis_id, chat, judged_per_side)

@@ -31,9 +31,10 @@ def open_job(
     device: str,
     dtype: str,
     options: EmbedOptions,
+    unit: str,
 ) -> EmbedJob:
     return EmbedJob.open(
-        store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype, options=options
+        store, corpus, sae=sae, reader=reader, layer=layer, device=device, dtype=dtype, options=options, unit=unit
     )
 
 
@@ -90,13 +91,15 @@ def embed_flow(
     workers: int = 1,
     dask_address: str | None = None,
     show_progress: bool = False,
+    unit: str = "document",
 ) -> dict:
-    """Embed CORPUS with SAE (default: the SmolLM2-135M-Instruct SAE shipped with saeembed)."""
-    EmbedJobOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
+    """Embed CORPUS with SAE (default: the SmolLM2-135M-Instruct SAE shipped with saeembed); with UNIT
+    (sentence, paragraph, chunk:N) one vector per unit of each document, into corpus 'CORPUS:UNIT'."""
+    checked = EmbedJobOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
     options = EmbedOptions(max_tokens=max_tokens, chat_template=chat_template, batch_size=batch_size)
     distributed = workers > 1 or dask_address is not None
     with Store.open(db) as store:
-        job = open_job(store, corpus, sae, reader, layer, device, dtype, options)
+        job = open_job(store, corpus, sae, reader, layer, device, dtype, options, checked.unit)
         try:
             started = time.perf_counter()
             if distributed:
@@ -104,10 +107,10 @@ def embed_flow(
                 settings = job.settings._replace(threads=threads)
                 on_dask = embed_shares.with_options(task_runner=dask_runner(workers, dask_address))
                 shares = job.pending_shares(shard_docs)
-                stats = on_dask(str(store.path), job.run_id, shares, settings, f"embed {corpus}", show_progress)
+                stats = on_dask(str(store.path), job.run_id, shares, settings, f"embed {job.corpus}", show_progress)
             else:
                 stats = EmbedStats()
-                with progress_bar(f"embed {corpus}", job.pending, enabled=show_progress) as advance:
+                with progress_bar(f"embed {job.corpus}", job.pending, enabled=show_progress) as advance:
                     while (chunk := embed_chunk(job, shard_docs, advance)).documents:
                         stats = stats + chunk
             summary = job.finish(replace(stats, seconds=time.perf_counter() - started))  # wall time, not summed
@@ -116,6 +119,6 @@ def embed_flow(
     create_markdown_artifact(
         key="embed-summary",
         markdown="\n".join(f"- **{name}**: {value}" for name, value in summary._asdict().items()),
-        description=f"embed {corpus}",
+        description=f"embed {job.corpus}",
     )
     return summary._asdict()

@@ -63,6 +63,12 @@ LlmKeyOption = Annotated[
 LlmTimeoutOption = Annotated[
     float, typer.Option("--llm-timeout", help="Seconds an LLM request may take before it counts as timed out.")
 ]
+LevelOption = Annotated[
+    str, typer.Option("--level", help="document | unit (the units `embed --unit` made: sentences, paragraphs, chunks)")
+]
+UnitOption = Annotated[
+    str | None, typer.Option("--unit", help="sentence | paragraph | chunk:N: which units (implies --level unit).")
+]
 PresenceOption = Annotated[
     float,
     typer.Option(
@@ -328,10 +334,18 @@ def embed(
     dask_address: Annotated[
         str | None, typer.Option("--dask-address", help="Embed on the Dask cluster at tcp://HOST:PORT.")
     ] = None,
+    unit: Annotated[
+        str,
+        typer.Option(
+            "--unit",
+            help="document | sentence | paragraph | chunk:N: one vector per unit (documents still read whole), "
+            "into corpus CORPUS:UNIT.",
+        ),
+    ] = "document",
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Embed the corpus's not-yet-embedded documents (a rerun resumes where a killed one stopped)."""
+    """Embed the corpus's not-yet-embedded documents, or their units (a rerun resumes where a killed one stopped)."""
     from saeembed.options import EmbedJobOptions
     from saeembed.preflight import check_corpora, check_database, check_reader, check_sae
 
@@ -341,7 +355,7 @@ def embed(
     check_database(_db(db), writes=True)
     check_corpora(_db(db), [options.corpus], embedded=False)
     summary = _run_flow("embed", _db(db), options, show_progress=not as_json)
-    _emit(summary, as_json, lambda: _summary(f"embed {corpus}", summary))
+    _emit(summary, as_json, lambda: _summary(f"embed {summary['corpus']}", summary))
 
 
 @app.command("train-sae")
@@ -448,6 +462,8 @@ def diff_command(
     judged_per_side: Annotated[
         int, typer.Option("--judged-per-side", help="With an LLM: held-out documents per side to judge.")
     ] = 40,
+    level: LevelOption = "document",
+    unit: UnitOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -458,13 +474,15 @@ def diff_command(
 
     options = DiffOptions.pick(locals())
     check_database(_db(db), writes=True)
-    check_corpora(_db(db), [options.a] + ([options.b] if options.b else []), embedded=True)
+    corpora = [options.a] + ([options.b] if options.b else [])
+    check_corpora(_db(db), corpora, embedded=True, level=options.level, unit=options.unit)
     _check_llm_endpoint(options)
     result = _run_flow("diff", _db(db), options)
 
     def render() -> None:
         stdout.print(
-            f"analysis {result['analysis_id']} ({result['test']}): A {result['n_a']} vs B {result['n_b']} documents"
+            f"analysis {result['analysis_id']} ({result['test']}): A {result['n_a']} vs B {result['n_b']} "
+            + ("units" if options.level == "unit" else "documents")
             + (f"; report: {result['report']}" if result["report"] else "")
         )
         rows = [
@@ -498,6 +516,8 @@ def correlate(
     ] = 0.5,
     top: Annotated[int, typer.Option("--top", help="Rows to show.")] = 50,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    level: LevelOption = "document",
+    unit: UnitOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -507,7 +527,7 @@ def correlate(
 
     options = CorrelateOptions.pick(locals())
     check_database(_db(db), writes=True)
-    check_corpora(_db(db), [options.corpus], embedded=True)
+    check_corpora(_db(db), [options.corpus], embedded=True, level=options.level, unit=options.unit)
     result = _run_flow("correlate", _db(db), options)
 
     def render() -> None:
@@ -546,6 +566,8 @@ def cluster(
     llm_model: LlmModelOption = None,
     llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
     llm_timeout: LlmTimeoutOption = 60.0,
+    level: LevelOption = "document",
+    unit: UnitOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -557,7 +579,7 @@ def cluster(
     parsed = parse_concept_ids(concepts, "--concepts") if concepts is not None else None
     options = ClusterOptions.pick({**locals(), "concepts": parsed})
     check_database(_db(db), writes=True)
-    check_corpora(_db(db), [options.corpus], embedded=True)
+    check_corpora(_db(db), [options.corpus], embedded=True, level=options.level, unit=options.unit)
     _check_llm_endpoint(options)
     result = _run_flow("cluster", _db(db), options)
 
@@ -734,6 +756,8 @@ def search(
     llm_model: LlmModelOption = None,
     llm_api_key_env: LlmKeyOption = "OPENAI_API_KEY",
     llm_timeout: LlmTimeoutOption = 60.0,
+    level: LevelOption = "document",
+    unit: UnitOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -741,10 +765,12 @@ def search(
     FAISS index (dense), or both fused by reciprocal rank (fused). No Prefect. With an LLM, it picks the
     concepts."""
     from saeembed.options import SearchOptions
-    from saeembed.preflight import check_database
+    from saeembed.preflight import check_corpora, check_database
 
     options = SearchOptions.pick(locals())
     check_database(_db(db), writes=True)
+    if options.corpus is not None:
+        check_corpora(_db(db), [options.corpus], embedded=True, level=options.level, unit=options.unit)
     _check_llm_endpoint(options)
     import polars as pl
 
@@ -758,7 +784,7 @@ def search(
         result = search_documents(
             store,
             options.query,
-            corpus=options.corpus or only_corpus(store),
+            corpus=store.corpus_at_level(options.corpus or only_corpus(store), options.level, options.unit),
             mode=options.mode,
             top=options.top,
             n_concepts=options.n_concepts,
@@ -786,12 +812,23 @@ def search(
                 **r,
                 "matched": ", ".join(str(c["feature_id"]) for c in (r["concepts"] or [])[:5]),
                 "snippet": (r["snippet"] or "")[:160],
+                "in document": _around_mark(r["in_document"] or ""),
             }
             for r in result.documents.to_dicts()
         ]
-        stdout.print(_table(rows, ["rank", "doc_id", "score", "matched", "snippet"], title="documents"))
+        if result.documents["parent_doc_id"].is_null().all():
+            stdout.print(_table(rows, ["rank", "doc_id", "score", "matched", "snippet"], title="documents"))
+        else:
+            columns = ["rank", "doc_id", "parent_doc_id", "score", "matched", "in document"]
+            stdout.print(_table(rows, columns, title="units, «marked» in their documents"))
 
     _emit(payload, as_json, render)
+
+
+def _around_mark(text: str, width: int = 240) -> str:
+    """A window of `text` of about `width` characters that shows its «marked» span from the start."""
+    start = max(0, text.find("«") - width // 4)
+    return ("…" if start else "") + text[start : start + width] + ("…" if start + width < len(text) else "")
 
 
 @app.command()
@@ -925,7 +962,7 @@ def docs_show(
     options = DocsShowOptions(doc_id=doc_id, top=top)
     with Store.open(_db(db), read_only=True) as store:
         view = show_document(store, options.doc_id, top=options.top)
-    payload = {**view._asdict(), "concepts": view.concepts.to_dicts()}
+    payload = {**view._asdict(), "concepts": view.concepts.to_dicts(), "units": view.units.to_dicts()}
 
     def render() -> None:
         stdout.print(
@@ -937,8 +974,16 @@ def docs_show(
         )
         if view.meta:
             stdout.print(f"meta: {view.meta}", highlight=False)
-        stdout.print(view.text, highlight=False, markup=False)
+        if view.parent_doc_id is not None:
+            stdout.print(f"a unit of doc {view.parent_doc_id}, «marked» in it:", highlight=False)
+            stdout.print(view.in_document, highlight=False, markup=False)
+        else:
+            stdout.print(view.text, highlight=False, markup=False)
         stdout.print(_table(view.concepts.to_dicts(), ["feature_id", "max_act", "n_active_tokens", "freq", "context"]))
+        if view.units.height:
+            rows = [{**r, "text": r["text"].strip()[:100]} for r in view.units.to_dicts()]
+            columns = ["unit_corpus", "unit_index", "doc_id", "text", "concepts"]
+            stdout.print(_table(rows, columns, title="units, with their strongest concepts «where they peak»"))
 
     _emit(payload, as_json, render)
 

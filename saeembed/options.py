@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from saeembed.errors import SaeembedError, check_choice
+from saeembed.model.units import parse_unit
 from saeembed.storage.percentiles import DEFAULT_PRESENCE, check_presence
 from saeembed.storage.predicates import parse_predicate
 from saeembed.storage.shards import DEFAULT_SHARD_DOCS
@@ -52,6 +53,7 @@ MATCH_METHODS = ("correlation", "decoder")
 TRAIN_ARCHS = ("topk", "itda")
 SEARCH_MODES = ("sae", "dense", "fused")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
+LEVELS = ("document", "unit")
 
 
 # -- checks of one value -------------------------------------------------------------------------
@@ -164,6 +166,17 @@ class Options:
         """The options as plain values (a flow's parameters, an analysis's recorded params)."""
         return asdict(self)  # type: ignore[call-overload]
 
+    def _check_level(self) -> None:
+        """--level document|unit and --unit SPEC (a unit below the document; giving it means --level unit)."""
+        unit = self.unit
+        if unit is not None:
+            spec = parse_unit(unit)
+            if spec.is_document:
+                raise SaeembedError("--unit names a unit below the document: sentence, paragraph or chunk:N")
+            object.__setattr__(self, "unit", str(spec))
+            object.__setattr__(self, "level", "unit")
+        check_choice("--level", self.level, LEVELS)
+
     def _paths_as_text(self, *names: str) -> None:
         """Fields given as Paths (the CLI's) kept as text, so the options travel as a flow's JSON parameters."""
         for name in names:
@@ -225,9 +238,11 @@ class EmbedJobOptions(Options):
     shard_docs: int = DEFAULT_SHARD_DOCS
     workers: int = 1
     dask_address: str | None = None
+    unit: str = "document"
 
     def __post_init__(self) -> None:
         check_text("--corpus", self.corpus)
+        object.__setattr__(self, "unit", str(parse_unit(self.unit)))
         check_text("--sae", self.sae, limit=4096)
         if self.reader is not None:
             check_text("--reader", self.reader, limit=4096)
@@ -355,10 +370,13 @@ class DiffOptions(LlmOptions):
     presence_threshold: float = DEFAULT_PRESENCE
     report: str | None = None
     judged_per_side: int = 40
+    level: str = "document"
+    unit: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_text("corpus A", self.a)
+        self._check_level()
         if (self.b is None) == (self.by is None):
             raise SaeembedError(
                 "give corpus B (saeembed diff A B …) or --by COLUMN (saeembed diff A --by COLUMN), not both"
@@ -398,9 +416,12 @@ class CorrelateOptions(Options):
     max_same_token: float = 0.5
     top: int = 50
     report: str | None = None
+    level: str = "document"
+    unit: str | None = None
 
     def __post_init__(self) -> None:
         check_text("CORPUS", self.corpus)
+        self._check_level()
         if self.with_column is not None:
             check_text("--with-column", self.with_column)
         check_predicate("--where", self.where)
@@ -425,10 +446,13 @@ class ClusterOptions(LlmOptions):
     where: str | None = None
     dense: bool = False
     report: str | None = None
+    level: str = "document"
+    unit: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_text("CORPUS", self.corpus)
+        self._check_level()
         if (self.about is None) == (self.concepts is None):
             raise SaeembedError(
                 "say which concepts to cluster on: give exactly one of --about TEXT or --concepts ID,ID…"
@@ -497,9 +521,12 @@ class SearchOptions(LlmOptions):
     temperature: float = 0.2
     exemplar_weight: float = 0.5
     where: str | None = None
+    level: str = "document"
+    unit: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._check_level()
         if not isinstance(self.query, str) or not self.query.strip():
             raise SaeembedError("empty query: say which property the documents should have")
         check_text("QUERY", self.query, limit=10_000)

@@ -38,15 +38,18 @@ def check_database(db: str | Path, *, writes: bool, creates: bool = False) -> No
         pass
 
 
-def check_corpora(db: str | Path, corpora: Iterable[str], *, embedded: bool) -> None:
-    """Each of `corpora` is in the database (and, with `embedded`, has an embedding run)."""
+def check_corpora(
+    db: str | Path, corpora: Iterable[str], *, embedded: bool, level: str = "document", unit: str | None = None
+) -> None:
+    """Each of `corpora` is in the database (and, with `embedded`, has an embedding run; at level 'unit',
+    its unit corpus has one)."""
     path = Path(db)
     if not path.exists():
         raise SaeembedError(f"no database at {path}: run `saeembed ingest` (or `saeembed demo`) first")
     with Store.open(path, read_only=True) as store:
         for corpus in corpora:
             if embedded:
-                store.latest_run(corpus)
+                store.latest_run(store.corpus_at_level(corpus, level, unit))
             else:
                 store.corpus_id(corpus)
 

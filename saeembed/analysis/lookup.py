@@ -12,7 +12,7 @@ from typing import NamedTuple
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.model.tokens import load_tokenizer, mark_context, token_at
+from saeembed.model.tokens import TextTokenizer, load_tokenizer, mark_context, mark_span, token_at
 from saeembed.storage.store import Store
 
 
@@ -35,20 +35,57 @@ class DocumentView(NamedTuple):
     """Whether the document was cut at max_tokens."""
     concepts: pl.DataFrame
     """feature_id, max_act, mean_act, n_active_tokens, argmax_pos, freq, token, context."""
+    units: pl.DataFrame
+    """The document's units (`embed --unit`), in order: unit_corpus, unit_index, doc_id, char_start, char_end,
+    text, concepts (its strongest concepts as 'ID «token»' text); empty when it has none."""
+    parent_doc_id: int | None
+    """Where the document is itself a unit: the document it is a span of."""
+    in_document: str | None
+    """Where the document is a unit: its document's text with the unit «marked»."""
+
+
+UNIT_CONCEPTS = 3
+"""Concepts shown per unit."""
 
 
 def show_document(store: Store, doc_id: int, *, top: int = 20) -> DocumentView:
-    """A document with its strongest concepts and where each fired."""
+    """A document with its strongest concepts and where each fired, and its units with theirs."""
     run = store.run_for_document(doc_id)
     doc = store.rows("lookup_document", {"run_id": run.run_id, "doc_id": doc_id}).row(0)
     concepts = store.rows("doc_concepts", {"run_id": run.run_id, "doc_id": doc_id, "limit": top})
-    offsets = load_tokenizer(run.reader_model).offsets([doc[1]])[0]
+    tokenizer = load_tokenizer(run.reader_model)
+    offsets = tokenizer.offsets([doc[1]])[0]
     positions = concepts["argmax_pos"].to_list()
     concepts = concepts.with_columns(
         pl.Series("token", [token_at(doc[1], offsets, p) for p in positions], dtype=pl.Utf8),
         pl.Series("context", [mark_context(doc[1], offsets, p) for p in positions], dtype=pl.Utf8),
     )
-    return DocumentView(doc_id, doc[0], run.corpus, run.run_id, doc[1], doc[2], doc[3], doc[4], concepts)
+    units = _units(store, doc_id, doc[1], tokenizer)
+    context = store.unit_context([doc_id])
+    parent, in_document = None, None
+    if context.height:
+        row = context.row(0, named=True)
+        parent, in_document = row["parent_doc_id"], mark_span(row["parent_text"], row["char_start"], row["char_end"])
+    return DocumentView(
+        doc_id, doc[0], run.corpus, run.run_id, doc[1], doc[2], doc[3], doc[4], concepts, units, parent, in_document
+    )
+
+
+def _units(store: Store, doc_id: int, text: str, tokenizer: TextTokenizer) -> pl.DataFrame:
+    """The document's units, each with its strongest concepts and the token of the unit where each peaks."""
+    units = store.rows("document_unit_concepts", {"doc_id": doc_id, "per_unit": UNIT_CONCEPTS})
+    spans = list(zip(units["char_start"].to_list(), units["char_end"].to_list(), strict=True))
+    texts = [text[start:end] for start, end in spans]
+    offsets = tokenizer.offsets(texts) if texts else []
+    shown = [
+        ", ".join(f"{f} «{_shown(token_at(t, o, p))}»" for f, p in zip(features, peaks, strict=True))
+        for t, o, features, peaks in zip(
+            texts, offsets, units["feature_ids"].to_list(), units["argmax_pos"].to_list(), strict=True
+        )
+    ]
+    return units.select("unit_corpus", "unit_index", "doc_id", "char_start", "char_end").with_columns(
+        pl.Series("text", texts, dtype=pl.Utf8), pl.Series("concepts", shown, dtype=pl.Utf8)
+    )
 
 
 def top_concepts(store: Store, corpus: str, *, top: int = 20, examples: int = 10) -> pl.DataFrame:
@@ -127,3 +164,8 @@ def show_concept(
     corpus_docs = store.rows("run_size", {"run_id": run.run_id})["documents"][0]
     documents = examples.positives.select("rank", "doc_id", "max_act", "token", "context", "marked")
     return ConceptView(feature_id, name, run.run_id, examples.n_docs, corpus_docs, labels, documents)
+
+
+def _shown(token: str) -> str:
+    """A token as text to read: whitespace-only tokens (a line break) as their repr."""
+    return token.strip() or repr(token)

@@ -40,7 +40,7 @@ from saeembed.concepts.exemplars import exemplar_vectors
 from saeembed.concepts.llm import ChatBackend, MalformedAnswer, complete_parsed
 from saeembed.concepts.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
 from saeembed.errors import SaeembedError
-from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions
+from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions, mark_span
 from saeembed.options import SearchOptions
 from saeembed.storage.concept_columns import ConceptColumns, concept_columns
 from saeembed.storage.predicates import Predicate, parse_predicate
@@ -100,7 +100,9 @@ class RetrievalResult(NamedTuple):
     concepts (the selected concepts the document has, by contribution: feature_id, label, weight,
     activation (max_act), contribution (w·a/p90), argmax_pos (the token where it peaks)), snippet (around
     the firing token of the strongest matched concept, marked «like this»; the start of the text when none
-    matched), marked (the whole text with every matched concept's firing token marked; null when none)."""
+    matched), marked (the whole text with every matched concept's firing token marked; null when none);
+    for units (`--level unit`), parent_doc_id and in_document (the document's text with the unit «marked»),
+    both null for whole documents."""
     index: str | None
     """The dense index used (dense and fused), e.g. 'flat (exact, 3,500 documents)' or 'ivf (nlist …)'."""
     confidence: str | None
@@ -300,7 +302,7 @@ def search_documents(
     documents = _combine(mode, sae, dense, top)
     if documents.height == 0:
         message = _empty_message(corpus, predicate, concepts, allowed, message)
-    documents = _present(store, run, concepts, documents, columns if sae is not None else None)
+    documents = _in_documents(store, _present(store, run, concepts, documents, columns if sae is not None else None))
     params = {
         "query": query,
         "corpus": corpus,
@@ -554,6 +556,23 @@ def _present(
             pl.Series("marked", marked, dtype=pl.Utf8),
         )
         .select("rank", "doc_id", "external_id", "score", "sae_rank", "dense_rank", "concepts", "snippet", "marked")
+    )
+
+
+def _in_documents(store: Store, documents: pl.DataFrame) -> pl.DataFrame:
+    """Add where each listed unit sits: parent_doc_id, and in_document, its document's text with the unit
+    «marked» (both null for whole documents)."""
+    context = store.unit_context(documents["doc_id"].to_list())
+    shown = {
+        doc_id: (parent, mark_span(text, start, end))
+        for doc_id, parent, text, start, end in context.select(
+            "doc_id", "parent_doc_id", "parent_text", "char_start", "char_end"
+        ).iter_rows()
+    }
+    found = [shown.get(doc_id, (None, None)) for doc_id in documents["doc_id"].to_list()]
+    return documents.with_columns(
+        pl.Series("parent_doc_id", [parent for parent, _ in found], dtype=pl.Int64),
+        pl.Series("in_document", [text for _, text in found], dtype=pl.Utf8),
     )
 
 

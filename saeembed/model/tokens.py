@@ -95,3 +95,18 @@ def mark_positions(text: str, offsets: Offsets, positions: Iterable[int]) -> str
         cursor = end
     pieces.append(text[cursor:])
     return "".join(pieces)
+
+
+SPAN_CONTEXT_CHARS = 300
+
+
+def mark_span(text: str, start: int, end: int, *, context: int = SPAN_CONTEXT_CHARS) -> str:
+    """`text` with the span [start, end) marked «like this» (its edge whitespace left outside the marks) and
+    at most `context` characters kept either side, so a sentence is shown in its document."""
+    inner = text[start:end]
+    lead = len(inner) - len(inner.lstrip())
+    trail = len(inner) - len(inner.rstrip())
+    left, right = max(0, start - context), min(len(text), end + context)
+    core_start, core_end = start + lead, end - trail
+    marked = f"{text[left:core_start]}«{text[core_start:core_end]}»{text[core_end:right]}"
+    return f"{'…' if left > 0 else ''}{marked}{'…' if right < len(text) else ''}"

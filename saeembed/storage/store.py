@@ -617,6 +617,10 @@ class Store:
         units = ", ".join(embedded["unit"].to_list())
         raise SaeembedError(f"corpus '{corpus}' has units of several kinds ({units}): say which with --unit")
 
+    def corpus_at_level(self, corpus: str, level: str = "document", unit: str | None = None) -> str:
+        """`corpus` itself at level 'document'; at level 'unit', its embedded unit corpus (`unit_corpus`)."""
+        return corpus if level == "document" else self.unit_corpus(corpus, unit)
+
     @_reads
     def unsplit_documents(self, parent_id: int, unit_corpus_id: int, *, limit: int) -> pl.DataFrame:
         """doc_id, external_id, text, meta of up to `limit` documents of corpus `parent_id` not yet split
