@@ -71,6 +71,10 @@ def test_sentences_and_paragraphs_of_hand_made_text():
         "Finally, it ends!",
         "Really?",
     ]
+    numbered = "1. Time is a thing. Greeks knew it.\n\n2. Chronos is time.\nb) Aion is too.\n* And so on."
+    items = [numbered[s:e].strip() for s, e in unit_spans(numbered, UnitSpec("sentence"))]
+    # sentencex alone ends a sentence after "1."; the marker stays with its item.
+    assert items == ["1. Time is a thing.", "Greeks knew it.", "2. Chronos is time.", "b) Aion is too.", "* And so on."]
     paragraphs = DOCUMENTS["paragraphs"]
     spans = unit_spans(paragraphs, UnitSpec("paragraph"))
     assert [paragraphs[s:e].strip() for s, e in spans] == [

@@ -24,6 +24,9 @@ Span = tuple[int, int]
 
 # A blank line (spaces and tabs allowed on it) ends a paragraph; the blank run stays with the paragraph before.
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+# A list marker alone ("1.", "b)", "iv.", "-"): sentencex ends a sentence after "1." before a capital, but the
+# marker belongs to the item it opens.
+_LIST_MARKER = re.compile(r"\s*(?:(?:\d{1,3}|[A-Za-z]|[ivxlcIVXLC]{1,6})[.)]|[-*•–])\s*")
 
 
 class UnitSpec(NamedTuple):
@@ -59,7 +62,8 @@ def unit_spans(text: str, spec: UnitSpec, offsets: Sequence[Span] | None = None)
     whitespace (whitespace between units goes to the unit before it, or after it at the start).
 
     Sentences come from sentencex (Wikimedia's rule-based segmenter: abbreviations, numbers and quotes
-    handled, line breaks end a sentence, so each bullet of a list is a unit). Chunks need the token
+    handled, line breaks end a sentence, so each item of a list is a unit, its marker "1." or "-" with it).
+    Chunks need the token
     `offsets` of the reader's tokenizer: a chunk starts where its first token starts.
     """
     if not text:
@@ -69,7 +73,12 @@ def unit_spans(text: str, spec: UnitSpec, offsets: Sequence[Span] | None = None)
     elif spec.kind == "sentence":
         from sentencex import get_sentence_boundaries
 
-        cuts = [piece["start_index"] for piece in get_sentence_boundaries("en", text)]
+        pieces = get_sentence_boundaries("en", text)
+        cuts = [0] + [
+            after["start_index"]
+            for before, after in itertools.pairwise(pieces)
+            if not _LIST_MARKER.fullmatch(text[before["start_index"] : before["end_index"]])
+        ]
     elif spec.kind == "paragraph":
         cuts = [0, *(m.end() for m in _PARAGRAPH_BREAK.finditer(text))]
     elif spec.kind == "chunk":
