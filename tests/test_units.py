@@ -217,6 +217,9 @@ def test_unit_level_search_and_docs_show_through_the_cli(tmp_path, unit_db, read
     assert [u["unit_index"] for u in shown["units"]] == list(range(6))
     assert shown["units"][2]["doc_id"] == bullet and shown["units"][2]["text"] == "- first point\n"
     assert all(u["concepts"].count("«") == 3 for u in shown["units"])
+    for u in shown["units"]:  # each concept's peak token is a token of its own unit
+        assert len(u["feature_ids"]) == len(u["peak_tokens"]) == 3
+        assert all(token and token.strip() in u["text"] for token in u["peak_tokens"])
     unit = json.loads(run(capsys, ["docs", "show", str(bullet)], unit_db))
     assert unit["parent_doc_id"] == parent and "«- first point»" in unit["in_document"]
 

@@ -37,7 +37,8 @@ class DocumentView(NamedTuple):
     """feature_id, max_act, mean_act, n_active_tokens, argmax_pos, freq, token, context."""
     units: pl.DataFrame
     """The document's units (`embed --unit`), in order: unit_corpus, unit_index, doc_id, char_start, char_end,
-    text, concepts (its strongest concepts as 'ID «token»' text); empty when it has none."""
+    feature_ids and peak_tokens (its strongest concepts and the token where each peaks), text, concepts (the same
+    as 'ID «token»' text); empty when it has none."""
     parent_doc_id: int | None
     """Where the document is itself a unit: the document it is a span of."""
     in_document: str | None
@@ -77,14 +78,18 @@ def _units(store: Store, doc_id: int, text: str, tokenizer: TextTokenizer) -> pl
     spans = list(zip(units["char_start"].to_list(), units["char_end"].to_list(), strict=True))
     texts = [text[start:end] for start, end in spans]
     offsets = tokenizer.offsets(texts) if texts else []
-    shown = [
-        ", ".join(f"{f} «{_shown(token_at(t, o, p))}»" for f, p in zip(features, peaks, strict=True))
-        for t, o, features, peaks in zip(
-            texts, offsets, units["feature_ids"].to_list(), units["argmax_pos"].to_list(), strict=True
-        )
+    peak_tokens = [
+        [token_at(t, o, p) for p in peaks]
+        for t, o, peaks in zip(texts, offsets, units["argmax_pos"].to_list(), strict=True)
     ]
-    return units.select("unit_corpus", "unit_index", "doc_id", "char_start", "char_end").with_columns(
-        pl.Series("text", texts, dtype=pl.Utf8), pl.Series("concepts", shown, dtype=pl.Utf8)
+    shown = [
+        ", ".join(f"{f} «{_shown(token)}»" for f, token in zip(features, tokens, strict=True))
+        for features, tokens in zip(units["feature_ids"].to_list(), peak_tokens, strict=True)
+    ]
+    return units.select("unit_corpus", "unit_index", "doc_id", "char_start", "char_end", "feature_ids").with_columns(
+        pl.Series("peak_tokens", peak_tokens, dtype=pl.List(pl.Utf8)),
+        pl.Series("text", texts, dtype=pl.Utf8),
+        pl.Series("concepts", shown, dtype=pl.Utf8),
     )
 
 

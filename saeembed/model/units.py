@@ -63,8 +63,7 @@ def unit_spans(text: str, spec: UnitSpec, offsets: Sequence[Span] | None = None)
 
     Sentences come from sentencex (Wikimedia's rule-based segmenter: abbreviations, numbers and quotes
     handled, line breaks end a sentence, so each item of a list is a unit, its marker "1." or "-" with it).
-    Chunks need the token
-    `offsets` of the reader's tokenizer: a chunk starts where its first token starts.
+    Chunks need the token `offsets` of the reader's tokenizer: a chunk starts where its first token starts.
     """
     if not text:
         return []
