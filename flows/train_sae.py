@@ -26,6 +26,7 @@ from saeembed.model.train import (
     train_itda,
     train_topk_sae,
 )
+from saeembed.model.units import TOKEN_INPUT, parse_unit
 from saeembed.options import TrainSaeOptions
 from saeembed.storage.store import Store, default_db_path
 
@@ -41,11 +42,12 @@ def collect(
     reader: Reader, texts: list[str], max_tokens: int, token_budget: int | None, cache_key: dict, show_progress: bool
 ) -> torch.Tensor:
     label = cache_key["part"]
+    unit = None if cache_key["unit"] == TOKEN_INPUT else parse_unit(cache_key["unit"])
 
     def run() -> torch.Tensor:
         with progress_bar(f"collect {label}", len(texts), enabled=show_progress) as advance:
             return collect_activations(
-                reader, texts, max_tokens=max_tokens, token_budget=token_budget, on_batch=advance
+                reader, texts, max_tokens=max_tokens, token_budget=token_budget, on_batch=advance, unit=unit
             )
 
     path = activation_cache_path(**cache_key)
@@ -75,9 +77,11 @@ def train_sae_flow(
     save_dtype: str = "float16",
     arch: str = "topk",
     atoms: int | None = None,
+    unit: str = TOKEN_INPUT,
     show_progress: bool = False,
 ) -> dict:
-    """Train a TopK SAE (AuxK loss) on CORPUS's activations at LAYER; write it to OUT."""
+    """Train a TopK SAE (AuxK loss) on CORPUS's activations at LAYER (tokens, or with `unit` the mean of each
+    sentence, paragraph, chunk or document); write it to OUT."""
     TrainSaeOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
     target = Path(out)
     data = split(db, corpus, heldout_docs, seed)
@@ -94,6 +98,7 @@ def train_sae_flow(
         "train_tokens": train_tokens,
         "heldout_docs": heldout_docs,
         "seed": seed,
+        "unit": unit,
     }
     train = collect(loaded, data.train_texts, max_tokens, train_tokens, {**cache_key, "part": "train"}, show_progress)
     heldout = collect(loaded, data.heldout_texts, max_tokens, None, {**cache_key, "part": "held-out"}, show_progress)
@@ -101,13 +106,20 @@ def train_sae_flow(
         itda = ItdaOptions(atoms=atoms or latents, k=k, batch_size=batch_size, seed=seed)
         batches = math.ceil(train.shape[0] / batch_size)
         with progress_bar("build ITDA dictionary", batches, enabled=show_progress, unit="batches") as advance:
-            sae, report = train_itda(train, heldout, itda, on_batch=lambda batch, total, atoms: advance(1))
+            sae, report = train_itda(
+                train, heldout, itda, on_batch=lambda batch, total, atoms: advance(1), input_unit=unit
+            )
     else:
         options = TrainOptions(d_sae=latents, k=k, batch_size=batch_size, epochs=epochs, lr=lr, seed=seed)
         steps = train.shape[0] // batch_size * epochs
         with progress_bar("train", steps, enabled=show_progress, unit="steps") as advance:
             sae, report = train_topk_sae(
-                train, heldout, options, device=loaded.device, on_step=lambda step, total, fvu: advance(1)
+                train,
+                heldout,
+                options,
+                device=loaded.device,
+                on_step=lambda step, total, fvu: advance(1),
+                input_unit=unit,
             )
     sae.cfg = sae_config_for(loaded, sae, report)
     sae.to(getattr(torch, save_dtype)).save(target)
@@ -115,6 +127,7 @@ def train_sae_flow(
     headline = {
         "out": str(target),
         "arch": arch,
+        "unit": unit,
         "latents": sae.cfg.d_sae,
         "fvu": round(report.fvu, 4),
         "fvu_without_outliers": round(report.fvu_without_outliers, 4),
@@ -127,6 +140,7 @@ def train_sae_flow(
     create_markdown_artifact(
         key="train-sae-report",
         markdown="\n".join(f"- **{name}**: {value}" for name, value in headline.items()),
-        description=f"{'ITDA dictionary' if arch == 'itda' else 'TopK SAE'} on {corpus}, layer {layer}",
+        description=f"{'ITDA dictionary' if arch == 'itda' else 'TopK SAE'} on {corpus}, layer {layer}"
+        + ("" if unit == TOKEN_INPUT else f", {unit} means"),
     )
     return headline

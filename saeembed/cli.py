@@ -369,6 +369,14 @@ def train_sae(
         str, typer.Option("--arch", help="topk (a trained SAE) or itda (a dictionary of activations).")
     ] = "topk",
     atoms: Annotated[int | None, typer.Option("--atoms", help="With --arch itda: atoms (default: --latents).")] = None,
+    unit: Annotated[
+        str,
+        typer.Option(
+            "--unit",
+            help="token (default) | sentence | paragraph | chunk:N | document: train on each unit's mean "
+            "activation (step-level SAE; it embeds units of that kind).",
+        ),
+    ] = "token",
     reader: Annotated[str, typer.Option("--reader", help="Reader LLM.")] = "smollm2-135m-instruct",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens read per document.")] = 128,
     train_tokens: Annotated[int, typer.Option("--train-tokens", help="Training tokens to collect.")] = 2_000_000,

@@ -25,7 +25,7 @@ from saeembed.model.formats import check_compatible, load_sae
 from saeembed.model.pooling import BatchUnits, EmbedOptions, embed_batch
 from saeembed.model.reader import DEFAULT_READER, Device, DType, Reader, length_batches
 from saeembed.model.sae import SparseAutoencoder
-from saeembed.model.units import UnitSpec, parse_unit, token_units, unit_spans
+from saeembed.model.units import TOKEN_INPUT, UnitSpec, parse_unit, token_units, unit_spans
 from saeembed.storage.percentiles import concept_p90
 from saeembed.storage.shards import DEFAULT_SHARD_DOCS
 from saeembed.storage.sources import SourceRows, content_hash, read_source
@@ -408,6 +408,9 @@ class EmbedJob:
         if unit_spec.is_document and store.unit_of_corpus(corpus_id) is not None:
             raise SaeembedError(f"'{corpus}' is a corpus of units: embed its documents with --unit")
         resolved = resolve_sae(sae)
+        trained_on = resolved.sae.cfg.input_unit
+        if trained_on not in (TOKEN_INPUT, str(unit_spec)):
+            raise SaeembedError(f"SAE {sae} was trained on {trained_on} means: embed with --unit {trained_on}")
         sae_layer = layer if layer is not None else resolved.sae.cfg.layer
         if sae_layer is None:
             raise SaeembedError(f"SAE {sae} does not say which layer it reads: pass --layer")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from saeembed.errors import SaeembedError, check_choice
-from saeembed.model.units import parse_unit
+from saeembed.model.units import TOKEN_INPUT, parse_unit
 from saeembed.storage.percentiles import DEFAULT_PRESENCE, check_presence
 from saeembed.storage.predicates import parse_predicate
 from saeembed.storage.shards import DEFAULT_SHARD_DOCS
@@ -285,11 +285,17 @@ class TrainSaeOptions(Options):
     save_dtype: str = "float16"
     arch: str = "topk"
     atoms: int | None = None
+    unit: str = TOKEN_INPUT
 
     def __post_init__(self) -> None:
         check_text("--corpus", self.corpus)
         check_int("--layer", self.layer, low=0, high=MAX_LAYER)
         check_choice("--arch", self.arch, TRAIN_ARCHS)
+        if self.unit != TOKEN_INPUT:
+            try:
+                parse_unit(self.unit)
+            except SaeembedError as error:
+                raise SaeembedError(f"{error} (or token, the default: one token per input)") from None
         if self.atoms is not None:
             if self.arch != "itda":
                 raise SaeembedError("--atoms goes with --arch itda (a TopK SAE's size is --latents)")

@@ -93,6 +93,8 @@ BAD = [
     (["train-sae", "--corpus", "a", "--layer", "3", "--out", "{tmp}/sae", "--atoms", "64"], "--atoms goes with --arch"),
     (["train-sae", "--corpus", "a", "--layer", "3", "--out", "{tmp}/sae", "--arch", "sparse"], "unknown --arch"),
     (["train-sae", "--corpus", "a", "--layer", "3", "--out", "{tmp}/sae", "--arch", "itda", "--atoms", "0"], "--atoms"),
+    (["train-sae", "--corpus", "a", "--layer", "3", "--out", "{tmp}/sae", "--unit", "step"], "or token, the default"),
+    (["train-sae", "--corpus", "a", "--layer", "3", "--out", "{tmp}/sae", "--unit", "chunk:0"], "chunk size must be"),
     (["concepts", "match", "1", "1"], "RUN_A and RUN_B are both run 1"),
     (["label", "--corpus", "a", "--method", "magic"], "unknown --method 'magic'"),
     (["label", "--corpus", "a", "--concurrency", "0"], "--concurrency must be at least 1"),

@@ -129,6 +129,59 @@ def test_train_sae_flow_builds_an_itda_dictionary(training_db, tmp_path):
     assert len(set(sae.cfg.meta["atom_sources"])) == 96
 
 
+def test_train_sae_flow_on_sentence_means_makes_a_step_level_sae_that_embeds_sentences(training_db, tmp_path, reader):
+    """RISE's setting: an SAE trained on each sentence's mean activation, which then encodes each sentence's
+    mean (its codes are the stored activations) and refuses to embed anything but sentences."""
+    import torch
+    from saeembed_flows.embed import embed_flow
+    from saeembed_flows.train_sae import train_sae_flow
+
+    from saeembed.errors import SaeembedError
+    from saeembed.jobs import resolve_sae
+    from saeembed.model.units import parse_unit, token_units, unit_spans
+
+    db, out = training_db, tmp_path / "step-sae"
+    settings = {"db": db, "max_tokens": 48, "device": "cpu", "dtype": "float32"}
+    report = train_sae_flow(
+        corpus="train", layer=TEST_LAYER, out=str(out), latents=64, k=4, unit="sentence", heldout_docs=20,
+        batch_size=64, epochs=30, train_tokens=10**6, **settings,
+    )  # fmt: skip
+    sae = resolve_sae(str(out)).sae.float()
+    assert (report["unit"], sae.cfg.input_unit) == ("sentence", "sentence")
+    assert report["mean_l0"] <= 4 and 0 < report["fvu"] < 1
+    # 100 training articles read to 48 tokens: rows are their sentences (a headline, a sentence or two), not
+    # their ≈ 4,000 tokens.
+    assert 100 < report["train_tokens"] < 400
+    with pytest.raises(SaeembedError, match="was trained on sentence means: embed with --unit sentence"):
+        embed_flow(corpus="train", sae=str(out), **settings)
+    summary = embed_flow(corpus="train", sae=str(out), unit="sentence", **settings)
+    assert summary["corpus"] == "train:sentence" and summary["status"] == "complete"
+
+    with Store.open(db, read_only=True) as store:
+        unit = store.query(
+            "SELECT u.doc_id, u.char_start, u.char_end, p.text FROM units u JOIN documents p "
+            "ON p.doc_id = u.parent_doc_id WHERE u.unit_index = 1 ORDER BY u.doc_id LIMIT 1"
+        ).row(0, named=True)
+        rows = store.query(
+            f"SELECT feature_id, max_act, mean_act, n_active_tokens, argmax_pos FROM doc_features "
+            f"WHERE doc_id = {unit['doc_id']} ORDER BY feature_id"
+        )
+    # The sentence's mean residual, read in its document, encoded by the SAE: the stored codes.
+    ids = reader.tokenize([unit["text"]], 48).ids[0]
+    offsets = reader.token_offsets([unit["text"]])[0]
+    owner = token_units(offsets[: len(ids)], unit_spans(unit["text"], parse_unit("sentence"), offsets))
+    residuals = reader.document_residuals([ids], reader.prefix_ids(True)).residuals
+    mine = torch.as_tensor(owner == 1)
+    codes = sae.encode(residuals[mine].mean(0, keepdim=True))[0]
+    assert rows["feature_id"].to_list() == codes.nonzero().flatten().tolist()
+    assert rows["max_act"].to_numpy() == pytest.approx(codes[codes > 0].numpy(), rel=1e-2, abs=1e-3)
+    assert (rows["max_act"] == rows["mean_act"]).all()
+    # Each concept's strongest token is the sentence token with the largest own pre-activation.
+    pre = sae.pre_activations(residuals[mine])
+    assert rows["argmax_pos"].to_list() == [int(pre[:, f].argmax()) for f in rows["feature_id"].to_list()]
+    assert rows["n_active_tokens"].to_list() == [int((pre[:, f] > 0).sum()) for f in rows["feature_id"].to_list()]
+
+
 def test_label_flow_labels_every_concept_then_skips_them(prefect_harness, tmp_path, source):
     from saeembed_flows.embed import embed_flow
     from saeembed_flows.ingest import ingest_flow

@@ -84,7 +84,7 @@ def test_own_format_round_trip_keeps_config_and_encodings(tmp_path, weights, x):
     sae = SparseAutoencoder.from_tensors(cfg, without_threshold(weights))
     sae.save(tmp_path / "sae")
     config = json.loads((tmp_path / "sae" / "cfg.json").read_text())
-    assert (config["format"], config["format_version"], config["k"]) == ("saeembed", 1, 5)
+    assert (config["format"], config["format_version"], config["k"]) == ("saeembed", 2, 5)
     loaded = load_sae(tmp_path / "sae")
     assert loaded.cfg == cfg
     assert torch.equal(loaded.encode(x), sae.encode(x))
@@ -550,7 +550,7 @@ def test_unrecognised_paths_name_the_problem(tmp_path):
         ({"W_dec": torch.zeros(D_IN, D_SAE)}, {}, r"tensor 'W_dec' has shape \(12, 40\), expected \(40, 12\)"),
         ({"extra": torch.zeros(1)}, {}, "unexpected tensor\\(s\\) 'extra' for a relu SAE"),
         ({"b_dec": torch.zeros(D_IN, dtype=torch.int32)}, {}, "tensor 'b_dec' has dtype torch.int32"),
-        ({}, {"format_version": 2}, "format_version 2 is not readable by this saeembed"),
+        ({}, {"format_version": 3}, "format_version 3 is not readable by this saeembed"),
         ({}, {"colour": "red"}, "cfg.json does not describe an SAE: .*'colour'"),
         ({}, {"arch": "gated"}, "unsupported SAE architecture 'gated'"),
     ],

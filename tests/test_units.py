@@ -230,3 +230,25 @@ def run(capsys: pytest.CaptureFixture, args: list[str], db: Path) -> str:
     captured = capsys.readouterr()
     assert done.value.code == 0, captured.err
     return captured.out
+
+
+def test_step_level_training_rows_are_each_sentences_mean_activation(reader):
+    """`train-sae --unit sentence` collects one row per sentence: the mean of its tokens' residuals, read in
+    the whole document (RISE)."""
+    import torch
+
+    from saeembed.model.train import collect_activations
+
+    texts = [DOCUMENTS["one"], DOCUMENTS["mixed"]]  # shortest first: the order they are read in
+    rows = collect_activations(reader, texts, max_tokens=64, unit=parse_unit("sentence"), batch_size=1)
+    tokens = collect_activations(reader, texts, max_tokens=64, batch_size=1)
+    expected = []
+    offsets = reader.token_offsets(texts)
+    start = 0
+    for text, offset in zip(texts, offsets, strict=True):
+        owner = token_units(offset, unit_spans(text, parse_unit("sentence"), offset))
+        mine = tokens[start : start + len(offset)].float()
+        expected += [mine[torch.as_tensor(owner == u)].mean(0) for u in range(owner.max() + 1)]
+        start += len(offset)
+    assert rows.shape == (1 + 6, reader.hidden_size)
+    assert torch.allclose(rows.float(), torch.stack(expected), rtol=1e-2, atol=1e-2)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from saeembed.model.reader import Reader
 from saeembed.model.sae import SparseAutoencoder, SparseCodes
+from saeembed.model.units import TOKEN_INPUT
 
 # SAE pre-activations are built for at most this many (token × latent) cells at a time (≈256 MB in fp32).
 MAX_CODE_CELLS = 64 * 2**20
@@ -109,7 +110,8 @@ def embed_batch(
     kept = row >= 0  # tokens of units embedded earlier (a document's units split across two calls) are skipped
     residuals = tokens.residuals if bool(kept.all()) else tokens.residuals[kept.to(tokens.residuals.device)]
     row, position = row[kept], position[kept]
-    pooled = _pool(sae, reader, residuals, row, position)
+    pool = _pool if sae.cfg.input_unit == TOKEN_INPUT else _pool_means
+    pooled = pool(sae, reader, residuals, row, position)
     n_tokens = np.bincount(row.numpy(), minlength=len(ids)) if units is not None else tokens.lengths.numpy()
     features = {
         "doc_id": ids[pooled.doc_index],
@@ -127,6 +129,19 @@ def embed_batch(
         "n_features": np.bincount(pooled.doc_index, minlength=len(ids)).astype(np.int32),
     }
     return EmbeddedBatch(documents, features, int(n_tokens.sum()))
+
+
+def unit_means(residuals: Tensor, owner: Tensor) -> tuple[Tensor, Tensor]:
+    """The mean residual of each unit that has tokens, in float32, and those units' indices (ascending).
+
+    `owner[i]` is the unit of row i of `residuals` [tokens, d]. The mean is RISE's step representation
+    ("Fantastic Reasoning Behaviors and Where to Find Them": a step's activations averaged over its tokens).
+    """
+    units, row_of = torch.unique(owner, return_inverse=True)
+    sums = torch.zeros(units.numel(), residuals.shape[1], dtype=torch.float32, device=residuals.device)
+    sums.index_add_(0, row_of.to(residuals.device), residuals.float())
+    counts = torch.bincount(row_of, minlength=units.numel()).to(sums)
+    return sums / counts[:, None], units
 
 
 class BatchUnits(NamedTuple):
@@ -170,6 +185,58 @@ def _pool(sae: SparseAutoencoder, reader: Reader, residuals: Tensor, row: Tensor
         empty = np.zeros(0, dtype=np.int64)
         return PooledCodes(empty, empty, empty.astype(np.float32), empty.astype(np.float32), empty, empty)
     return pooled_parts[0] if len(pooled_parts) == 1 else _merge_pooled(pooled_parts, sae.cfg.d_sae)
+
+
+def _pool_means(
+    sae: SparseAutoencoder, reader: Reader, residuals: Tensor, row: Tensor, position: Tensor
+) -> PooledCodes:
+    """For an SAE trained on unit means (`train-sae --unit`): each row's mean residual is encoded once, and
+    its code is the concept's activation (max and mean alike). The row's tokens whose own pre-activation of
+    the concept is positive count as its active tokens, and the one where it is largest gives argmax_pos,
+    so a unit's concepts can still be shown where they fire (pre-activations are affine in the input, so
+    the mean's is the mean of the tokens')."""
+    autocast = (
+        torch.autocast("cpu", dtype=reader.dtype)
+        if reader.device.type == "cpu" and reader.dtype != torch.float32
+        else nullcontext()
+    )
+    with torch.inference_mode(), autocast:
+        means, rows = unit_means(residuals, row)
+        codes = sae.encode_sparse(means)
+        code_row = rows[codes.row.cpu()]
+        order = torch.argsort(code_row * sae.cfg.d_sae + codes.latent.cpu())
+        code_row, latent, value = code_row[order], codes.latent.cpu()[order], codes.value.cpu()[order].float()
+        # Every (token, code of its row) pair; tokens come row by row, codes are sorted by row.
+        n_rows = int(row.max()) + 1 if row.numel() else 0
+        codes_per_row = torch.bincount(code_row, minlength=n_rows)
+        first_code = torch.cumsum(codes_per_row, 0) - codes_per_row
+        per_token = codes_per_row[row]
+        pair_token = torch.repeat_interleave(torch.arange(row.numel()), per_token)
+        pair_start = torch.cumsum(per_token, 0) - per_token
+        pair_code = first_code[row[pair_token]] + torch.arange(pair_token.numel()) - pair_start[pair_token]
+        score = torch.empty(pair_token.numel())
+        chunk = max(1, MAX_CODE_CELLS // sae.cfg.d_sae)
+        for start in range(0, residuals.shape[0], chunk):
+            lo, hi = torch.searchsorted(pair_token, torch.tensor([start, start + chunk])).tolist()
+            h = sae.pre_activations(residuals[start : start + chunk])
+            local = (pair_token[lo:hi] - start).to(h.device)
+            score[lo:hi] = h[local, latent[pair_code[lo:hi]].to(h.device)].float().cpu()
+    n_codes = code_row.numel()
+    n_active = torch.bincount(pair_code[score > 0], minlength=n_codes)
+    best = torch.full((n_codes,), -torch.inf).scatter_reduce_(0, pair_code, score, "amax", include_self=False)
+    at_best = score == best[pair_code]
+    argmax_pos = torch.full((n_codes,), torch.iinfo(torch.int64).max, dtype=torch.int64).scatter_reduce_(
+        0, pair_code[at_best], position[pair_token[at_best]], "amin"
+    )
+    n_tokens = torch.bincount(row, minlength=n_rows)
+    return PooledCodes(
+        doc_index=code_row.numpy(),
+        feature_id=latent.numpy(),
+        max_act=value.numpy(),
+        sum_act=(value * n_tokens[code_row]).numpy(),
+        n_active_tokens=n_active.numpy(),
+        argmax_pos=argmax_pos.numpy(),
+    )
 
 
 def _merge_pooled(parts: list[PooledCodes], d_sae: int) -> PooledCodes:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from saeembed.errors import SaeembedError
 from saeembed.model.itda import matching_pursuit
+from saeembed.model.units import TOKEN_INPUT
 
 if TYPE_CHECKING:
     from sparsify import SparseCoder
@@ -29,8 +30,8 @@ Normalization = Literal["none", "constant_norm_rescale", "layer_norm"]
 Device = str | torch.device
 
 FORMAT = "saeembed"
-FORMAT_VERSION = 1
-"""Version of the own format's cfg.json; a newer file is refused rather than misread."""
+FORMAT_VERSION = 2
+"""Version of the own format's cfg.json; a newer file is refused rather than misread (2 added input_unit)."""
 
 
 class SparseCodes(NamedTuple):
@@ -91,6 +92,11 @@ class SaeConfig:
     source_format: str = FORMAT
     """The layout the weights were first loaded from (kept when re-saved in the own format)."""
 
+    input_unit: str = TOKEN_INPUT
+    """What one input is: a token's residual ('token', as for every published SAE), or the mean residual of
+    a unit's tokens ('sentence', 'paragraph', 'chunk:N', 'document') for an SAE trained on unit means
+    (`train-sae --unit`, RISE's step-level SAEs); such an SAE embeds units of that kind only."""
+
     meta: dict[str, Any] = field(default_factory=dict)
     """Anything else worth keeping (e.g. the training report, the original hook name)."""
 
@@ -116,6 +122,8 @@ class SaeConfig:
             )
         if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
             raise SaeembedError(f"SAE layer must be a non-negative integer, got {self.layer!r}")
+        if not isinstance(self.input_unit, str) or not self.input_unit:
+            raise SaeembedError(f"SAE input_unit must be 'token' or a unit such as 'sentence', got {self.input_unit!r}")
         if self.hook != "resid_post":
             raise SaeembedError(f"unsupported SAE hook '{self.hook}': only resid_post (a layer's output) is supported")
 

@@ -25,8 +25,10 @@ from torch import Tensor
 from saeembed.errors import SaeembedError
 from saeembed.model.hub import cache_dir
 from saeembed.model.itda import ItdaOptions, build_itda
+from saeembed.model.pooling import unit_means
 from saeembed.model.reader import Reader, cpu_has_fast_bfloat16, length_batches
 from saeembed.model.sae import SaeConfig, SparseAutoencoder
+from saeembed.model.units import TOKEN_INPUT, UnitSpec, token_units, unit_spans
 
 COLLECT_CHUNK = 2048
 
@@ -40,11 +42,13 @@ def collect_activations(
     batch_size: int = 32,
     token_budget: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    unit: UnitSpec | None = None,
 ) -> Tensor:
     """Residuals at the reader's layer for the documents' own tokens (template/BOS positions excluded,
-    as when embedding), as one [tokens, hidden_size] bfloat16 tensor on the CPU.
+    as when embedding), as one [tokens, hidden_size] bfloat16 tensor on the CPU; with `unit`, one row per
+    unit (sentence, paragraph, chunk or document) instead: the mean residual of its tokens (`unit_means`).
 
-    Stops once `token_budget` tokens are collected. `on_batch(documents, tokens)` reports progress.
+    Stops once `token_budget` tokens are read. `on_batch(documents, tokens)` reports progress.
     """
     prefix = reader.prefix_ids(chat_template)
     parts: list[Tensor] = []
@@ -52,14 +56,19 @@ def collect_activations(
     # Length-sort within chunks of the (already shuffled) texts, not across all of them: a token budget
     # must sample documents of every length, not fill up on the shortest ones.
     for chunk_start in range(0, len(texts), COLLECT_CHUNK):
-        tokenized = reader.tokenize(texts[chunk_start : chunk_start + COLLECT_CHUNK], max_tokens)
+        chunk = texts[chunk_start : chunk_start + COLLECT_CHUNK]
+        tokenized = reader.tokenize(chunk, max_tokens)
+        owners = _token_owners(reader, chunk, tokenized.ids, unit) if unit is not None else None
         for batch in length_batches(
             [len(ids) for ids in tokenized.ids],
             batch_size=batch_size,
             max_batch_tokens=batch_size * max_tokens,
         ):
             tokens = reader.document_residuals([tokenized.ids[i] for i in batch], prefix)
-            parts.append(tokens.residuals.to("cpu", torch.bfloat16))
+            rows = tokens.residuals
+            if owners is not None:
+                rows, _ = unit_means(rows, _batch_units([owners[i] for i in batch]))
+            parts.append(rows.to("cpu", torch.bfloat16))
             collected += tokens.residuals.shape[0]
             if on_batch is not None:
                 on_batch(len(batch), tokens.residuals.shape[0])
@@ -68,7 +77,25 @@ def collect_activations(
     if not parts:
         raise SaeembedError("no activations collected: the corpus has no documents")
     activations = torch.cat(parts)
-    return activations[:token_budget] if token_budget is not None else activations
+    return activations[:token_budget] if token_budget is not None and unit is None else activations
+
+
+def _token_owners(reader: Reader, texts: Sequence[str], ids: Sequence[Sequence[int]], unit: UnitSpec) -> list[Tensor]:
+    """Per text, the unit (index within the text) of each token read."""
+    offsets = reader.token_offsets(texts)
+    return [
+        torch.as_tensor(token_units(o[: len(read)], unit_spans(text, unit, o)))
+        for text, o, read in zip(texts, offsets, ids, strict=True)
+    ]
+
+
+def _batch_units(owners: list[Tensor]) -> Tensor:
+    """The owners of a batch's texts numbered apart, in the order `document_residuals` lays out the tokens."""
+    numbered, next_unit = [], 0
+    for owner in owners:
+        numbered.append(owner + next_unit)
+        next_unit += int(owner.max()) + 1 if owner.numel() else 0
+    return torch.cat(numbered) if numbered else torch.zeros(0, dtype=torch.int64)
 
 
 def activation_cache_path(**settings: object) -> Path:
@@ -122,10 +149,14 @@ class TrainingReport:
     dead_fraction: float
     """Share of latents that never fire on the held-out tokens."""
     train_tokens: int
+    """Training rows: tokens, or with input_unit the units' mean residuals."""
     heldout_tokens: int
+    """Held-out rows, counted as train_tokens are."""
     steps: int
     seconds: float
     options: dict
+    input_unit: str = TOKEN_INPUT
+    """'token', or the unit whose mean residuals it was trained on (`SaeConfig.input_unit`)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,8 +169,10 @@ def train_topk_sae(
     *,
     device: torch.device | str = "cpu",
     on_step: Callable[[int, int, float], None] | None = None,
+    input_unit: str = TOKEN_INPUT,
 ) -> tuple[SparseAutoencoder, TrainingReport]:
-    """Train a TopK SAE on `train` activations [tokens, d_in]; evaluate on `heldout`.
+    """Train a TopK SAE on `train` activations [rows, d_in] (tokens, or the means of `input_unit`s);
+    evaluate on `heldout`.
 
     `on_step(step, total_steps, train_fvu)` reports progress.
     """
@@ -147,7 +180,8 @@ def train_topk_sae(
         raise SaeembedError(f"--k must be between 1 and --latents ({options.d_sae}), got {options.k}")
     if train.shape[0] < options.batch_size:
         raise SaeembedError(
-            f"only {train.shape[0]} training tokens collected, fewer than one batch of {options.batch_size}"
+            f"only {train.shape[0]} training {'tokens' if input_unit == TOKEN_INPUT else input_unit + ' means'} "
+            f"collected, fewer than one batch of {options.batch_size}"
         )
     with contextlib.redirect_stdout(sys.stderr):  # sparsify prints a notice about Triton on import
         from sparsify import SparseCoder, SparseCoderConfig
@@ -204,6 +238,7 @@ def train_topk_sae(
         steps=step,
         seconds=round(time.perf_counter() - started, 1),
         options={**asdict(options), "lr": lr},
+        input_unit=input_unit,
     )
 
 
@@ -213,6 +248,7 @@ def train_itda(
     options: ItdaOptions,
     *,
     on_batch: Callable[[int, int, int], None] | None = None,
+    input_unit: str = TOKEN_INPUT,
 ) -> tuple[SparseAutoencoder, TrainingReport]:
     """Build an ITDA dictionary of `options.atoms` atoms from `train` activations [tokens, d_in] (one pass,
     no gradients, stopping once the dictionary is full: the report's train_tokens are those read) and
@@ -240,6 +276,7 @@ def train_itda(
         steps=math.ceil(dictionary.read / options.batch_size),
         seconds=dictionary.seconds,
         options=dictionary.options,
+        input_unit=input_unit,
     )
 
 
@@ -281,5 +318,6 @@ def sae_config_for(reader: Reader, sae: SparseAutoencoder, report: TrainingRepor
         k=sae.cfg.k,
         reader_model=reader.model_id,
         layer=reader.layer,
+        input_unit=report.input_unit,
         meta={**sae.cfg.meta, "training_report": report.to_dict()},
     )

@@ -18,6 +18,8 @@ import numpy as np
 from saeembed.errors import SaeembedError
 
 UNIT_KINDS = ("document", "sentence", "paragraph", "chunk:N")
+TOKEN_INPUT = "token"
+"""An SAE input that is one token's residual, as opposed to a unit's mean residual (`train-sae --unit`)."""
 MAX_CHUNK_TOKENS = 1_048_576
 
 Span = tuple[int, int]
