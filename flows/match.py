@@ -9,12 +9,16 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.matching import match_concepts
 from saeembed.options import MatchOptions
+from saeembed.reports.html import write_report
+from saeembed.reports.pages import analysis_report
 from saeembed.storage.store import Store
 
 
 @task(name="concepts-match", cache_policy=NO_CACHE)
 def run_match(store: Store, options: MatchOptions) -> dict:
-    result = match_concepts(store, **options.params())
+    result = match_concepts(
+        store, options.run_a, options.run_b, method=options.method, max_docs=options.max_docs, top=options.top
+    )
     summary, matches = result.summary._asdict(), result.matches.to_dicts()
     return {"analysis_id": result.analysis_id, "summary": summary, "matches": matches}
 
@@ -26,6 +30,7 @@ def match_flow(
     method: str = "correlation",
     max_docs: int = 20_000,
     top: int = 20,
+    report: str | None = None,
     db: str | None = None,
 ) -> dict:
     """Match each concept of embedding run RUN_A with its closest concept of RUN_B, and say how universal
@@ -33,6 +38,9 @@ def match_flow(
     options = MatchOptions.pick(locals())  # every parameter checked before the database is opened
     with Store.open(db) as store:
         result = run_match(store, options)
+        if report is not None:
+            write_report(report, analysis_report(store, result["analysis_id"])[1])
+    result["report"] = report
     summary = result["summary"]
     title = f"saeembed concepts match {run_a} {run_b} --method {method}"
     rows = [
@@ -43,7 +51,8 @@ def match_flow(
         key="concepts-match-summary",
         markdown="\n".join(
             [
-                f"**{title}**: analysis {result['analysis_id']}, {summary['n_concepts_a']} concepts of run {run_a} "
+                f"**{title}**: analysis {result['analysis_id']} (report: {report or 'none'}), "
+                f"{summary['n_concepts_a']} concepts of run {run_a} "
                 f"over {summary['n_docs']} documents; matched (≥ 0.5): {summary['share_matched']:.1%}, "
                 f"mean best score {summary['mean_best']:.3f}, SVCCA {_number(summary['svcca'])} "
                 f"(shuffled pairs {_number(summary['svcca_reference'])})",

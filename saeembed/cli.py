@@ -766,6 +766,10 @@ def search(
     llm_timeout: LlmTimeoutOption = 60.0,
     level: LevelOption = "document",
     unit: UnitOption = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write an HTML page of the results (units marked in their documents)."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -801,7 +805,13 @@ def search(
             where=options.where,
             chat=chat,
         )
+        if options.report is not None:
+            from saeembed.reports.html import write_report
+            from saeembed.reports.pages import analysis_report
+
+            write_report(options.report, analysis_report(store, result.analysis_id)[1])
     payload = {k: v.to_dicts() if isinstance(v, pl.DataFrame) else v for k, v in result._asdict().items()}
+    payload["report"] = options.report
 
     def render() -> None:
         facts = [f"analysis {result.analysis_id}", f"mode {result.mode}", f"{result.seconds * 1000:.0f} ms"]
@@ -829,6 +839,8 @@ def search(
         else:
             columns = ["rank", "doc_id", "parent_doc_id", "score", "matched", "in document"]
             stdout.print(_table(rows, columns, title="units, «marked» in their documents"))
+        if options.report is not None:
+            stdout.print(f"report: {options.report}", highlight=False)
 
     _emit(payload, as_json, render)
 
@@ -1108,6 +1120,9 @@ def concepts_match(
     ] = "correlation",
     max_docs: Annotated[int, typer.Option("--max-docs", help="Shared documents to read (a seeded sample).")] = 20_000,
     top: Annotated[int, typer.Option("--top", help="Matches to show.")] = 20,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write an HTML page of the matched pairs, side by side.")
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -1134,6 +1149,8 @@ def concepts_match(
             stdout.print(f"Jaccard similarity of the two ITDA dictionaries' atoms: {summary['itda_jaccard']:.3f}")
         columns = ["feature_a", "label_a", "feature_b", "label_b", "score", "runner_up", "runner_up_score"]
         stdout.print(_table(result["matches"], columns, "best matches"))
+        if result["report"]:
+            stdout.print(f"report: {result['report']}", highlight=False)
 
     _emit(result, as_json, render)
 

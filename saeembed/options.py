@@ -529,10 +529,13 @@ class SearchOptions(LlmOptions):
     where: str | None = None
     level: str = "document"
     unit: str | None = None
+    report: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_level()
+        self._paths_as_text("report")
+        check_html("--report", self.report, folder_exists=True)
         if not isinstance(self.query, str) or not self.query.strip():
             raise SaeembedError("empty query: say which property the documents should have")
         check_text("QUERY", self.query, limit=10_000)
@@ -656,8 +659,11 @@ class MatchOptions(Options):
     method: str = "correlation"
     max_docs: int = 20_000
     top: int = 20
+    report: str | None = None
 
     def __post_init__(self) -> None:
+        self._paths_as_text("report")
+        check_html("--report", self.report)
         check_int("RUN_A", self.run_a, low=1, high=2**31 - 1)
         check_int("RUN_B", self.run_b, low=1, high=2**31 - 1)
         if self.run_a == self.run_b:

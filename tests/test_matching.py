@@ -5,6 +5,7 @@ concept with its image under the permutation."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -197,6 +198,34 @@ def test_the_command_matches_real_runs_of_a_permuted_sae(permuted_runs, method, 
     assert len(payload["matches"]) == min(1000, stored.height)
 
 
+def test_the_match_page_shows_each_pair_side_by_side_with_its_peak_tokens(permuted_runs, prefect_harness, tmp_path):
+    """A permuted SAE fires the same way: each matched pair's strongest document, and the token where each
+    side peaks, are the same, so the page's two marked examples of a pair agree."""
+    db, new_id = permuted_runs
+    page = tmp_path / "pages" / "match.html"
+    args = ["concepts", "match", "1", "2", "--method", "decoder", "--report", str(page), "--db", str(db), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["report"] == str(page)
+    html = page.read_text(encoding="utf-8")
+    assert "<th>share_matched</th><td>1.0</td>" in html and "<th>method</th><td>decoder</td>" in html
+    rows = re.findall(
+        r"<tr><td class='num'>(\d+)</td><td>[^<]*<div class='ex'>(.*?)</div></td><td class='num'>([\d.]+)</td>"
+        r"<td class='num'>(\d+)</td><td>[^<]*<div class='ex'>(.*?)</div></td>",
+        html,
+    )
+    with Store.open(db, read_only=True) as store:
+        fired = set(store.query("SELECT DISTINCT feature_id FROM doc_features WHERE run_id = 1")["feature_id"])
+    assert len(rows) == 100  # MATCH_PAGE_PAIRS of the 256 latents
+    for feature_a, example_a, score, feature_b, example_b in rows:
+        assert new_id[int(feature_a)] == int(feature_b) and float(score) == pytest.approx(1.0, abs=1e-3)
+        # The decoder matches latents that never fire on the corpus too: those say so instead.
+        assert all(e.count("<mark>") == 1 or "fires in no document" in e for e in (example_a, example_b))
+    # Float rounding can swap latents tied at the k-th place of a token, so a rare pair may differ.
+    assert np.mean([a == b for _, a, _, _, b in rows]) > 0.9
+    assert all(("<mark>" in example) == (int(feature) in fired) for feature, example, *_ in rows)
+
+
 def test_bad_match_input_is_one_line_and_exit_2(permuted_runs, capsys):
     db, _ = permuted_runs
     with Store.open(db, read_only=True) as store:
@@ -206,6 +235,7 @@ def test_bad_match_input_is_one_line_and_exit_2(permuted_runs, capsys):
         (["1", "2", "--method", "jaccard"], "unknown --method 'jaccard'"),
         (["1", "2", "--max-docs", "1"], "--max-docs must be at least 2"),
         (["1", "5"], "embedding run 5 does not exist"),
+        (["1", "2", "--report", "pairs.txt"], "--report must end in .html"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exited:

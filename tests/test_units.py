@@ -208,11 +208,16 @@ def test_unit_level_search_and_docs_show_through_the_cli(tmp_path, unit_db, read
             embed(store, "notes", unit=unit, sae=sae, device="cpu", dtype="float32", options=EmbedOptions())
         parent = store.query("SELECT doc_id FROM documents WHERE external_id = 'mixed'")["doc_id"][0]
         bullet = store.query("SELECT doc_id FROM documents WHERE external_id = 'mixed#2'")["doc_id"][0]
-    code = run(capsys, ["search", "first point", "--corpus", "notes", "--unit", "sentence", "--mode", "dense"], unit_db)
-    result = json.loads(code)
+    page = tmp_path / "search.html"
+    args = ["search", "first point", "--corpus", "notes", "--unit", "sentence", "--mode", "dense"]
+    args += ["--report", str(page)]
+    result = json.loads(run(capsys, args, unit_db))
     top = result["documents"][0]
     assert top["doc_id"] == bullet and top["parent_doc_id"] == parent
     assert "«- first point»\n- second point" in top["in_document"]
+    html = page.read_text(encoding="utf-8")  # the page marks the sentence inside its document too
+    assert f"<td class='num'>{bullet}</td><td class='num'>{parent}</td>" in html
+    assert "<mark>- first point</mark>\n- second point" in html
     shown = json.loads(run(capsys, ["docs", "show", str(parent)], unit_db))
     assert [u["unit_index"] for u in shown["units"]] == list(range(6))
     assert shown["units"][2]["doc_id"] == bullet and shown["units"][2]["text"] == "- first point\n"

@@ -32,6 +32,7 @@ from saeembed.errors import SaeembedError
 from saeembed.model.formats import load_sae
 from saeembed.model.itda import jaccard
 from saeembed.model.sae import SparseAutoencoder
+from saeembed.model.tokens import load_tokenizer, mark_context
 from saeembed.options import MatchOptions
 from saeembed.storage.store import RunInfo, Store
 
@@ -149,6 +150,43 @@ def match_concepts(
     )
     shown = matches.sort("score", "feature_a", descending=[True, False]).head(top)
     return ConceptMatches(analysis_id, summary, _with_labels(store, info_a, info_b, shown))
+
+
+def load_matches(store: Store, analysis_id: int, *, top: int = 50) -> ConceptMatches:
+    """A stored matching: its summary and its `top` best matches, labelled, with each side's concept «marked»
+    where it peaks in its strongest document of its own run (example_a, example_b), for reports."""
+    stored = store.analysis(analysis_id)
+    if stored.kind != "concept-match":
+        raise SaeembedError(f"analysis {analysis_id} is a {stored.kind!r}, not a concept matching")
+    info_a, info_b = store.run(stored.params["run_a"]), store.run(stored.params["run_b"])
+    rows = store.rows("concept_matches_stored", {"analysis_id": analysis_id, "limit": top})
+    if rows.height == 0:
+        raise SaeembedError(f"concept matching {analysis_id} matched no concepts: there is nothing to show")
+    summary = MatchSummary(**{name: rows[name][0] for name in MatchSummary._fields})
+    shown = _with_labels(store, info_a, info_b, rows)
+    return ConceptMatches(
+        analysis_id,
+        summary,
+        shown.with_columns(
+            pl.Series("example_a", _strongest_marked(store, info_a, shown["feature_a"].to_list()), dtype=pl.Utf8),
+            pl.Series("example_b", _strongest_marked(store, info_b, shown["feature_b"].to_list()), dtype=pl.Utf8),
+        ),
+    )
+
+
+def _strongest_marked(store: Store, run: RunInfo, feature_ids: list[int]) -> list[str | None]:
+    """For each concept, its strongest document in `run` with the token where it peaks «marked»."""
+    params = {"run_id": run.run_id, "feature_ids": feature_ids, "per_feature": 1}
+    strongest = store.rows("concept_argmax_documents", params)
+    tokenizer = load_tokenizer(run.reader_model)
+    offsets = tokenizer.offsets(strongest["text"].to_list())
+    marked = {
+        feature: mark_context(text, offset, position)
+        for feature, text, offset, position in zip(
+            strongest["feature_id"], strongest["text"], offsets, strongest["argmax_pos"], strict=True
+        )
+    }
+    return [marked.get(feature) for feature in feature_ids]
 
 
 def best_correlated(acts_a: sparse.csr_matrix, acts_b: sparse.csr_matrix) -> BestTwo:

@@ -3,6 +3,7 @@ so a report opens anywhere (and offline) exactly as written."""
 
 from __future__ import annotations
 
+import re
 from html import escape
 from pathlib import Path
 
@@ -14,6 +15,7 @@ h1{font-size:1.4em}table{border-collapse:collapse;width:100%;margin-top:1em}
 td,th{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ex{font-size:12px;color:#444}.muted{color:#777}svg text{font:11px system-ui,sans-serif}
+mark{background:#ffe08a;padding:0 1px}
 """
 
 
@@ -91,6 +93,40 @@ def diff_report(title: str, summary: dict[str, object], table: pl.DataFrame) -> 
         f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1><table>{header}</table>"
         f"{''.join(sections)}</body></html>"
     )
+
+
+def marked(text: str | None) -> str:
+    """`text` escaped, its «marked» spans shown as <mark>."""
+    return re.sub(r"«(.*?)»", r"<mark>\1</mark>", escape(text or ""), flags=re.DOTALL)
+
+
+def match_report(title: str, summary: dict[str, object], matches: pl.DataFrame) -> str:
+    """A concept matching's page: how universal the two spaces are, then each matched pair side by side,
+    both labels and each concept's strongest document with its peak token marked."""
+    header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
+    body = "".join(
+        "<tr>"
+        f"<td class='num'>{r['feature_a']}</td><td>{escape(r['label_a'] or '')}"
+        f"<div class='ex'>{_example(r['example_a'])}</div></td>"
+        f"<td class='num'>{r['score']:.3f}</td>"
+        f"<td class='num'>{r['feature_b']}</td><td>{escape(r['label_b'] or '')}"
+        f"<div class='ex'>{_example(r['example_b'])}</div></td>"
+        f"<td class='num'>{'' if r['runner_up'] is None else r['runner_up']}</td>"
+        f"<td class='num'>{'' if r['runner_up_score'] is None else format(r['runner_up_score'], '.3f')}</td>"
+        "</tr>"
+        for r in matches.to_dicts()
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1><table>{header}</table>"
+        "<table class='pairs'><tr><th>concept A</th><th>label and strongest document in A</th><th>score</th>"
+        "<th>best in B</th><th>label and strongest document in B</th><th>runner-up</th><th>its score</th></tr>"
+        f"{body}</table></body></html>"
+    )
+
+
+def _example(text: str | None) -> str:
+    return marked(text) if text else "<span class='muted'>fires in no document of this run</span>"
 
 
 # Okabe–Ito's colour-blind-safe palette (Okabe & Ito 2008), then Tableau's; cycled past 15 clusters.

@@ -22,6 +22,8 @@ CORRELATION_COLUMNS = (
     "p_a_given_b",
     "npmi",
 )
+MATCH_PAGE_PAIRS = 100
+"""Matched pairs shown on a concept matching's page, best first."""
 COLUMN_COLUMNS = ("rank", "feature_id", "label", "level", "statistic", "test", "p_value", "q_value")
 
 
@@ -51,10 +53,32 @@ def analysis_report(store: Store, analysis: int | str) -> tuple[int, str]:
         return analysis_id, _cluster_page(store, title, analysis_id, params, inputs)
     if kind == "search":
         return analysis_id, _search_page(store, title, analysis_id, params)
+    if kind == "concept-match":
+        return analysis_id, _match_page(store, title, analysis_id, params)
     raise SaeembedError(
-        f"analysis {analysis_id} is a {kind!r}: reports are made for diff, correlate, cluster, search and "
-        "compare-releases"
+        f"analysis {analysis_id} is a {kind!r}: reports are made for diff, correlate, cluster, search, "
+        "compare-releases and concept-match"
     )
+
+
+def _match_page(store: Store, title: str, analysis_id: int, params: dict) -> str:
+    """A concept matching's summary and best matched pairs (`MATCH_PAGE_PAIRS`), side by side."""
+    from saeembed.analysis.matching import load_matches
+    from saeembed.reports.html import match_report
+
+    result = load_matches(store, analysis_id, top=MATCH_PAGE_PAIRS)
+    run_a, run_b = store.run(params["run_a"]), store.run(params["run_b"])
+    summary = {
+        "run A": f"{run_a.run_id}: {run_a.corpus}, {run_a.reader_model} layer {run_a.layer}",
+        "run B": f"{run_b.run_id}: {run_b.corpus}, {run_b.reader_model} layer {run_b.layer}",
+        "method": params["method"],
+        **{name: _rounded(value) for name, value in result.summary._asdict().items()},
+    }
+    return match_report(title, summary, result.matches)
+
+
+def _rounded(value: object) -> object:
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inputs: dict) -> str:
@@ -105,14 +129,28 @@ def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inpu
 
 
 def _search_page(store: Store, title: str, analysis_id: int, params: dict) -> str:
-    """The documents a search returned, with the concepts each matched."""
+    """The documents a search returned, with the concepts each matched; a unit (`--level unit`) is shown
+    marked inside its document."""
+    from saeembed.model.tokens import mark_span
+
     table = store.rows("reports_search_results", {"analysis_id": analysis_id})
     matched = [
         "; ".join(str(c.get("label") or c.get("feature_id")) for c in json.loads(concepts or "[]")[:5])
         for concepts in table["concepts"]
     ]
-    table = table.with_columns(pl.Series("matched", matched), pl.col("text").str.slice(0, 300))
-    return table_page(title, params, table, ("rank", "mode", "doc_id", "score", "matched", "text"))
+    units = {row["doc_id"]: row for row in store.unit_context(table["doc_id"].to_list()).iter_rows(named=True)}
+    shown = [
+        mark_span(units[doc]["parent_text"], units[doc]["char_start"], units[doc]["char_end"])
+        if doc in units
+        else text[:300]
+        for doc, text in zip(table["doc_id"], table["text"], strict=True)
+    ]
+    parents = [units[doc]["parent_doc_id"] if doc in units else None for doc in table["doc_id"]]
+    table = table.with_columns(
+        pl.Series("matched", matched), pl.Series("parent_doc_id", parents, dtype=pl.Int64), pl.Series("text", shown)
+    )
+    columns = ("rank", "mode", "doc_id", *(("parent_doc_id",) if units else ()), "score", "matched", "text")
+    return table_page(title, params, table, columns, marked_columns=("text",) if units else ())
 
 
 def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, summary: dict) -> str:
@@ -132,13 +170,18 @@ def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, sum
     return table_page(title, summary, table.sort("rank"), columns)
 
 
-def table_page(title: str, summary: dict, table: pl.DataFrame, columns: tuple[str, ...]) -> str:
-    """A page with the parameters and one table."""
-    from saeembed.reports.html import STYLE
+def table_page(
+    title: str, summary: dict, table: pl.DataFrame, columns: tuple[str, ...], *, marked_columns: tuple[str, ...] = ()
+) -> str:
+    """A page with the parameters and one table; in `marked_columns`, «marked» text is highlighted."""
+    from saeembed.reports.html import STYLE, marked
+
+    def cell(row: dict, column: str) -> str:
+        return f"<td class='ex'>{marked(row.get(column))}</td>" if column in marked_columns else _cell(row.get(column))
 
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_cell(row.get(c)) for c in columns) + "</tr>" for row in table.to_dicts())
+    body = "".join("<tr>" + "".join(cell(row, c) for c in columns) + "</tr>" for row in table.to_dicts())
     empty = "" if table.height else "<p class='muted'>No rows.</p>"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
