@@ -419,3 +419,32 @@ def test_llm_labels_with_the_local_smollm2(labelled_db, embedder, tmp_path):
         # Only label answers that parse are cached: a prose answer is asked again by the next run.
         cached = store.query("SELECT count(*) AS n FROM llm_cache WHERE request->>'$.max_tokens' = '200'")["n"][0]
         assert cached == labelled
+
+
+def test_a_corpus_without_labels_of_its_own_takes_shipped_labels_before_another_corpus(labelled_db, tmp_path):
+    """Labels resolve this corpus → shipped with the SAE → another corpus (said so), and say which."""
+    from saeembed.analysis.diff import diff
+    from saeembed.concepts.search import current_labels
+
+    db = tmp_path / "two.duckdb"
+    copy_database(labelled_db, db)
+    source = tmp_path / "other.parquet"
+    demo_corpus(n=30, seed=9).write_parquet(source)
+    with Store.open(db) as store:
+        ingest(store, source, corpus="other")
+        embed(store, "other", device="cpu", options=EmbedOptions(max_tokens=32))
+        sae_id = store.latest_run("other").sae_id
+        for_other = current_labels(store, sae_id, store.corpus_id("other"))
+        for_news = current_labels(store, sae_id, store.corpus_id("news"))
+        shipped = set(store.query("SELECT feature_id FROM features WHERE run_id IS NULL")["feature_id"])
+        sports, rest = "meta->>'topic' = 'Sports'", "meta->>'topic' <> 'Sports'"
+        result = diff(store, "other", "other", where_a=sports, where_b=rest, rank_by="delta", min_delta=0.0)
+    sources = dict(zip(for_other["feature_id"], for_other["label_source"], strict=True))
+    assert sources and all(sources[f] == "shipped" for f in shipped if f in sources)
+    assert set(sources.values()) <= {"shipped", "corpus news"}
+    assert all(source == "corpus news" for f, source in sources.items() if f not in shipped)
+    assert set(for_news["label_source"]) == {"this corpus"} | ({"shipped"} if for_news.height > 1000 else set())
+    news_labelled = for_news.filter(pl.col("label_source") == "this corpus")["feature_id"].to_list()
+    assert len(news_labelled) > 1000
+    rows = result.table.to_dicts()
+    assert rows and all(r["label_source"] == sources.get(r["feature_id"]) for r in rows)

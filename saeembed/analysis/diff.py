@@ -60,7 +60,7 @@ class DiffResult(NamedTuple):
     test: str
     """'independent' (score / Fisher), 'paired' (McNemar) or 'one-vs-rest'."""
     table: pl.DataFrame
-    """The top rows in ranking order: grp, rank, feature_id, label, freq_a, freq_b, delta, ratio,
+    """The top rows in ranking order: grp, rank, feature_id, label, label_source, freq_a, freq_b, delta, ratio,
     ci_low, ci_high, p_value, q_value, test, n_a, n_b, example_a, example_b (firing token «marked»)."""
 
 
@@ -430,7 +430,7 @@ def sides(
 def _with_labels(store: Store, run: RunInfo, corpus: str, table: pl.DataFrame) -> pl.DataFrame:
     from saeembed.concepts.search import current_labels
 
-    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label")
+    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label", "label_source")
     return table.join(labels, on="feature_id", how="left").sort(["grp", "rank"], nulls_last=False)
 
 
