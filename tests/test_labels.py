@@ -448,3 +448,23 @@ def test_a_corpus_without_labels_of_its_own_takes_shipped_labels_before_another_
     assert len(news_labelled) > 1000
     rows = result.table.to_dicts()
     assert rows and all(r["label_source"] == sources.get(r["feature_id"]) for r in rows)
+
+
+def test_a_release_comparison_beside_a_labelled_corpus_shows_no_label_of_that_corpus(
+    labelled_db, prefect_harness, tmp_path
+):
+    """The issue's case: releases compared in a database whose other corpus is labelled; the releases'
+    concepts go by the SAE's shipped labels, and the report says so."""
+    from saeembed_flows.compare_releases import compare_releases_flow
+
+    from saeembed.analysis.releases import load_comparison
+
+    db = tmp_path / "with-news.duckdb"
+    copy_database(labelled_db, db)
+    report = tmp_path / "releases.html"
+    done = compare_releases_flow(max_tokens=64, device="cpu", db=str(db), report=str(report))  # the bundled example
+    with Store.open(db, read_only=True) as store:
+        changes = load_comparison(store, done["analysis_id"]).changes
+    assert changes.height and set(changes["label_source"].drop_nulls()) == {"shipped"}
+    page = report.read_text(encoding="utf-8")
+    assert "label: shipped" in page and "corpus news" not in page

@@ -135,7 +135,7 @@ class ReleaseComparison(NamedTuple):
     released_at, pairs, diff_id (the diff's analysis id), rising, falling (significant concepts)."""
     changes: pl.DataFrame
     """The top concepts of every step, in each step's ranking: diff_id, model, release, against,
-    against_kind, rank, feature_id, label, freq_a (this release), freq_b (the other), delta, ci_low,
+    against_kind, rank, feature_id, label, label_source, freq_a (this release), freq_b (the other), delta, ci_low,
     ci_high, q_value, example_a, example_b (the same kind of text from each side, firing token «marked»)."""
     trend: pl.DataFrame
     """Frequency of the followed concepts in every release: model, release, released_at, feature_id,
@@ -271,6 +271,7 @@ def _changes(table: pl.DataFrame, step: dict) -> pl.DataFrame:
         "rank",
         "feature_id",
         "label",
+        "label_source",
         "freq_a",
         "freq_b",
         "delta",

@@ -62,6 +62,13 @@ def delta_chart(table: pl.DataFrame, *, width: int = 1000, row_height: int = 18)
     return "".join(parts)
 
 
+def label_cell(row: dict) -> str:
+    """A concept's label, and below it where the label was made (`label_source`) when the row says."""
+    source = row.get("label_source")
+    label = escape(row.get("label") or "")
+    return f"{label}<div class='muted ex'>label: {escape(source)}</div>" if source else label
+
+
 def diff_report(title: str, summary: dict[str, object], table: pl.DataFrame) -> str:
     """A page with the analysis's parameters, the Δ chart and the table with examples from each side."""
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
@@ -73,7 +80,7 @@ def diff_report(title: str, summary: dict[str, object], table: pl.DataFrame) -> 
         body = "".join(
             "<tr>"
             f"<td class='num'>{r['rank']}</td><td class='num'>{r['feature_id']}</td>"
-            f"<td>{escape(r['label'] or '')}</td>"
+            f"<td>{label_cell(r)}</td>"
             f"<td class='num'>{r['freq_a']:.3f}</td><td class='num'>{r['freq_b']:.3f}</td>"
             f"<td class='num'>{r['delta']:+.3f}</td>"
             f"<td class='num'>[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]</td>"
