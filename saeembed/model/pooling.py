@@ -182,9 +182,13 @@ def _pool(sae: SparseAutoencoder, reader: Reader, residuals: Tensor, row: Tensor
             # A document's tokens may straddle two chunks: pool per chunk, then merge below.
             pooled_parts.append(pool_codes(codes, row[part], position[part], sae.cfg.d_sae))
     if not pooled_parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return PooledCodes(empty, empty, empty.astype(np.float32), empty.astype(np.float32), empty, empty)
+        return _no_codes()
     return pooled_parts[0] if len(pooled_parts) == 1 else _merge_pooled(pooled_parts, sae.cfg.d_sae)
+
+
+def _no_codes() -> PooledCodes:
+    empty = np.zeros(0, dtype=np.int64)
+    return PooledCodes(empty, empty, empty.astype(np.float32), empty.astype(np.float32), empty, empty)
 
 
 def _pool_means(
@@ -195,6 +199,8 @@ def _pool_means(
     the concept is positive count as its active tokens, and the one where it is largest gives argmax_pos,
     so a unit's concepts can still be shown where they fire (pre-activations are affine in the input, so
     the mean's is the mean of the tokens')."""
+    if row.numel() == 0:
+        return _no_codes()
     autocast = (
         torch.autocast("cpu", dtype=reader.dtype)
         if reader.device.type == "cpu" and reader.dtype != torch.float32
@@ -207,7 +213,7 @@ def _pool_means(
         order = torch.argsort(code_row * sae.cfg.d_sae + codes.latent.cpu())
         code_row, latent, value = code_row[order], codes.latent.cpu()[order], codes.value.cpu()[order].float()
         # Every (token, code of its row) pair; tokens come row by row, codes are sorted by row.
-        n_rows = int(row.max()) + 1 if row.numel() else 0
+        n_rows = int(row.max()) + 1
         codes_per_row = torch.bincount(code_row, minlength=n_rows)
         first_code = torch.cumsum(codes_per_row, 0) - codes_per_row
         per_token = codes_per_row[row]
