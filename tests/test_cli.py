@@ -130,7 +130,16 @@ def test_concepts_search_returns_scored_concepts_as_json(labelled_cli_db):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert len(rows) == 3
-    assert list(rows[0]) == ["feature_id", "label", "score", "similarity", "freq", "method", "description"]
+    assert list(rows[0]) == [
+        "feature_id",
+        "label",
+        "label_source",
+        "score",
+        "similarity",
+        "freq",
+        "method",
+        "description",
+    ]
     assert rows[0]["similarity"] >= rows[1]["similarity"] >= rows[2]["similarity"]
 
 

@@ -183,7 +183,16 @@ def test_concept_search_finds_sports_concepts_and_rebuilds_its_index_when_labels
     copy_database(labelled_db, db)
     with Store.open(db) as store:
         hits = search_concepts(store, "sports", corpus="news", top=5, embedder=embedder)
-        assert hits.columns == ["feature_id", "label", "score", "similarity", "freq", "method", "description"]
+        assert hits.columns == [
+            "feature_id",
+            "label",
+            "label_source",
+            "score",
+            "similarity",
+            "freq",
+            "method",
+            "description",
+        ]
         assert hits["similarity"].to_list() == sorted(hits["similarity"].to_list(), reverse=True)
         assert (hits["score"] >= 0.6).all()
         run = store.latest_run("news")
@@ -468,3 +477,9 @@ def test_a_release_comparison_beside_a_labelled_corpus_shows_no_label_of_that_co
     assert changes.height and set(changes["label_source"].drop_nulls()) == {"shipped"}
     page = report.read_text(encoding="utf-8")
     assert "label: shipped" in page and "corpus news" not in page
+
+
+def test_concept_search_says_where_each_label_was_made(labelled_db, embedder):
+    with Store.open(labelled_db, read_only=True) as store:
+        hits = search_concepts(store, "baseball", corpus="news", top=5, embedder=embedder)
+    assert hits.height == 5 and set(hits["label_source"]) == {"this corpus"}

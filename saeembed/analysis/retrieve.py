@@ -90,8 +90,9 @@ class RetrievalResult(NamedTuple):
     """Corpus searched."""
     concepts: pl.DataFrame
     """The selected concepts (sae and fused; empty for dense): rank (1 = closest to the query), feature_id,
-    label, similarity (what they were ranked by: the mix of the two cosines), label_similarity (cosine of
-    query and label), exemplar_similarity (cosine of query and exemplar vector; null when not used), score
+    label, label_source (where the label was made), similarity (what they were ranked by: the mix of the two
+    cosines), label_similarity (cosine of query and label), exemplar_similarity (cosine of query and
+    exemplar vector; null when not used), score
     (the label's offline AUROC), weight (w_r), p90 (the normaliser), n_docs (documents of the run where the
     concept is present)."""
     documents: pl.DataFrame
@@ -220,6 +221,7 @@ def select_concepts(
         pl.int_range(1, pl.len() + 1).alias("rank"),
         "feature_id",
         "label",
+        "label_source",
         "similarity",
         "label_similarity",
         "exemplar_similarity",
@@ -582,6 +584,7 @@ def _empty_concepts() -> pl.DataFrame:
             "rank": pl.Int64,
             "feature_id": pl.Int32,
             "label": pl.Utf8,
+            "label_source": pl.Utf8,
             "similarity": pl.Float64,
             "label_similarity": pl.Float64,
             "exemplar_similarity": pl.Float64,

@@ -88,13 +88,14 @@ def search_concepts(
     min_score: float = DEFAULT_MIN_SCORE,
     embedder: SentenceEmbedder | None = None,
 ) -> pl.DataFrame:
-    """The concepts whose labels are closest to `query`: feature_id, label, score (the label's offline
+    """The concepts whose labels are closest to `query`: feature_id, label, label_source ('this corpus',
+    'shipped' or 'corpus NAME': where the label was made), score (the label's offline
     AUROC), similarity (cosine to the query), freq (share of the corpus's documents where it is
     present; null without a corpus), method, description.
 
     With `corpus`, searches the labels of the SAE of its latest embedding run (preferring labels made
-    from that corpus); otherwise `sae_id` names the SAE. Concepts whose label scored below `min_score`
-    are left out: a label that does not tell the concept's documents apart would match the query by
+    from that corpus, then shipped ones); otherwise `sae_id` names the SAE. Concepts whose label scored
+    below `min_score` are left out: a label that does not tell the concept's documents apart would match the query by
     accident. Concepts too rare to score (no held-out documents) count as unscored, kept only with
     `min_score=0`.
     """
@@ -125,6 +126,7 @@ def search_concepts(
     return hits.select(
         "feature_id",
         "label",
+        "label_source",
         pl.col("auroc").alias("score"),
         "similarity",
         "freq",
