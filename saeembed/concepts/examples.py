@@ -60,12 +60,7 @@ def firing_positions(models: RunModels, texts: Sequence[str], feature_id: int) -
     reader, sae = models.reader, models.sae
     tokenized = reader.tokenize(texts, models.max_tokens)
     tokens = reader.document_residuals(tokenized.ids, reader.prefix_ids(models.chat_template))
-    autocast = (
-        torch.autocast("cpu", dtype=reader.dtype)
-        if reader.device.type == "cpu" and reader.dtype != torch.float32
-        else torch.autocast("cpu", enabled=False)
-    )
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), reader.autocast():
         codes = sae.encode_sparse(tokens.residuals)
     hits = codes.row[codes.latent == feature_id].cpu()
     positions: list[list[int]] = [[] for _ in texts]

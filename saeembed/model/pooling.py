@@ -7,7 +7,6 @@ benchmarked) where no database is installed; `saeembed.jobs` writes them to the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -169,13 +168,8 @@ def _positions_within(row: Tensor) -> Tensor:
 def _pool(sae: SparseAutoencoder, reader: Reader, residuals: Tensor, row: Tensor, position: Tensor) -> PooledCodes:
     """Encode token residuals with the SAE a chunk at a time and pool them by `row`."""
     chunk = max(1, MAX_CODE_CELLS // sae.cfg.d_sae)
-    autocast = (
-        torch.autocast("cpu", dtype=reader.dtype)
-        if reader.device.type == "cpu" and reader.dtype != torch.float32
-        else nullcontext()
-    )
     pooled_parts = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), reader.autocast():
         for start in range(0, residuals.shape[0], chunk):
             part = slice(start, start + chunk)
             codes = sae.encode_sparse(residuals[part])
@@ -201,12 +195,7 @@ def _pool_means(
     the mean's is the mean of the tokens')."""
     if row.numel() == 0:
         return _no_codes()
-    autocast = (
-        torch.autocast("cpu", dtype=reader.dtype)
-        if reader.device.type == "cpu" and reader.dtype != torch.float32
-        else nullcontext()
-    )
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), reader.autocast():
         means, rows = unit_means(residuals, row)
         codes = sae.encode_sparse(means)
         code_row = rows[codes.row.cpu()]

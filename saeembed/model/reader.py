@@ -241,13 +241,15 @@ class Reader:
         """Each text's own tokens (as `tokenize` makes them, before truncation) as character offsets."""
         return TextTokenizer(self.tokenizer).offsets(texts)
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """On the CPU in bf16/fp16, autocast to that dtype (the weights stay fp32 there); elsewhere nothing.
+        The reader's forward pass and the SAE encoding of its residuals run under it."""
+        if self.device.type == "cpu" and self.dtype != torch.float32:
+            return torch.autocast("cpu", dtype=self.dtype)
+        return nullcontext()
+
     def _forward(self, input_ids: Tensor, attention_mask: Tensor, cache: DynamicCache | None) -> Tensor:
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32 and self.device.type == "cpu"
-            else nullcontext()
-        )
-        with torch.inference_mode(), autocast, contextlib.suppress(_StopForward):
+        with torch.inference_mode(), self.autocast(), contextlib.suppress(_StopForward):
             self.model(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
