@@ -293,7 +293,9 @@ class TrainSaeOptions(Options):
         check_choice("--arch", self.arch, TRAIN_ARCHS)
         if self.unit != TOKEN_INPUT:
             try:
-                parse_unit(self.unit)
+                # Kept as parse_unit spells it ('Sentence' → 'sentence'): the SAE's input_unit is compared
+                # with embed's --unit spelled the same way.
+                object.__setattr__(self, "unit", str(parse_unit(self.unit)))
             except SaeembedError as error:
                 raise SaeembedError(f"{error} (or token, the default: one token per input)") from None
         if self.atoms is not None:

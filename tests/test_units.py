@@ -257,3 +257,19 @@ def test_step_level_training_rows_are_each_sentences_mean_activation(reader):
         start += len(offset)
     assert rows.shape == (1 + 6, reader.hidden_size)
     assert torch.allclose(rows.float(), torch.stack(expected), rtol=1e-2, atol=1e-2)
+
+
+def test_a_step_level_sae_names_its_unit_as_embed_spells_it(tmp_path):
+    """`train-sae --unit Sentence` is stored as 'sentence', which `embed --unit sentence` matches; an SAE
+    file whose input_unit is spelled otherwise is refused on load rather than never matching."""
+    from saeembed.model.sae import SaeConfig
+    from saeembed.options import TrainSaeOptions
+
+    options = TrainSaeOptions(corpus="c", layer=3, out=str(tmp_path / "sae"), unit=" Sentence ")
+    assert options.unit == "sentence"
+    assert TrainSaeOptions(corpus="c", layer=3, out=str(tmp_path / "sae"), unit="CHUNK:64").unit == "chunk:64"
+    assert SaeConfig(arch="topk", d_in=4, d_sae=8, k=2, input_unit="chunk:64").input_unit == "chunk:64"
+    refused = [("Sentence", "input_unit must be 'token' or a unit"), ("step", "SAE input_unit must be one of")]
+    for bad, message in refused:
+        with pytest.raises(SaeembedError, match=message):
+            SaeConfig(arch="topk", d_in=4, d_sae=8, k=2, input_unit=bad)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from saeembed.errors import SaeembedError
 from saeembed.model.itda import matching_pursuit
-from saeembed.model.units import TOKEN_INPUT
+from saeembed.model.units import TOKEN_INPUT, parse_unit
 
 if TYPE_CHECKING:
     from sparsify import SparseCoder
@@ -122,7 +122,8 @@ class SaeConfig:
             )
         if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
             raise SaeembedError(f"SAE layer must be a non-negative integer, got {self.layer!r}")
-        if not isinstance(self.input_unit, str) or not self.input_unit:
+        # A unit as `embed --unit` spells it ('sentence', 'chunk:64'), which it is compared with.
+        if self.input_unit != TOKEN_INPUT and str(parse_unit(self.input_unit, "SAE input_unit")) != self.input_unit:
             raise SaeembedError(f"SAE input_unit must be 'token' or a unit such as 'sentence', got {self.input_unit!r}")
         if self.hook != "resid_post":
             raise SaeembedError(f"unsupported SAE hook '{self.hook}': only resid_post (a layer's output) is supported")
