@@ -82,7 +82,8 @@ def train_sae_flow(
 ) -> dict:
     """Train a TopK SAE (AuxK loss) on CORPUS's activations at LAYER (tokens, or with `unit` the mean of each
     sentence, paragraph, chunk or document); write it to OUT."""
-    TrainSaeOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
+    checked = TrainSaeOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
+    unit = checked.unit  # as embed --unit spells it
     target = Path(out)
     data = split(db, corpus, heldout_docs, seed)
     loaded = Reader.load(reader, layer=layer, device=device, dtype=dtype)

@@ -143,7 +143,7 @@ def test_train_sae_flow_on_sentence_means_makes_a_step_level_sae_that_embeds_sen
     db, out = training_db, tmp_path / "step-sae"
     settings = {"db": db, "max_tokens": 48, "device": "cpu", "dtype": "float32"}
     report = train_sae_flow(
-        corpus="train", layer=TEST_LAYER, out=str(out), latents=64, k=4, unit="sentence", heldout_docs=20,
+        corpus="train", layer=TEST_LAYER, out=str(out), latents=64, k=4, unit="Sentence", heldout_docs=20,
         batch_size=64, epochs=30, train_tokens=10**6, **settings,
     )  # fmt: skip
     sae = resolve_sae(str(out)).sae.float()
