@@ -21,7 +21,7 @@ import polars as pl
 
 from saeembed.concepts.dense import SentenceEmbedder
 from saeembed.concepts.labels import embedding_auroc, held_out_documents, label_concepts
-from saeembed.concepts.search import current_labels
+from saeembed.concepts.provenance import current_labels
 from saeembed.storage.store import Store, copy_database
 
 

@@ -8,6 +8,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.embed import embed_flow
+from saeembed_flows.label import label_brought_in
 
 from saeembed.analysis.releases import (
     ReleaseComparison,
@@ -16,7 +17,7 @@ from saeembed.analysis.releases import (
     ingest_releases,
     read_releases,
 )
-from saeembed.options import CompareReleasesOptions
+from saeembed.options import LABEL_MAX_DOCS, CompareReleasesOptions
 from saeembed.reports.html import write_report
 from saeembed.reports.releases import releases_report
 from saeembed.storage.percentiles import DEFAULT_PRESENCE
@@ -59,13 +60,16 @@ def compare_releases_flow(
     top: int = 10,
     presence_threshold: float = DEFAULT_PRESENCE,
     report: str | None = None,
+    label: bool = True,
+    label_max_docs: int = LABEL_MAX_DOCS,
     db: str | None = None,
     show_progress: bool = False,
 ) -> dict:
     """Releases in SOURCE (a .parquet/.csv/.jsonl table of prompt_id, prompt, model, release, released_at,
     response; 'example' for the bundled one; None to use what CORPUS holds) compared release by release.
     Only new rows are ingested and only new responses embedded, so a schedule picks up a new release
-    as soon as its rows appear."""
+    as soon as its rows appear. With LABEL (the default) the corpus gets token labels of its own when it has
+    at most LABEL_MAX_DOCS documents, so the report's labels describe these responses."""
     CompareReleasesOptions.pick(locals())  # every parameter checked before anything is read or written
     ingested = ingest_task(source, corpus, db) if source is not None else None
     embedded = embed_flow(
@@ -79,6 +83,7 @@ def compare_releases_flow(
         dtype=dtype,
         show_progress=show_progress,
     )
+    labels = label_brought_in(corpus, label_max_docs, db, show_progress) if label else None
     result = compare_task(corpus, baseline, min_delta, top, presence_threshold, db)
     title = f"saeembed compare-releases {corpus}"
     if report is not None:
@@ -105,6 +110,7 @@ def compare_releases_flow(
         "analysis_id": result.analysis_id,
         "ingested": ingested,
         "embedded": embedded["documents"],
+        "labels": labels,
         "report": report,
         "steps": steps,
         "changes": result.changes.to_dicts(),

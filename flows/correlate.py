@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
+from saeembed.concepts.provenance import label_note
 from saeembed.options import CorrelateOptions
 from saeembed.reports.html import write_report
 from saeembed.reports.pages import analysis_report
@@ -53,9 +54,11 @@ def correlate_flow(
     title = f"saeembed correlate {corpus}" + (f" --with-column {with_column}" if with_column else "")
     rows = next((v for v in result.values() if isinstance(v, list)), [])
     head = [
-        f"| {r['feature_a']} {r.get('label_a') or ''} | {r['feature_b']} {r.get('label_b') or ''} | {r['npmi']:.2f} |"
+        f"| {r['feature_a']} {r.get('label_a') or ''} {label_note(r, '_a')} "
+        f"| {r['feature_b']} {r.get('label_b') or ''} {label_note(r, '_b')} | {r['npmi']:.2f} |"
         if with_column is None
-        else f"| {r['feature_id']} {r.get('label') or ''} | {r.get('level') or ''} | {r['q_value']:.2g} |"
+        else f"| {r['feature_id']} {r.get('label') or ''} {label_note(r)} | {r.get('level') or ''} "
+        f"| {r['q_value']:.2g} |"
         for r in rows[:10]
     ]
     columns = "| concept a | concept b | NPMI |" if with_column is None else "| concept | level | q |"

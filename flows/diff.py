@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from saeembed.analysis.diff import DiffResult, diff, diff_by
 from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
 from saeembed.concepts.llm import chat_backend
+from saeembed.concepts.provenance import label_note
 from saeembed.options import DiffOptions
 from saeembed.reports.html import diff_report, write_report
 from saeembed.storage.percentiles import DEFAULT_PRESENCE
@@ -92,7 +93,8 @@ def diff_flow(
         write_report(report, diff_report(title, {**summary, **options}, result.table))
     head = result.table.head(10)
     lines = [
-        f"| {r['feature_id']} | {r['label'] or ''} | {r['delta']:+.3f} | {r['q_value']:.2g} |" for r in head.to_dicts()
+        f"| {r['feature_id']} | {r['label'] or ''} {label_note(r)} | {r['delta']:+.3f} | {r['q_value']:.2g} |"
+        for r in head.to_dicts()
     ]
     create_markdown_artifact(
         key="diff-summary",

@@ -12,11 +12,12 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from saeembed_flows.label import label_brought_in
 from saeembed_flows.progress import progress_bar
 
 from saeembed.jobs import EmbedJob, EmbedSettings, EmbedStats, embed_documents
 from saeembed.model.pooling import EmbedOptions
-from saeembed.options import EmbedJobOptions
+from saeembed.options import LABEL_MAX_DOCS, EmbedJobOptions
 from saeembed.storage.shards import DEFAULT_SHARD_DOCS
 from saeembed.storage.store import Store
 
@@ -92,9 +93,12 @@ def embed_flow(
     dask_address: str | None = None,
     show_progress: bool = False,
     unit: str = "document",
+    label: bool = False,
+    label_max_docs: int = LABEL_MAX_DOCS,
 ) -> dict:
     """Embed CORPUS with SAE (default: the SmolLM2-135M-Instruct SAE shipped with saeembed); with UNIT
-    (sentence, paragraph, chunk:N) one vector per unit of each document, into corpus 'CORPUS:UNIT'."""
+    (sentence, paragraph, chunk:N) one vector per unit of each document, into corpus 'CORPUS:UNIT'. With
+    LABEL, token labels for the embedded corpus when it has at most LABEL_MAX_DOCS documents."""
     checked = EmbedJobOptions.pick(locals())  # every parameter checked before the database is opened or a model loads
     options = EmbedOptions(max_tokens=max_tokens, chat_template=chat_template, batch_size=batch_size)
     distributed = workers > 1 or dask_address is not None
@@ -121,4 +125,5 @@ def embed_flow(
         markdown="\n".join(f"- **{name}**: {value}" for name, value in summary._asdict().items()),
         description=f"embed {job.corpus}",
     )
-    return summary._asdict()
+    labels = label_brought_in(job.corpus, label_max_docs, db, show_progress) if label else None
+    return {**summary._asdict(), **({"labels": labels} if label else {})}

@@ -8,8 +8,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from saeembed_flows.progress import stage_bars
 
-from saeembed.concepts.labels import carry_labels, label_concepts
+from saeembed.concepts.labels import carry_labels, label_concepts, labelling_skipped
 from saeembed.concepts.llm import chat_backend
+from saeembed.errors import SaeembedError
 from saeembed.options import LabelOptions
 from saeembed.storage.store import Store
 
@@ -87,3 +88,20 @@ def _markdown(summary: dict) -> str:
             value = ", ".join(f"{reason}: {count}" for reason, count in value.items()) or "none"
         lines.append(f"- **{name}**: {value}")
     return "\n".join(lines)
+
+
+def label_brought_in(corpus: str, max_docs: int, db: str | None, show_progress: bool) -> dict:
+    """Token labels for a corpus a flow has just brought in and is about to analyse, when it has at most
+    `max_docs` documents; otherwise, or when labelling fails, a one-line `warning` (printed, and returned)
+    saying where its labels come from instead. Concepts labelled before are skipped, so a rerun is quick."""
+    with Store.open(db, read_only=True) as store:
+        warning = labelling_skipped(store, corpus, max_docs)
+    if warning is None:
+        try:
+            summary = label_flow(corpus=corpus, method="tokens", db=db, show_progress=show_progress)
+        except SaeembedError as error:
+            warning = f"corpus '{corpus}' was not labelled ({error}); its concepts go by the SAE's shipped labels"
+        else:
+            return {"labelled": summary["labelled"], "skipped": summary["skipped"], "warning": None}
+    print(f"warning: {warning}")
+    return {"labelled": 0, "skipped": 0, "warning": warning}

@@ -8,6 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.matching import match_concepts
+from saeembed.concepts.provenance import label_note
 from saeembed.options import MatchOptions
 from saeembed.reports.html import write_report
 from saeembed.reports.pages import analysis_report
@@ -44,7 +45,8 @@ def match_flow(
     summary = result["summary"]
     title = f"saeembed concepts match {run_a} {run_b} --method {method}"
     rows = [
-        f"| {r['feature_a']} {r['label_a'] or ''} | {r['feature_b']} {r['label_b'] or ''} | {r['score']:.3f} |"
+        f"| {r['feature_a']} {r['label_a'] or ''} {label_note(r, '_a')} "
+        f"| {r['feature_b']} {r['label_b'] or ''} {label_note(r, '_b')} | {r['score']:.3f} |"
         for r in result["matches"][:10]
     ]
     create_markdown_artifact(

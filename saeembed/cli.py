@@ -48,6 +48,12 @@ stderr = Console(stderr=True, markup=False)
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="DuckDB file (default: $SAEEMBED_DB or ./saeembed.duckdb).")
 ]
+LabelMaxDocsOption = Annotated[
+    int,
+    typer.Option(
+        "--label-max-docs", help="Largest corpus (documents) labelled as it is brought in; larger: a warning."
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 LlmLocalOption = Annotated[
@@ -223,8 +229,27 @@ def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Ta
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_fmt(row.get(column)) for column in columns))
+        table.add_row(*(_label_text(row, column) if column in LABELS else _fmt(row.get(column)) for column in columns))
     return table
+
+
+def _concept_name(concept: dict) -> str:
+    """A concept in a list: its label and where the label was made, or its id where it has no label."""
+    if not concept.get("label"):
+        return str(concept["feature_id"])
+    return f"{concept['label']} [{concept['label_source']}]" if concept.get("label_source") else concept["label"]
+
+
+LABELS = {"label": "", "label_a": "_a", "label_b": "_b"}
+"""Label columns of the listings, and the suffix of their label_source/peak_tokens columns."""
+
+
+def _label_text(row: dict, column: str) -> str:
+    """A label with, below it, where it was made and its score, and what the concept peaks on here."""
+    from saeembed.concepts.provenance import label_note
+
+    label, note = row.get(column) or "", label_note(row, LABELS[column])
+    return f"{label}\n{note}" if note else label
 
 
 def _fmt(value: Any) -> str:
@@ -342,6 +367,10 @@ def embed(
             "into corpus CORPUS:UNIT.",
         ),
     ] = "document",
+    label: Annotated[
+        bool, typer.Option("--label", help="Then give the embedded corpus token labels of its own, if small.")
+    ] = False,
+    label_max_docs: LabelMaxDocsOption = 20_000,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -356,6 +385,13 @@ def embed(
     check_corpora(_db(db), [options.corpus], embedded=False)
     summary = _run_flow("embed", _db(db), options, show_progress=not as_json)
     _emit(summary, as_json, lambda: _summary(f"embed {summary['corpus']}", summary))
+    _warn_unlabelled(summary.get("labels"))
+
+
+def _warn_unlabelled(labels: dict | None) -> None:
+    """The one-line warning of a flow that did not label the corpus it brought in."""
+    if labels is not None and labels["warning"]:
+        stderr.print(f"warning: {labels['warning']}", highlight=False)
 
 
 @app.command("train-sae")
@@ -604,7 +640,7 @@ def cluster(
             {
                 "cluster": "noise" if r["cluster"] == -1 else r["cluster"],
                 "size": r["size"],
-                "top concepts": "; ".join(c["label"] or str(c["feature_id"]) for c in r["top_concepts"][:3]),
+                "top concepts": "; ".join(_concept_name(c) for c in r["top_concepts"][:3]),
                 "typical document": ((r["typical_docs"] or [{}])[0].get("text") or "")[:100],
             }
             for r in result["summaries"]
@@ -635,6 +671,11 @@ def compare_releases_command(
     top: Annotated[int, typer.Option("--top", help="Concepts per comparison.")] = 10,
     presence_threshold: PresenceOption = 0.5,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    label: Annotated[
+        bool,
+        typer.Option("--label/--no-label", help="Give the corpus token labels of its own first, if small."),
+    ] = True,
+    label_max_docs: LabelMaxDocsOption = 20_000,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -664,6 +705,7 @@ def compare_releases_command(
         stdout.print(_table(rows, columns, title="top 3 concepts per comparison (freq_a: the newer release)"))
 
     _emit(result, as_json, render)
+    _warn_unlabelled(result["labels"])
 
 
 @app.command("search-index")
@@ -744,7 +786,16 @@ def _print_demo(result: dict) -> None:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help='The property to find, e.g. "negative review" or "refuses to answer".')],
+    query: Annotated[
+        str | None, typer.Argument(help='The property to find, e.g. "negative review" or "refuses to answer".')
+    ] = None,
+    like: Annotated[
+        str | None,
+        typer.Option("--like", help="Instead of QUERY: ids of documents that have the property, e.g. 12,40,97."),
+    ] = None,
+    unlike: Annotated[
+        str | None, typer.Option("--unlike", help="With --like: ids of documents that do not have it.")
+    ] = None,
     corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus to search (default: the only one).")] = None,
     mode: Annotated[str, typer.Option("--mode", help="sae | dense | fused")] = "sae",
     top: Annotated[int, typer.Option("--top", help="Documents to return.")] = 20,
@@ -775,11 +826,15 @@ def search(
 ) -> None:
     """Documents that have a property: concepts whose labels and strongest documents match it (sae), a dense
     FAISS index (dense), or both fused by reciprocal rank (fused). No Prefect. With an LLM, it picks the
-    concepts."""
-    from saeembed.options import SearchOptions
+    concepts. With --like, documents like the examples: the concepts they share more than the corpus does."""
+    from saeembed.options import SearchOptions, parse_doc_ids
     from saeembed.preflight import check_corpora, check_database
 
-    options = SearchOptions.pick(locals())
+    examples = {
+        name: None if ids is None else parse_doc_ids(ids, f"--{name}")
+        for name, ids in (("like", like), ("unlike", unlike))
+    }
+    options = SearchOptions.pick({**locals(), **examples})
     check_database(_db(db), writes=True)
     if options.corpus is not None:
         check_corpora(_db(db), [options.corpus], embedded=True, level=options.level, unit=options.unit)
@@ -787,24 +842,38 @@ def search(
     import polars as pl
 
     from saeembed.analysis.lookup import only_corpus
-    from saeembed.analysis.retrieve import search_documents
+    from saeembed.analysis.retrieve import search_documents, search_like
     from saeembed.concepts.llm import chat_backend
     from saeembed.storage.store import Store
 
     with Store.open(_db(db)) as store:
-        chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=options.llm_timeout)
-        result = search_documents(
-            store,
-            options.query,
-            corpus=store.corpus_at_level(options.corpus or only_corpus(store), options.level, options.unit),
-            mode=options.mode,
-            top=options.top,
-            n_concepts=options.n_concepts,
-            temperature=options.temperature,
-            exemplar_weight=options.exemplar_weight,
-            where=options.where,
-            chat=chat,
-        )
+        searched = store.corpus_at_level(options.corpus or only_corpus(store), options.level, options.unit)
+        if options.like is not None:
+            result = search_like(
+                store,
+                options.like,
+                unlike=options.unlike,
+                corpus=searched,
+                mode=options.mode,
+                top=options.top,
+                n_concepts=options.n_concepts,
+                temperature=options.temperature,
+                where=options.where,
+            )
+        else:
+            chat = chat_backend(store, llm_local, llm_base_url, llm_model, llm_api_key_env, timeout=options.llm_timeout)
+            result = search_documents(
+                store,
+                options.query,
+                corpus=searched,
+                mode=options.mode,
+                top=options.top,
+                n_concepts=options.n_concepts,
+                temperature=options.temperature,
+                exemplar_weight=options.exemplar_weight,
+                where=options.where,
+                chat=chat,
+            )
         if options.report is not None:
             from saeembed.reports.html import write_report
             from saeembed.reports.pages import analysis_report
@@ -822,7 +891,11 @@ def search(
         stdout.print(", ".join(facts), highlight=False)
         if result.message:
             stdout.print(result.message, style="yellow", highlight=False)
-        if result.mode != "dense" and result.concepts.height:
+        if result.mode != "dense" and result.concepts.height and options.like is not None:
+            columns = ["rank", "feature_id", "label", "why", "weight"]
+            title = "concepts the examples share more than the rest"
+            stdout.print(_table(result.concepts.head(10).to_dicts(), columns, title=title))
+        elif result.mode != "dense" and result.concepts.height:
             columns = ["rank", "feature_id", "label", "similarity", "weight", "p90"]
             stdout.print(_table(result.concepts.head(10).to_dicts(), columns, title="concepts the query maps to"))
         rows = [
@@ -999,7 +1072,8 @@ def docs_show(
             stdout.print(view.in_document, highlight=False, markup=False)
         else:
             stdout.print(view.text, highlight=False, markup=False)
-        stdout.print(_table(view.concepts.to_dicts(), ["feature_id", "max_act", "n_active_tokens", "freq", "context"]))
+        columns = ["feature_id", "label", "max_act", "n_active_tokens", "freq", "context"]
+        stdout.print(_table(view.concepts.to_dicts(), columns))
         if view.units.height:
             rows = [{**r, "text": r["text"].strip()[:100]} for r in view.units.to_dicts()]
             columns = ["unit_corpus", "unit_index", "doc_id", "text", "concepts"]
@@ -1030,7 +1104,7 @@ def concepts_top(
         lambda: stdout.print(
             _table(
                 rows,
-                ["feature_id", "n_docs", "freq", "mean_max_act", "top_tokens"],
+                ["feature_id", "label", "n_docs", "freq", "mean_max_act", "top_tokens"],
                 f"top concepts in {corpus}",
             )
         ),
@@ -1069,7 +1143,10 @@ def concepts_show(
         stdout.print(f"present in {view.n_docs} of {view.corpus_docs} documents of {view.corpus} (run {view.run_id})")
         if view.labels.height:
             stdout.print(
-                _table(view.labels.to_dicts(), ["method", "model", "label", "auroc", "detection", "created_at"])
+                _table(
+                    view.labels.to_dicts(),
+                    ["method", "model", "label", "auroc", "detection", "created_at"],
+                )
             )
             if current and current[0]["description"]:
                 stdout.print(current[0]["description"], highlight=False, markup=False)

@@ -52,6 +52,11 @@ CLUSTER_METHODS = ("hdbscan", "spectral")
 MATCH_METHODS = ("correlation", "decoder")
 TRAIN_ARCHS = ("topk", "itda")
 SEARCH_MODES = ("sae", "dense", "fused")
+LABEL_MAX_DOCS = 20_000
+"""Largest corpus `embed --label` and compare-releases label as they bring it in (token labels take minutes
+at this size on a CPU; see docs/method.md)."""
+MAX_EXAMPLES = 10_000
+"""Most documents `search --like`/`--unlike` take (their ids travel in one query)."""
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
 LEVELS = ("document", "unit")
 
@@ -239,10 +244,13 @@ class EmbedJobOptions(Options):
     workers: int = 1
     dask_address: str | None = None
     unit: str = "document"
+    label: bool = False
+    label_max_docs: int = LABEL_MAX_DOCS
 
     def __post_init__(self) -> None:
         check_text("--corpus", self.corpus)
         object.__setattr__(self, "unit", str(parse_unit(self.unit)))
+        check_int("--label-max-docs", self.label_max_docs, low=0, high=10**12)
         check_text("--sae", self.sae, limit=4096)
         if self.reader is not None:
             check_text("--reader", self.reader, limit=4096)
@@ -501,8 +509,11 @@ class CompareReleasesOptions(Options):
     top: int = 10
     presence_threshold: float = DEFAULT_PRESENCE
     report: str | None = None
+    label: bool = True
+    label_max_docs: int = LABEL_MAX_DOCS
 
     def __post_init__(self) -> None:
+        check_int("--label-max-docs", self.label_max_docs, low=0, high=10**12)
         if self.source is not None:
             check_text("SOURCE", self.source, limit=4096)
         check_text("--corpus", self.corpus)
@@ -521,7 +532,9 @@ class CompareReleasesOptions(Options):
 
 @dataclass(frozen=True, kw_only=True)
 class SearchOptions(LlmOptions):
-    query: str
+    query: str | None = None
+    like: tuple[int, ...] | None = None
+    unlike: tuple[int, ...] | None = None
     corpus: str | None = None
     mode: str = "sae"
     top: int = 20
@@ -538,9 +551,14 @@ class SearchOptions(LlmOptions):
         self._check_level()
         self._paths_as_text("report")
         check_html("--report", self.report, folder_exists=True)
-        if not isinstance(self.query, str) or not self.query.strip():
-            raise SaeembedError("empty query: say which property the documents should have")
-        check_text("QUERY", self.query, limit=10_000)
+        if self.like is not None:
+            self._check_examples()
+        elif self.unlike is not None:
+            raise SaeembedError("--unlike needs --like: say which documents the results should be like")
+        elif not isinstance(self.query, str) or not self.query.strip():
+            raise SaeembedError("empty query: say which property the documents should have (or give --like)")
+        else:
+            check_text("QUERY", self.query, limit=10_000)
         if self.corpus is not None:
             check_text("--corpus", self.corpus)
         check_choice("--mode", self.mode, SEARCH_MODES)
@@ -549,6 +567,37 @@ class SearchOptions(LlmOptions):
         check_number("--temperature", self.temperature, low=0, high=1000, above=True)
         check_number("--exemplar-weight", self.exemplar_weight, low=0, high=1)
         check_predicate("--where", self.where)
+
+    def _check_examples(self) -> None:
+        """Search by example: document ids, at least one like, none on both sides, no text query, a corpus."""
+        if self.query is not None:
+            raise SaeembedError("give a QUERY or --like example documents, not both")
+        if self.wants_llm:
+            raise SaeembedError("--llm-* choose the concepts of a text QUERY; with --like the examples choose them")
+        if self.corpus is None:
+            raise SaeembedError("--like needs --corpus: the corpus the examples and the results come from")
+        for option, ids in (("--like", self.like), ("--unlike", self.unlike)):
+            if ids is None:
+                continue
+            ids = tuple(ids)
+            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+                raise SaeembedError(f"{option} takes document ids (whole numbers ≥ 0), got {list(ids)[:5]}")
+            if len(ids) > MAX_EXAMPLES:
+                raise SaeembedError(f"{option} takes at most {MAX_EXAMPLES} documents, got {len(ids)}")
+            object.__setattr__(self, option.removeprefix("--"), tuple(dict.fromkeys(ids)))
+        if not self.like:
+            raise SaeembedError("--like is empty: give the ids of documents that have the property, e.g. 12,40,97")
+        both = sorted(set(self.like) & set(self.unlike or ()))
+        if both:
+            raise SaeembedError(f"documents {both[:5]} are in both --like and --unlike")
+
+
+def parse_doc_ids(text: str, option: str) -> tuple[int, ...]:
+    """'12,40' → (12, 40): the form the CLI takes document ids in (an empty list is left to the options)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SaeembedError(f"{option} takes comma-separated document ids, e.g. 12,40; got {text!r}") from None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -219,7 +219,7 @@ CREATE TABLE IF NOT EXISTS cluster_summaries (
     analysis_id  BIGINT NOT NULL,
     cluster      INTEGER NOT NULL,
     size         BIGINT NOT NULL,
-    top_concepts JSON NOT NULL,         -- [{"feature_id", "label", "freq_in", "freq_out", "delta"}, …]
+    top_concepts JSON NOT NULL,         -- [{"feature_id", "label", "label_source", "freq_in", "freq_out", "delta"}, …]
     typical_docs JSON NOT NULL          -- doc_ids, most typical first
 );
 

@@ -430,24 +430,48 @@ def test_llm_labels_with_the_local_smollm2(labelled_db, embedder, tmp_path):
         assert cached == labelled
 
 
-def test_a_corpus_without_labels_of_its_own_takes_shipped_labels_before_another_corpus(labelled_db, tmp_path):
-    """Labels resolve this corpus → shipped with the SAE → another corpus (said so), and say which."""
+def test_a_corpus_without_labels_of_its_own_takes_shipped_labels_before_another_corpus(labelled_db, embedder, tmp_path):
+    """Labels resolve this corpus → shipped with the SAE → another corpus (said so), and every listing that
+    shows a label says which, with what the concept peaks on in the corpus at hand."""
+    from saeembed.analysis.cluster import cluster_documents
+    from saeembed.analysis.correlate import correlate_column, correlate_pairs
     from saeembed.analysis.diff import diff
-    from saeembed.concepts.search import current_labels
+    from saeembed.analysis.lookup import show_concept, show_document, top_concepts
+    from saeembed.analysis.retrieve import search_documents, search_like
+    from saeembed.concepts.provenance import current_labels
+    from saeembed.model.tokens import load_tokenizer, token_at
 
     db = tmp_path / "two.duckdb"
     copy_database(labelled_db, db)
     source = tmp_path / "other.parquet"
     demo_corpus(n=30, seed=9).write_parquet(source)
+    sports, rest = "meta->>'topic' = 'Sports'", "meta->>'topic' <> 'Sports'"
     with Store.open(db) as store:
         ingest(store, source, corpus="other")
         embed(store, "other", device="cpu", options=EmbedOptions(max_tokens=32))
-        sae_id = store.latest_run("other").sae_id
-        for_other = current_labels(store, sae_id, store.corpus_id("other"))
-        for_news = current_labels(store, sae_id, store.corpus_id("news"))
+        run = store.latest_run("other")
+        for_other = current_labels(store, run.sae_id, store.corpus_id("other"))
+        for_news = current_labels(store, run.sae_id, store.corpus_id("news"))
         shipped = set(store.query("SELECT feature_id FROM features WHERE run_id IS NULL")["feature_id"])
-        sports, rest = "meta->>'topic' = 'Sports'", "meta->>'topic' <> 'Sports'"
-        result = diff(store, "other", "other", where_a=sports, where_b=rest, rank_by="delta", min_delta=0.0)
+        strongest = store.query(
+            "SELECT feature_id, argmax_pos, text FROM doc_features JOIN documents USING (doc_id) "
+            "WHERE run_id = $run ORDER BY feature_id, max_act DESC, doc_id",
+            {"run": run.run_id},
+        )
+        other_ids = store.query(
+            "SELECT doc_id FROM documents WHERE corpus_id = $c ORDER BY doc_id", {"c": store.corpus_id("other")}
+        )
+        shown = show_concept(store, int(for_other["feature_id"][0]), corpus="other").labels
+        listings = {
+            "diff": diff(store, "other", "other", where_a=sports, where_b=rest, rank_by="delta", min_delta=0.0).table,
+            "correlate": correlate_pairs(store, "other", min_npmi=0.0, min_count=2, top=10, embedder=embedder).pairs,
+            "correlate-column": correlate_column(store, "other", "topic", min_count=2, top=10).table,
+            "cluster": cluster_documents(store, "other", about="sports", embedder=embedder, n_concepts=10).concepts,
+            "concepts top": top_concepts(store, "other", top=10),
+            "docs show": show_document(store, int(other_ids["doc_id"][0]), top=10).concepts,
+            "search": search_documents(store, "sports", corpus="other", embedder=embedder).concepts,
+            "search --like": search_like(store, other_ids["doc_id"].head(3).to_list(), corpus="other").concepts,
+        }
     sources = dict(zip(for_other["feature_id"], for_other["label_source"], strict=True))
     assert sources and all(sources[f] == "shipped" for f in shipped if f in sources)
     assert set(sources.values()) <= {"shipped", "corpus news"}
@@ -455,8 +479,21 @@ def test_a_corpus_without_labels_of_its_own_takes_shipped_labels_before_another_
     assert set(for_news["label_source"]) == {"this corpus"} | ({"shipped"} if for_news.height > 1000 else set())
     news_labelled = for_news.filter(pl.col("label_source") == "this corpus")["feature_id"].to_list()
     assert len(news_labelled) > 1000
-    rows = result.table.to_dicts()
-    assert rows and all(r["label_source"] == sources.get(r["feature_id"]) for r in rows)
+    assert shown["label_source"][0] == sources[int(for_other["feature_id"][0])]
+    for name, table in listings.items():
+        pairs = [("feature_a", "_a"), ("feature_b", "_b")] if name == "correlate" else [("feature_id", "")]
+        for column, suffix in pairs:
+            rows = table.select(column, "label" + suffix, "label_source" + suffix).rows() if table.height else []
+            assert rows, name
+            assert all(source == sources.get(f) for f, _, source in rows), (name, rows[:3])
+    # Peak tokens are this corpus's: the most common token at the stored argmax of each concept's strongest
+    # documents of 'other', re-found with the reader's tokenizer.
+    tokenizer = load_tokenizer(run.reader_model)
+    for feature_id, peaks in listings["diff"].select("feature_id", "peak_tokens").head(5).iter_rows():
+        top = strongest.filter(pl.col("feature_id") == feature_id).head(10)
+        offsets = tokenizer.offsets(top["text"].to_list())
+        tokens = [token_at(t, o, p).strip() for t, o, p in zip(top["text"], offsets, top["argmax_pos"], strict=True)]
+        assert peaks.split(", ")[0] in tokens, (feature_id, peaks, tokens)
 
 
 def test_a_release_comparison_beside_a_labelled_corpus_shows_no_label_of_that_corpus(

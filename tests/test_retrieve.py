@@ -527,3 +527,94 @@ def test_exemplars_let_a_concept_whose_label_is_far_but_whose_documents_are_clos
     assert mixed["similarity"].to_list() == pytest.approx([0.8, 0.5 + concept_1 / 2, 0.4], abs=1e-6)
     with Store.open(arith_db) as store, pytest.raises(SaeembedError, match="--exemplar-weight must be between 0 and 1"):
         search_documents(store, "the property", corpus="c", embedder=QUERY, exemplar_weight=1.5)
+
+
+# Search by example. Concept 1: in the three examples and in documents 4 and 5 (2 of the other 7); concept 2:
+# in example 1 only; concept 3: everywhere (no more common among the examples); concept 4: in every document,
+# but in the examples at a tenth of its p90 (1.0), below the presence threshold (half the p90).
+LIKE_DOCS = [
+    ("alpha beta gamma delta epsilon", {1: 1.0, 2: 1.0, 3: 1.0, 4: 0.1}),
+    ("alpha beta gamma delta zeta", {1: 1.0, 3: 1.0, 4: 0.1}),
+    ("alpha beta gamma delta eta", {1: 1.0, 3: 1.0, 4: 0.1}),
+    ("theta iota kappa lambda mu", {1: 1.0, 3: 1.0, 4: 1.0}),
+    ("theta iota kappa lambda nu", {1: 1.0, 3: 1.0, 4: 1.0}),
+] + [(f"omicron pi rho sigma {word}", {3: 1.0, 4: 1.0}) for word in ("tau", "upsilon", "phi", "chi", "psi")]
+
+
+@pytest.fixture()
+def like_db(tmp_path: Path) -> Path:
+    return make_store(tmp_path / "like.duckdb", LIKE_DOCS)
+
+
+def test_search_by_example_chooses_the_concepts_the_examples_share_more_than_the_rest(like_db):
+    with Store.open(like_db) as store:
+        found = retrieve.search_like(store, [1, 2, 3], corpus="c")
+        against_unlike = retrieve.search_like(store, [1, 2, 3], unlike=[4, 6], corpus="c")
+    concepts = found.concepts.to_dicts()
+    assert [c["feature_id"] for c in concepts] == [1, 2]
+    assert (concepts[0]["like_share"], concepts[0]["background_share"]) == (1.0, pytest.approx(2 / 7))
+    assert concepts[0]["delta"] == pytest.approx(5 / 7) and concepts[1]["delta"] == pytest.approx(1 / 3)
+    assert concepts[0]["why"] == "in 3 of 3 examples, 28.6% of the rest of the corpus"
+    assert [c["weight"] for c in concepts] == pytest.approx(list(concept_weights(2)))
+    # The examples are not results; documents 4 and 5 have concept 1 at its p90 (score w·a/p90 = 1).
+    assert found.documents["doc_id"].to_list() == [4, 5] and found.documents["score"].to_list() == [1.0, 1.0]
+    assert found.query == "like 1, 2, 3"
+    unlike = against_unlike.concepts.to_dicts()
+    assert [(c["feature_id"], c["background_share"]) for c in unlike] == [(1, 0.5), (2, 0.0)]
+    assert unlike[0]["why"] == "in 3 of 3 examples, 50.0% of --unlike"
+    assert against_unlike.documents["doc_id"].to_list() == [5]
+
+
+def test_dense_search_by_example_ranks_by_the_mean_embedding_of_the_examples(like_db):
+    rng = np.random.default_rng(1)
+    vectors = {d: unit(*rng.normal(size=DIM).tolist()) for d in range(1, 11)}
+    with Store.open(like_db) as store:
+        store_doc_vectors(store, vectors)
+        found = retrieve.search_like(store, [1, 2, 3], corpus="c", mode="dense", embedder=QUERY, top=7)
+        away = retrieve.search_like(store, [1, 2], unlike=[3], corpus="c", mode="dense", embedder=QUERY, top=7)
+
+    def expected(query: np.ndarray, left_out: set[int]) -> list[int]:
+        others = [d for d in range(1, 11) if d not in left_out]
+        return sorted(others, key=lambda d: -float(vectors[d] @ (query / np.linalg.norm(query))))
+
+    mean = np.mean([vectors[d] for d in (1, 2, 3)], axis=0)
+    assert found.documents["doc_id"].to_list() == expected(mean, {1, 2, 3})
+    rocchio = np.mean([vectors[1], vectors[2]], axis=0) - 0.2 * vectors[3]
+    assert away.documents["doc_id"].to_list() == expected(rocchio, {1, 2, 3})
+
+
+def test_search_by_example_refuses_unknown_foreign_unembedded_and_missing_examples(like_db, capsys):
+    from saeembed.cli import main
+    from saeembed.storage.synthetic import synthetic_corpus
+
+    with Store.open(like_db) as store:
+        synthetic_corpus(store, "other", ["elsewhere entirely"], sae_id=None)  # doc 11
+        late = pl.DataFrame({"external_id": ["late"], "text": ["brought in after the run"], "content_hash": ["late"]})
+        store.add_documents("c", late.with_columns(pl.lit(None, dtype=pl.Utf8).alias("meta")))  # doc 12, not embedded
+        searches = store.query("SELECT count(*) AS n FROM analyses")["n"][0]
+    for args, message in [
+        (["--like", "1,999"], "error: unknown document ids: 999"),
+        (["--like", "1,11"], "error: example documents must come from corpus 'c': 1 do not (doc 11 is in corpus"),
+        (["--like", "1,12"], "error: documents [12] are not embedded by run 1 of corpus 'c' yet"),
+        (["--like", ""], "error: --like is empty"),
+        (["--like", "1,2", "--unlike", "2"], "error: documents [2] are in both --like and --unlike"),
+        (["--like", "1,x"], "error: --like takes comma-separated document ids"),
+        (["--unlike", "2"], "error: --unlike needs --like"),
+        (["some text", "--like", "1"], "error: give a QUERY or --like example documents, not both"),
+    ]:
+        with pytest.raises(SystemExit) as done:
+            main(["search", *args, "--corpus", "c", "--db", str(like_db)])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+        assert err.startswith(message), (args, err)
+    with Store.open(like_db, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM analyses")["n"][0] == searches
+    from typer.testing import CliRunner
+
+    from saeembed.cli import app
+
+    shown = CliRunner().invoke(app, ["search", "--like", "1,2,3", "--corpus", "c", "--db", str(like_db), "--json"])
+    assert shown.exit_code == 0, shown.output
+    payload = json.loads(shown.stdout)
+    assert [c["feature_id"] for c in payload["concepts"]] == [1, 2]
+    assert [d["doc_id"] for d in payload["documents"]] == [4, 5]

@@ -34,6 +34,7 @@ from scipy import sparse
 
 from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
 from saeembed.concepts.llm import ChatBackend, MalformedAnswer, complete_parsed, keyphrase_messages, parse_keyphrases
+from saeembed.concepts.provenance import concept_labels, with_labels
 from saeembed.errors import SaeembedError
 from saeembed.options import ClusterOptions
 from saeembed.storage.predicates import Predicate, parse_predicate
@@ -66,7 +67,8 @@ class ClusterResult(NamedTuple):
     """What was clustered: 'concepts' (Jaccard over the selected concepts) or the sentence model (cosine)."""
     concepts: pl.DataFrame
     """The selected concepts: feature_id, label, similarity (to the `about` text; null for an explicit list),
-    freq (share of the clustered documents where it is present)."""
+    label_source, label_score, peak_tokens (see concepts.provenance), freq (share of the clustered documents
+    where it is present)."""
     n_docs: int
     """Documents considered (the corpus's embedded documents satisfying `where`)."""
     n_without_concepts: int
@@ -77,7 +79,7 @@ class ClusterResult(NamedTuple):
     """HDBSCAN's min_cluster_size as used (null for spectral)."""
     summaries: pl.DataFrame
     """One row per cluster, largest first, noise (-1) last: cluster, size, top_concepts (list of feature_id,
-    label, freq_in, freq_out, delta), typical_docs (list of doc_id, text; most typical first)."""
+    label, label_source, freq_in, freq_out, delta), typical_docs (list of doc_id, text; most typical first)."""
     assignments: pl.DataFrame
     """One row per document considered: doc_id, cluster (-1 noise, null without concepts), has_concepts,
     x, y (2-D map; null when not mapped)."""
@@ -124,7 +126,8 @@ def cluster_documents(
     if about is not None:
         selected = select_concepts(store, corpus, "; ".join([about, *keyphrases]), n_concepts, embedder)
     else:
-        selected = explicit_concepts(store, run, corpus, concepts)
+        selected = explicit_concepts(run, concepts)
+    selected = with_labels(selected, concept_labels(store, run, selected["feature_id"].to_list()))
     doc_ids = _documents(store, run, predicate)
     rows = _concept_rows(store, run, doc_ids, selected["feature_id"].to_list())
     clustered = np.unique(rows["doc_id"].to_numpy())
@@ -237,20 +240,17 @@ def select_concepts(store: Store, corpus: str, about: str, n_concepts: int, embe
     return hits.head(n_concepts).select("feature_id", "label", "similarity")
 
 
-def explicit_concepts(store: Store, run: RunInfo, corpus: str, feature_ids: Sequence[int]) -> pl.DataFrame:
-    """The given concepts (duplicates dropped, order kept) with their labels: feature_id, label, similarity
-    (null). Ids outside the SAE are an error."""
-    from saeembed.concepts.search import current_labels
-
+def explicit_concepts(run: RunInfo, feature_ids: Sequence[int]) -> pl.DataFrame:
+    """The given concepts, duplicates dropped and order kept: feature_id, similarity (null; labels are joined
+    after). Ids outside the SAE are an error."""
     ids = list(dict.fromkeys(int(i) for i in feature_ids))
-    d_sae = run.d_sae
-    outside = [i for i in ids if not 0 <= i < d_sae]
+    outside = [i for i in ids if not 0 <= i < run.d_sae]
     if outside:
-        raise SaeembedError(f"--concepts {outside[:5]}: not concepts of this SAE (feature ids run 0 to {d_sae - 1})")
-    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label")
-    frame = pl.DataFrame({"feature_id": ids}, schema={"feature_id": pl.Int32})
-    return frame.join(labels.with_columns(pl.col("feature_id").cast(pl.Int32)), on="feature_id", how="left").select(
-        "feature_id", "label", pl.lit(None, dtype=pl.Float64).alias("similarity")
+        raise SaeembedError(
+            f"--concepts {outside[:5]}: not concepts of this SAE (feature ids run 0 to {run.d_sae - 1})"
+        )
+    return pl.DataFrame(
+        {"feature_id": ids, "similarity": [None] * len(ids)}, schema={"feature_id": pl.Int32, "similarity": pl.Float64}
     )
 
 
@@ -356,6 +356,7 @@ def summarise(
     the members of their cluster, most typical first."""
     present = (matrix > 0).astype(np.float32).tocsc()
     feature_ids, names = concepts["feature_id"].to_list(), concepts["label"].to_list()
+    sources = concepts["label_source"].to_list() if "label_source" in concepts.columns else [None] * len(names)
     n = labels.size
     order = sorted(np.unique(labels).tolist(), key=lambda c: (c == NOISE, -int((labels == c).sum()), c))
     rows = []
@@ -377,6 +378,7 @@ def summarise(
                     {
                         "feature_id": feature_ids[j],
                         "label": names[j],
+                        "label_source": sources[j],
                         "freq_in": float(freq_in[j]),
                         "freq_out": float(freq_out[j]),
                         "delta": float(delta[j]),

@@ -47,7 +47,7 @@ from scipy import sparse, stats
 
 from saeembed.analysis.presence import count_present
 from saeembed.concepts.dense import SentenceEmbedder
-from saeembed.concepts.search import current_labels
+from saeembed.concepts.provenance import concept_labels, current_labels, with_labels
 from saeembed.errors import SaeembedError
 from saeembed.options import CorrelateOptions
 from saeembed.storage.percentiles import presence_thresholds
@@ -115,8 +115,9 @@ class CorrelationResult(NamedTuple):
     candidates: int
     """Pairs with ≥ min_count co-occurrences and NPMI ≥ min_npmi, before the label and token filters."""
     pairs: pl.DataFrame
-    """The top pairs (those stored), by NPMI: feature_a, label_a, feature_b, label_b, n_ab, n_a, n_b,
-    p_b_given_a, p_a_given_b, npmi, label_similarity, same_token_share, example_doc_id, rank."""
+    """The top pairs (those stored), by NPMI: feature_a, feature_b, n_ab, n_a, n_b, p_b_given_a, p_a_given_b,
+    npmi, label_similarity, same_token_share, example_doc_id, rank, then each concept's label, label_source,
+    label_score and peak_tokens (suffixed _a and _b; see concepts.provenance)."""
 
 
 class ColumnCorrelationResult(NamedTuple):
@@ -127,8 +128,8 @@ class ColumnCorrelationResult(NamedTuple):
     kind: str
     """'numeric' (Spearman) or 'categorical' (chi-square)."""
     table: pl.DataFrame
-    """The top concepts (all are stored), by q-value: feature_id, label, level, statistic, test, p_value,
-    q_value, rank."""
+    """The top concepts (all are stored), by q-value: feature_id, level, statistic, test, p_value, q_value,
+    rank, label, label_source, label_score, peak_tokens."""
 
 
 class _Plan(NamedTuple):
@@ -427,6 +428,8 @@ def correlate_pairs(
     stored = table.select("feature_a", "feature_b", *columns, "rank")
     analysis_id = store.record("correlate", params, inputs, time.perf_counter() - started, {"correlations": stored})
     shown = table.select("feature_a", "label_a", "feature_b", "label_b", *columns, "example_doc_id", "rank")
+    labels = concept_labels(store, run, shown["feature_a"].to_list() + shown["feature_b"].to_list())
+    shown = with_labels(with_labels(shown, labels, on="feature_a", suffix="_a"), labels, on="feature_b", suffix="_b")
     return CorrelationResult(analysis_id, int(doc_ids.size), counts.total, shown)
 
 
@@ -643,14 +646,9 @@ def correlate_column(
         time.perf_counter() - started,
         {"column_correlations": table.select(columns)},
     )
-    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label")
-    shown = table.head(top).join(labels, on="feature_id", how="left", maintain_order="left")
-    return ColumnCorrelationResult(
-        analysis_id,
-        n_docs,
-        "numeric" if numeric else "categorical",
-        shown.select("feature_id", "label", "level", "statistic", "test", "p_value", "q_value", "rank"),
-    )
+    shown = table.head(top).select("feature_id", "level", "statistic", "test", "p_value", "q_value", "rank")
+    shown = with_labels(shown, concept_labels(store, run, shown["feature_id"].to_list()))
+    return ColumnCorrelationResult(analysis_id, n_docs, "numeric" if numeric else "categorical", shown)
 
 
 def _level_counts(store: Store, run: RunInfo, levels: pl.DataFrame) -> pl.DataFrame:

@@ -60,8 +60,9 @@ class DiffResult(NamedTuple):
     test: str
     """'independent' (score / Fisher), 'paired' (McNemar) or 'one-vs-rest'."""
     table: pl.DataFrame
-    """The top rows in ranking order: grp, rank, feature_id, label, label_source, freq_a, freq_b, delta, ratio,
-    ci_low, ci_high, p_value, q_value, test, n_a, n_b, example_a, example_b (firing token «marked»)."""
+    """The top rows in ranking order: grp, rank, feature_id, label, label_source, label_score, peak_tokens,
+    freq_a, freq_b, delta, ratio, ci_low, ci_high, p_value, q_value, test, n_a, n_b, example_a, example_b
+    (firing token «marked»)."""
 
 
 RESULT_COLUMNS = [
@@ -157,7 +158,7 @@ def diff(
         analysis_id = store.record(
             "diff", params, inputs, time.perf_counter() - started, {"diff_results": table.select(RESULT_COLUMNS)}
         )
-        shown = _with_labels(store, run_a, a, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
+        shown = _with_labels(store, run_a, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
         shown = _with_examples(store, run_a, run_b, shown)
     return DiffResult(analysis_id, n_a, n_b, test, shown)
 
@@ -225,7 +226,7 @@ def diff_by(
     analysis_id = store.record(
         "diff", params, inputs, time.perf_counter() - started, {"diff_results": table.select(RESULT_COLUMNS)}
     )
-    shown = _with_labels(store, run, corpus, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
+    shown = _with_labels(store, run, table.filter(pl.col("passes") & (pl.col("rank") <= top)))
     examples = _level_examples(store, run, levels, shown, thresholds)
     return DiffResult(analysis_id, total, total, "one-vs-rest", examples)
 
@@ -246,7 +247,7 @@ def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
     if "by" in params:
         run = store.run(inputs["run"])
         docs = side_documents(store, run, optional_predicate(params["where"], "--where"), "the corpus", with_meta=True)
-        shown = _with_labels(store, run, params["corpus"], table)
+        shown = _with_labels(store, run, table)
         thresholds = presence_thresholds(store, run.run_id, run.run_id, presence)
         shown = _level_examples(store, run, _levels(docs, params["by"]), shown, thresholds)
         return DiffResult(analysis_id, inputs["documents"], inputs["documents"], "one-vs-rest", shown)
@@ -254,7 +255,7 @@ def load_diff(store: Store, analysis_id: int, *, top: int = 50) -> DiffResult:
     side_a = side_documents(store, run_a, optional_predicate(params["where_a"], "--where-a"), "A", with_meta=False)
     side_b = side_documents(store, run_b, optional_predicate(params["where_b"], "--where-b"), "B", with_meta=False)
     with sides(store, side_a, side_b, presence_thresholds(store, run_a.run_id, run_b.run_id, presence)):
-        shown = _with_examples(store, run_a, run_b, _with_labels(store, run_a, params["a"], table))
+        shown = _with_examples(store, run_a, run_b, _with_labels(store, run_a, table))
     test = "paired" if params["paired_on"] else "independent"
     return DiffResult(analysis_id, inputs["n_a"], inputs["n_b"], test, shown)
 
@@ -427,11 +428,12 @@ def sides(
     )
 
 
-def _with_labels(store: Store, run: RunInfo, corpus: str, table: pl.DataFrame) -> pl.DataFrame:
-    from saeembed.concepts.search import current_labels
+def _with_labels(store: Store, run: RunInfo, table: pl.DataFrame) -> pl.DataFrame:
+    """The rows with each concept's label, its source and score, and its peak tokens in side A's run."""
+    from saeembed.concepts.provenance import concept_labels, with_labels
 
-    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label", "label_source")
-    return table.join(labels, on="feature_id", how="left").sort(["grp", "rank"], nulls_last=False)
+    labels = concept_labels(store, run, table["feature_id"].to_list())
+    return with_labels(table, labels).sort(["grp", "rank"], nulls_last=False)
 
 
 def _with_examples(store: Store, run_a: RunInfo, run_b: RunInfo, table: pl.DataFrame) -> pl.DataFrame:

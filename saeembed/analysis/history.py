@@ -68,8 +68,8 @@ def _top_concepts(store: Store, kind: str, analysis_id: int, top: int) -> list[i
 
 
 def _labels(store: Store, analysis_id: int) -> pl.DataFrame:
-    from saeembed.concepts.search import current_labels
+    from saeembed.concepts.provenance import current_labels
 
     inputs = store.analysis(analysis_id).inputs
     run = store.run(inputs.get("run_a", inputs.get("run")))
-    return current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
+    return current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label", "label_source")

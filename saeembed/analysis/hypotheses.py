@@ -36,7 +36,7 @@ from saeembed.concepts.llm import (
     judge_messages,
     parse_judgement,
 )
-from saeembed.concepts.search import current_labels
+from saeembed.concepts.provenance import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context
 from saeembed.storage.percentiles import presence_thresholds, recorded_presence

@@ -6,11 +6,11 @@ in about a second.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import NamedTuple
 
 import polars as pl
 
+from saeembed.concepts.provenance import concept_labels, current_labels, with_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import TextTokenizer, load_tokenizer, mark_context, mark_span, token_at
 from saeembed.storage.store import Store
@@ -34,7 +34,8 @@ class DocumentView(NamedTuple):
     truncated: bool
     """Whether the document was cut at max_tokens."""
     concepts: pl.DataFrame
-    """feature_id, max_act, mean_act, n_active_tokens, argmax_pos, freq, token, context."""
+    """feature_id, max_act, mean_act, n_active_tokens, argmax_pos, freq, label, label_source, label_score,
+    token, context."""
     units: pl.DataFrame
     """The document's units (`embed --unit`), in order: unit_corpus, unit_index, doc_id, char_start, char_end,
     feature_ids and peak_tokens (its strongest concepts and the token where each peaks), text, concepts (the same
@@ -54,6 +55,12 @@ def show_document(store: Store, doc_id: int, *, top: int = 20) -> DocumentView:
     run = store.run_for_document(doc_id)
     doc = store.rows("lookup_document", {"run_id": run.run_id, "doc_id": doc_id}).row(0)
     concepts = store.rows("doc_concepts", {"run_id": run.run_id, "doc_id": doc_id, "limit": top})
+    labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select(
+        "feature_id", "label", "label_source", pl.col("auroc").alias("label_score")
+    )
+    concepts = concepts.join(
+        labels.cast({"feature_id": concepts.schema["feature_id"]}), on="feature_id", how="left", maintain_order="left"
+    )
     tokenizer = load_tokenizer(run.reader_model)
     offsets = tokenizer.offsets([doc[1]])[0]
     positions = concepts["argmax_pos"].to_list()
@@ -93,29 +100,29 @@ def _units(store: Store, doc_id: int, text: str, tokenizer: TextTokenizer) -> pl
     )
 
 
-def top_concepts(store: Store, corpus: str, *, top: int = 20, examples: int = 10) -> pl.DataFrame:
+def top_concepts(store: Store, corpus: str, *, top: int = 20) -> pl.DataFrame:
     """The corpus's most frequent concepts: feature_id, n_docs, freq, mean_max_act, max_act, top_tokens
-    (the tokens where the concept peaks in its strongest documents, most common first)."""
+    (the tokens where the concept peaks in its strongest documents, most common first), label, label_source,
+    label_score, run_id."""
     run = store.latest_run(corpus)
     frequent = store.rows("concepts_top", {"run_id": run.run_id, "limit": top})
-    strongest = store.rows(
-        "concept_argmax_documents",
-        {"run_id": run.run_id, "feature_ids": frequent["feature_id"].to_list(), "per_feature": examples},
-    )
-    offsets = load_tokenizer(run.reader_model).offsets(strongest["text"].to_list())
-    peaks: dict[int, Counter] = {}
-    for (feature_id, position, text), doc_offsets in zip(
-        strongest.select("feature_id", "argmax_pos", "text").iter_rows(), offsets, strict=True
-    ):
-        token = token_at(text, doc_offsets, position)
-        peaks.setdefault(feature_id, Counter())[token.strip() or repr(token)] += 1
-    return frequent.with_columns(
-        pl.Series(
+    labels = concept_labels(store, run, frequent["feature_id"].to_list())
+    return (
+        with_labels(frequent, labels)
+        .rename({"peak_tokens": "top_tokens"})
+        .select(
+            "feature_id",
+            "n_docs",
+            "freq",
+            "mean_max_act",
+            "max_act",
             "top_tokens",
-            [", ".join(t for t, _ in peaks.get(f, Counter()).most_common(5)) for f in frequent["feature_id"]],
-            dtype=pl.Utf8,
+            "label",
+            "label_source",
+            "label_score",
         )
-    ).with_columns(pl.lit(run.run_id).alias("run_id"))
+        .with_columns(pl.lit(run.run_id).alias("run_id"))
+    )
 
 
 def only_corpus(store: Store) -> str:
@@ -140,8 +147,8 @@ class ConceptView(NamedTuple):
     corpus_docs: int
     """Documents embedded in the run."""
     labels: pl.DataFrame
-    """method, model, label, description, auroc, detection, created_at: the current label first, then
-    the concept's other labels newest first."""
+    """method, model, label, label_source (where it was made: 'this corpus', 'shipped', 'corpus NAME'),
+    description, auroc, detection, created_at: the current label first, then the others newest first."""
     documents: pl.DataFrame
     """rank, doc_id, max_act, token, context, marked (firing tokens «marked»)."""
 
@@ -152,7 +159,6 @@ def show_concept(
     """A concept's labels and its top documents. With `all_tokens` the run's reader re-reads those
     documents to mark every firing token (slower: loads the model); otherwise the stored max is marked."""
     from saeembed.concepts.examples import concept_examples, load_run_models
-    from saeembed.concepts.search import current_labels
 
     name = corpus or only_corpus(store)
     run = store.latest_run(name)
@@ -160,8 +166,11 @@ def show_concept(
         raise SaeembedError(f"concept {feature_id} does not exist: this SAE has concepts 0..{run.d_sae - 1}")
     models = load_run_models(store, run.run_id) if all_tokens else None
     examples = concept_examples(store, feature_id, run_id=run.run_id, top=top, negatives=0, models=models)
-    current = current_labels(store, run.sae_id, store.corpus_id(name)).filter(pl.col("feature_id") == feature_id)
-    history = store.rows("lookup_label_history", {"sae_id": run.sae_id, "feature_id": feature_id})
+    corpus_id = store.corpus_id(name)
+    current = current_labels(store, run.sae_id, corpus_id).filter(pl.col("feature_id") == feature_id)
+    history = store.rows(
+        "lookup_label_history", {"sae_id": run.sae_id, "feature_id": feature_id, "corpus_id": corpus_id}
+    )
     current_id = current["label_id"].to_list()
     labels = pl.concat(
         [history.filter(pl.col("label_id").is_in(current_id)), history.filter(~pl.col("label_id").is_in(current_id))]

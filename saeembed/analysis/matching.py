@@ -27,7 +27,7 @@ import torch
 from scipy import sparse
 
 from saeembed.concepts.labels import MATCHED_SCORE
-from saeembed.concepts.search import current_labels
+from saeembed.concepts.provenance import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.formats import load_sae
 from saeembed.model.itda import jaccard
@@ -84,7 +84,8 @@ class ConceptMatches(NamedTuple):
     summary: MatchSummary
     """How universal the two spaces are."""
     matches: pl.DataFrame
-    """feature_a, label_a, feature_b, label_b, score, runner_up, runner_up_score: the `top` best matches."""
+    """feature_a, label_a, feature_b, label_b, score, runner_up, runner_up_score, label_source_a, label_score_a,
+    label_source_b, label_score_b: the `top` best matches."""
 
 
 class BestTwo(NamedTuple):
@@ -390,14 +391,29 @@ def _summary(best: BestTwo, n_docs: int, decoder_a: np.ndarray | None, decoder_b
 
 
 def _with_labels(store: Store, run_a: RunInfo, run_b: RunInfo, matches: pl.DataFrame) -> pl.DataFrame:
-    """The matches with each side's current label (None where the concept has none)."""
+    """The matches with each side's current label, where it was made and its score (None where the concept has
+    no label). Every concept is matched, so no peak tokens here: the page shows each one's strongest document."""
     with store.reading():
         corpus_a, corpus_b = store.corpus_id(run_a.corpus), store.corpus_id(run_b.corpus)
-    labels_a = current_labels(store, run_a.sae_id, corpus_a).select(
-        pl.col("feature_id").alias("feature_a"), pl.col("label").alias("label_a")
+    joined = matches
+    for side, run, corpus_id in (("a", run_a, corpus_a), ("b", run_b, corpus_b)):
+        labels = current_labels(store, run.sae_id, corpus_id).select(
+            pl.col("feature_id").alias(f"feature_{side}"),
+            pl.col("label").alias(f"label_{side}"),
+            pl.col("label_source").alias(f"label_source_{side}"),
+            pl.col("auroc").alias(f"label_score_{side}"),
+        )
+        joined = joined.join(labels, on=f"feature_{side}", how="left")
+    return joined.select(
+        "feature_a",
+        "label_a",
+        "feature_b",
+        "label_b",
+        "score",
+        "runner_up",
+        "runner_up_score",
+        "label_source_a",
+        "label_score_a",
+        "label_source_b",
+        "label_score_b",
     )
-    labels_b = current_labels(store, run_b.sae_id, corpus_b).select(
-        pl.col("feature_id").alias("feature_b"), pl.col("label").alias("label_b")
-    )
-    joined = matches.join(labels_a, on="feature_a", how="left").join(labels_b, on="feature_b", how="left")
-    return joined.select("feature_a", "label_a", "feature_b", "label_b", "score", "runner_up", "runner_up_score")

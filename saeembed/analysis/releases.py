@@ -135,8 +135,9 @@ class ReleaseComparison(NamedTuple):
     released_at, pairs, diff_id (the diff's analysis id), rising, falling (significant concepts)."""
     changes: pl.DataFrame
     """The top concepts of every step, in each step's ranking: diff_id, model, release, against,
-    against_kind, rank, feature_id, label, label_source, freq_a (this release), freq_b (the other), delta, ci_low,
-    ci_high, q_value, example_a, example_b (the same kind of text from each side, firing token «marked»)."""
+    against_kind, rank, feature_id, label, label_source, label_score, peak_tokens (in this corpus), freq_a
+    (this release), freq_b (the other), delta, ci_low, ci_high, q_value, example_a, example_b (the same kind
+    of text from each side, firing token «marked»)."""
     trend: pl.DataFrame
     """Frequency of the followed concepts in every release: model, release, released_at, feature_id,
     label, freq."""
@@ -272,6 +273,8 @@ def _changes(table: pl.DataFrame, step: dict) -> pl.DataFrame:
         "feature_id",
         "label",
         "label_source",
+        "label_score",
+        "peak_tokens",
         "freq_a",
         "freq_b",
         "delta",

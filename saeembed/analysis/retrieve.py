@@ -34,10 +34,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
+from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
 from saeembed.concepts.doc_index import FLAT_BELOW, DocumentIndex, document_index, search_index
 from saeembed.concepts.exemplars import exemplar_vectors
 from saeembed.concepts.llm import ChatBackend, MalformedAnswer, complete_parsed
+from saeembed.concepts.provenance import PEAK_DOCUMENTS, concept_labels, count_peaks, with_labels
 from saeembed.concepts.search import DEFAULT_MIN_SCORE, ConceptIndex, concept_index
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context, mark_positions, mark_span
@@ -54,6 +55,14 @@ corpus (sae MAP over 18 queries, properties that are not topics / all), with exe
 0.314; 40: 0.268 / 0.360; 60: 0.284 / 0.375; 100: 0.293 / 0.383; by labels only: k = 20: 0.208 / 0.275;
 60: 0.273 / 0.313. A token label names a few words, so one property needs many concepts; with T fixed the
 weights spread over the larger k."""
+DEFAULT_EXAMPLE_CONCEPTS = 60
+"""Concepts a search by example selects (the text search's k until benchmarks/quality_retrieval.py says
+otherwise)."""
+EXAMPLE_PRESENCE = 0.5
+"""A concept is present in a document where its max activation is at least this share of its p90 (the
+diff's default presence threshold)."""
+ROCCHIO_UNLIKE = 0.15 / 0.75
+"""Weight of the mean `unlike` embedding against the mean `like` one: Rocchio's γ/β."""
 DEFAULT_TEMPERATURE = 0.2
 """T in w_r = exp(−r / (k·T)): the weight of the last selected concept is e^(−1/T) ≈ 0.007 at 0.2."""
 DEFAULT_EXEMPLAR_WEIGHT = 0.5
@@ -77,6 +86,223 @@ SNIPPET_CHARS = 200
 LLM_CANDIDATES = 3
 """With an LLM, it chooses the k concepts among the LLM_CANDIDATES·k closest labels."""
 LLM_MAX_TOKENS = 200
+
+
+def search_like(
+    store: Store,
+    like: Sequence[int],
+    *,
+    corpus: str,
+    unlike: Sequence[int] | None = None,
+    mode: Mode = "sae",
+    top: int = 20,
+    n_concepts: int = DEFAULT_EXAMPLE_CONCEPTS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    where: str | None = None,
+    flat_below: int = FLAT_BELOW,
+    embedder: SentenceEmbedder | None = None,
+) -> RetrievalResult:
+    """The `top` documents of `corpus` most like the example documents `like` (doc ids), the examples
+    themselves (and `unlike`) left out. sae: the concepts present in a larger share of the examples than of
+    the rest of the corpus (or of `unlike`), by that difference, weighted by rank as in the text search;
+    dense: the mean embedding of the examples (less a fifth of the mean of `unlike`, Rocchio's query update
+    with β = 0.75, γ = 0.15; Manning et al., Introduction to IR, §9.1.1); fused: both by reciprocal rank.
+    Recorded like `search_documents` (kind 'search', params `like` and `unlike`)."""
+    started = time.perf_counter()
+    checked = SearchOptions(
+        like=tuple(like),
+        unlike=None if unlike is None else tuple(unlike),
+        corpus=corpus,
+        mode=mode,
+        top=top,
+        n_concepts=n_concepts,
+        temperature=temperature,
+        where=where,
+    )
+    like, unlike = checked.like, checked.unlike or ()
+    _check_examples(store, corpus, like, unlike)
+    predicate = None if where is None else parse_predicate(where)
+    corpus_id = store.corpus_id(corpus)
+    allowed = _allowed_documents(store, corpus_id, predicate)
+    known = np.asarray([*like, *unlike], dtype=np.int64)
+    depth = (top if mode != "fused" else max(top, FUSE_DEPTH)) + known.size
+    concepts, sae, dense, run, columns, index = _empty_concepts(), None, None, None, None, None
+    if mode in ("sae", "fused"):
+        run = store.latest_run(corpus)
+        columns = concept_columns(store, run.run_id)
+        concepts = example_concepts(
+            columns, _rows_of(columns, like, run), _rows_of(columns, unlike, run) if unlike else None, n_concepts
+        )
+        concepts = concepts.with_columns(pl.Series("weight", concept_weights(concepts.height, temperature)))
+        concepts = with_labels(concepts, concept_labels(store, run, concepts["feature_id"].to_list(), peaks=False))
+        concepts = _with_peaks(store, run, columns, concepts)
+        sae = _without(_sae_ranking(columns, concepts, allowed, depth), known)
+    if mode in ("dense", "fused"):
+        embedder = embedder or SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
+        found = document_index(store, corpus, embedder, flat_below=flat_below)
+        index = found.describe()
+        query_vector = document_embeddings(store, list(like), embedder).mean(axis=0)
+        if unlike:
+            query_vector = query_vector - ROCCHIO_UNLIKE * document_embeddings(store, list(unlike), embedder).mean(
+                axis=0
+            )
+        query_vector = (query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)).astype(np.float32)
+        dense = _without(_dense_ranking(found, query_vector, allowed, depth), known)
+    documents = _combine(mode, sae, dense, top)
+    message = None
+    if documents.height == 0:
+        message = _empty_message(corpus, predicate, concepts, allowed, "no concept is more common in the examples")
+    documents = _in_documents(store, _present(store, run, concepts, documents, columns if sae is not None else None))
+    params = {
+        "query": None,
+        "like": list(like),
+        "unlike": list(unlike),
+        "corpus": corpus,
+        "mode": mode,
+        "top": top,
+        "n_concepts": n_concepts,
+        "temperature": temperature,
+        "where": None if predicate is None else predicate.text,
+        "model": embedder.model_id if embedder is not None else None,
+    }
+    inputs = {
+        "run_id": run.run_id if run is not None else None,
+        "concepts": concepts["feature_id"].to_list(),
+        "index": index,
+        "allowed_documents": None if allowed is None else len(allowed),
+    }
+    seconds = round(time.perf_counter() - started, 4)
+    analysis_id = store.record("search", params, inputs, seconds, {"retrieval_results": _result_rows(mode, documents)})
+    query = f"like {', '.join(map(str, like))}" + (f"; unlike {', '.join(map(str, unlike))}" if unlike else "")
+    return RetrievalResult(analysis_id, mode, query, corpus, concepts, documents, index, None, message, seconds)
+
+
+def example_concepts(
+    columns: ConceptColumns,
+    like_rows: np.ndarray,
+    unlike_rows: np.ndarray | None,
+    n_concepts: int,
+    *,
+    presence: float = EXAMPLE_PRESENCE,
+) -> pl.DataFrame:
+    """The `n_concepts` concepts present in a larger share of the examples (rows `like_rows` of `columns`)
+    than of the background — the `unlike_rows`, else every other document of the run — by that difference:
+    rank, feature_id, like_share, background_share, delta, why (the two shares in words), p90, n_docs.
+    A concept is present where its max activation is at least `presence` × its p90 (as in the diff)."""
+    n_docs = len(columns.doc_ids)
+    like_rows = np.unique(like_rows)
+    background = None if unlike_rows is None else np.unique(unlike_rows)
+    n_background = n_docs - like_rows.size if background is None else background.size
+    found = []
+    # One pass over the concepts' slices, each sorted by document row: a concept none of the examples has
+    # is skipped after two binary searches, so only the examples' concepts are counted in the background.
+    for feature_id in range(len(columns.ptr) - 1):
+        start, end = int(columns.ptr[feature_id]), int(columns.ptr[feature_id + 1])
+        if start == end:
+            continue
+        rows = columns.rows[start:end]
+        at = np.searchsorted(rows, like_rows)
+        inside = at < rows.size
+        hits = at[inside][rows[at[inside]] == like_rows[inside]]
+        if hits.size == 0:
+            continue
+        threshold = presence * float(columns.p90[feature_id])
+        k_like = int((columns.max_act[start + hits] >= threshold).sum())
+        if k_like == 0:
+            continue
+        present = columns.max_act[start:end] >= threshold
+        if background is None:
+            k_background = int(present.sum()) - k_like
+        else:
+            k_background = int(present[np.isin(rows, background)].sum())
+        found.append((feature_id, k_like, k_background, end - start))
+    table = pl.DataFrame(
+        found,
+        schema={"feature_id": pl.Int32, "k_like": pl.Int64, "k_background": pl.Int64, "n_docs": pl.Int64},
+        orient="row",
+    )
+    against = "of --unlike" if background is not None else "of the rest of the corpus"
+    table = (
+        table.with_columns(
+            (pl.col("k_like") / like_rows.size).alias("like_share"),
+            (pl.col("k_background") / max(n_background, 1)).alias("background_share"),
+        )
+        .with_columns((pl.col("like_share") - pl.col("background_share")).alias("delta"))
+        .filter(pl.col("delta") > 0)
+        .sort(["delta", "k_like", "feature_id"], descending=[True, True, False])
+        .head(n_concepts)
+    )
+    return table.select(
+        pl.int_range(1, pl.len() + 1).alias("rank"),
+        "feature_id",
+        "like_share",
+        "background_share",
+        "delta",
+        pl.format(
+            "in {} of {} examples, {}% {}",
+            "k_like",
+            pl.lit(like_rows.size),
+            (100 * pl.col("background_share")).round(1),
+            pl.lit(against),
+        ).alias("why"),
+        pl.Series("p90", np.asarray(columns.p90)[table["feature_id"].to_numpy()].astype(np.float64)),
+        "n_docs",
+    )
+
+
+def _check_examples(store: Store, corpus: str, like: Sequence[int], unlike: Sequence[int]) -> None:
+    """Every example is a document of `corpus`: one line naming the unknown ids or the other corpus."""
+    wanted = [*like, *unlike]
+    found = store.rows("example_documents", {"doc_ids": wanted})
+    unknown = sorted(set(wanted) - set(found["doc_id"].to_list()))
+    if unknown:
+        raise SaeembedError(f"unknown document ids: {', '.join(map(str, unknown[:10]))}")
+    elsewhere = found.filter(pl.col("corpus") != corpus)
+    if elsewhere.height:
+        first = elsewhere.row(0, named=True)
+        raise SaeembedError(
+            f"example documents must come from corpus '{corpus}': {elsewhere.height} do not "
+            f"(doc {first['doc_id']} is in corpus '{first['corpus']}')"
+        )
+
+
+def _rows_of(columns: ConceptColumns, doc_ids: Sequence[int], run: RunInfo) -> np.ndarray:
+    """The rows of `doc_ids` in the run's concept columns; documents the run has not embedded are an error."""
+    wanted = np.asarray(doc_ids, dtype=np.int64)
+    rows = np.searchsorted(columns.doc_ids, wanted).clip(max=max(len(columns.doc_ids) - 1, 0))
+    missing = wanted[columns.doc_ids[rows] != wanted] if len(columns.doc_ids) else wanted
+    if missing.size:
+        raise SaeembedError(
+            f"documents {missing[:5].tolist()} are not embedded by run {run.run_id} of corpus '{run.corpus}' yet: "
+            f"run `saeembed embed --corpus {run.corpus}`"
+        )
+    return rows
+
+
+def _without(ranking: tuple[np.ndarray, np.ndarray], doc_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A (doc_ids, scores) ranking without `doc_ids` (the examples)."""
+    keep = ~np.isin(ranking[0], doc_ids)
+    return ranking[0][keep], ranking[1][keep]
+
+
+def _with_peaks(store: Store, run: RunInfo, columns: ConceptColumns, concepts: pl.DataFrame) -> pl.DataFrame:
+    """`concepts` with peak_tokens: the tokens each peaks on in its strongest documents of the run, read from
+    the concept columns (a query's concepts' slices) rather than the rows stored in document order."""
+    strongest = []
+    for feature_id in concepts["feature_id"].to_list():
+        start, end = int(columns.ptr[feature_id]), int(columns.ptr[feature_id + 1])
+        best = start + np.argsort(-columns.max_act[start:end], kind="stable")[:PEAK_DOCUMENTS]
+        strongest += [
+            (feature_id, int(columns.doc_ids[columns.rows[i]]), int(columns.argmax_pos[i])) for i in best.tolist()
+        ]
+    frame = pl.DataFrame(
+        strongest, schema={"feature_id": pl.Int32, "doc_id": pl.Int64, "argmax_pos": pl.Int64}, orient="row"
+    )
+    texts = store.rows("retrieve_texts", {"doc_ids": frame["doc_id"].unique().to_list()}).select("doc_id", "text")
+    peaks = count_peaks(frame.join(texts, on="doc_id", how="left", maintain_order="left"), run.reader_model)
+    return concepts.drop("peak_tokens", strict=False).join(
+        peaks.cast({"feature_id": concepts.schema["feature_id"]}), on="feature_id", how="left", maintain_order="left"
+    )
 
 
 class RetrievalResult(NamedTuple):
@@ -293,6 +519,7 @@ def search_documents(
             exemplar_weight=exemplar_weight,
             choose=None if chat is None else lambda candidates: llm_choice(chat, query, candidates, llm_notes),
         )
+        concepts = _with_peaks(store, run, columns, concepts)
         confidence, message = query_confidence(query, concepts, vocabulary, min_score)
         if llm_notes:
             message = " ".join(filter(None, [message, *llm_notes]))
@@ -585,6 +812,7 @@ def _empty_concepts() -> pl.DataFrame:
             "feature_id": pl.Int32,
             "label": pl.Utf8,
             "label_source": pl.Utf8,
+            "peak_tokens": pl.Utf8,
             "similarity": pl.Float64,
             "label_similarity": pl.Float64,
             "exemplar_similarity": pl.Float64,

@@ -36,7 +36,7 @@ from saeembed.concepts.examples import (
     ranked_documents,
     reader_model_of_run,
 )
-from saeembed.concepts.search import current_labels
+from saeembed.concepts.provenance import current_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, token_at
 from saeembed.storage.labels import insert_labels, set_detection
@@ -510,6 +510,21 @@ NEVER_ACTIVE = "never active in this corpus"
 """The failure reason of a concept asked for that fires in none of the run's documents."""
 
 
+def labelling_skipped(store: Store, corpus: str, max_docs: int) -> str | None:
+    """Why `corpus`, just brought in by a flow that analyses it (embed --label, compare-releases), is not
+    labelled there: None when its latest run has at most `max_docs` documents (labels in minutes), else one
+    line saying where its labels come from instead."""
+    run = store.latest_run(corpus)
+    documents = int(store.rows("run_size", {"run_id": run.run_id})["documents"][0])
+    if documents <= max_docs:
+        return None
+    return (
+        f"corpus '{corpus}' has {documents:,} documents, more than --label-max-docs {max_docs:,}: not labelled now, "
+        f"so its concepts go by the SAE's shipped labels (or another corpus's, said so); "
+        f"`saeembed label --corpus {corpus}` labels it"
+    )
+
+
 def label_concepts(
     store: Store,
     corpus: str,
@@ -791,7 +806,7 @@ SHIPPED_LABELS = "labels.parquet"
 def export_labels(store: Store, corpus: str, path: str | Path) -> int:
     """Write the current label of every concept of `corpus`'s SAE to Parquet (to ship with the SAE as
     `labels.parquet`). Returns the number of labels written."""
-    from saeembed.concepts.search import current_labels
+    from saeembed.concepts.provenance import current_labels
 
     run = store.latest_run(corpus)
     labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).filter(pl.col("run_id").is_not_null())

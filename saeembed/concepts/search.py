@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
+from saeembed.concepts.provenance import current_labels, peak_tokens
 from saeembed.errors import SaeembedError
 from saeembed.storage.store import RunInfo, Store
 
@@ -29,11 +30,6 @@ class ConceptIndex(NamedTuple):
     """The current labels, row i = vector i (current_labels.sql's columns)."""
     rebuilt: bool
     """Whether this call (re)built the index rather than reading it from disk."""
-
-
-def current_labels(store: Store, sae_id: int, corpus_id: int | None) -> pl.DataFrame:
-    """One label per concept of the SAE (see sql/current_labels.sql for which)."""
-    return store.rows("current_labels", {"sae_id": sae_id, "corpus_id": corpus_id})
 
 
 def index_paths(db_path: Path, sae_id: int, corpus_id: int | None) -> tuple[Path, Path]:
@@ -91,7 +87,8 @@ def search_concepts(
     """The concepts whose labels are closest to `query`: feature_id, label, label_source ('this corpus',
     'shipped' or 'corpus NAME': where the label was made), score (the label's offline
     AUROC), similarity (cosine to the query), freq (share of the corpus's documents where it is
-    present; null without a corpus), method, description.
+    present; null without a corpus), peak_tokens (what it peaks on in the corpus; null without one), method,
+    description.
 
     With `corpus`, searches the labels of the SAE of its latest embedding run (preferring labels made
     from that corpus, then shipped ones); otherwise `sae_id` names the SAE. Concepts whose label scored
@@ -120,9 +117,14 @@ def search_concepts(
     hits = hits.head(top)
     if run is not None:
         freq = store.rows("concepts_search_frequency", {"run_id": run.run_id})
-        hits = hits.join(freq, on="feature_id", how="left")
+        peaks = peak_tokens(store, run, hits["feature_id"].to_list())
+        hits = hits.join(freq, on="feature_id", how="left").join(
+            peaks.cast({"feature_id": hits.schema["feature_id"]}), on="feature_id", how="left"
+        )
     else:
-        hits = hits.with_columns(pl.lit(None, dtype=pl.Float64).alias("freq"))
+        hits = hits.with_columns(
+            pl.lit(None, dtype=pl.Float64).alias("freq"), pl.lit(None, dtype=pl.Utf8).alias("peak_tokens")
+        )
     return hits.select(
         "feature_id",
         "label",
@@ -130,6 +132,7 @@ def search_concepts(
         pl.col("auroc").alias("score"),
         "similarity",
         "freq",
+        "peak_tokens",
         "method",
         "description",
     ).sort("similarity", descending=True, maintain_order=True)

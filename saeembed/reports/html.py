@@ -62,11 +62,18 @@ def delta_chart(table: pl.DataFrame, *, width: int = 1000, row_height: int = 18)
     return "".join(parts)
 
 
-def label_cell(row: dict) -> str:
-    """A concept's label, and below it where the label was made (`label_source`) when the row says."""
-    source = row.get("label_source")
-    label = escape(row.get("label") or "")
-    return f"{label}<div class='muted ex'>label: {escape(source)}</div>" if source else label
+def label_cell(row: dict, suffix: str = "") -> str:
+    """A concept's label (column label + suffix), and below it where the label was made, its score and the
+    tokens the concept peaks on in this corpus, as far as the row says (see concepts.provenance)."""
+    label = escape(row.get("label" + suffix) or "")
+    source, score = row.get("label_source" + suffix), row.get("label_score" + suffix)
+    peaks = row.get("peak_tokens" + suffix)
+    notes = []
+    if source:
+        notes.append(f"label: {escape(source)}" + ("" if score is None else f", score {score:.2f}"))
+    if peaks:
+        notes.append(f"fires here on: {escape(peaks)}")
+    return label + "".join(f"<div class='muted ex'>{note}</div>" for note in notes)
 
 
 def diff_report(title: str, summary: dict[str, object], table: pl.DataFrame) -> str:
@@ -113,10 +120,10 @@ def match_report(title: str, summary: dict[str, object], matches: pl.DataFrame) 
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
     body = "".join(
         "<tr>"
-        f"<td class='num'>{r['feature_a']}</td><td>{escape(r['label_a'] or '')}"
+        f"<td class='num'>{r['feature_a']}</td><td>{label_cell(r, '_a')}"
         f"<div class='ex'>{_example(r['example_a'])}</div></td>"
         f"<td class='num'>{r['score']:.3f}</td>"
-        f"<td class='num'>{r['feature_b']}</td><td>{escape(r['label_b'] or '')}"
+        f"<td class='num'>{r['feature_b']}</td><td>{label_cell(r, '_b')}"
         f"<div class='ex'>{_example(r['example_b'])}</div></td>"
         f"<td class='num'>{'' if r['runner_up'] is None else r['runner_up']}</td>"
         f"<td class='num'>{'' if r['runner_up_score'] is None else format(r['runner_up_score'], '.3f')}</td>"
@@ -204,7 +211,7 @@ def cluster_report(
     concepts and typical documents (the columns of `ClusterResult`'s fields of the same names)."""
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
     selected = "".join(
-        f"<tr><td class='num'>{r['feature_id']}</td><td>{escape(r['label'] or '')}</td>"
+        f"<tr><td class='num'>{r['feature_id']}</td><td>{label_cell(r)}</td>"
         f"<td class='num'>{_number(r.get('similarity'))}</td><td class='num'>{_number(r.get('freq'))}</td></tr>"
         for r in concepts.to_dicts()
     )
@@ -215,7 +222,7 @@ def cluster_report(
         name = "Noise" if r["cluster"] < 0 else f"Cluster {r['cluster']}"
         swatch = f"<span style='color:{cluster_colour(r['cluster'])}'>●</span>"
         top = "".join(
-            f"<tr><td class='num'>{c['feature_id']}</td><td>{escape(c['label'] or '')}</td>"
+            f"<tr><td class='num'>{c['feature_id']}</td><td>{label_cell(c)}</td>"
             f"<td class='num'>{c['freq_in']:.3f}</td><td class='num'>{c['freq_out']:.3f}</td>"
             f"<td class='num'>{c['delta']:+.3f}</td></tr>"
             for c in r["top_concepts"]

@@ -83,7 +83,7 @@ def _rounded(value: object) -> object:
 
 def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inputs: dict) -> str:
     """The clustering's page from its stored rows (the page the cluster flow writes)."""
-    from saeembed.concepts.search import current_labels
+    from saeembed.concepts.provenance import concept_labels, with_labels
     from saeembed.reports.html import cluster_report
 
     run = store.run(inputs["run"])
@@ -103,18 +103,16 @@ def _cluster_page(store: Store, title: str, analysis_id: int, params: dict, inpu
     frequency = store.rows(
         "reports_concept_counts", {"run_id": run.run_id, "feature_ids": inputs["feature_ids"], "doc_ids": clustered}
     )
-    labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
     concepts = (
         pl.DataFrame({"feature_id": inputs["feature_ids"]}, schema={"feature_id": pl.Int32})
-        .join(labels, on="feature_id", how="left")
         .join(frequency.with_columns(pl.col("feature_id").cast(pl.Int32)), on="feature_id", how="left")
         .select(
             "feature_id",
-            "label",
             pl.lit(None, dtype=pl.Float64).alias("similarity"),
             (pl.col("n").fill_null(0) / max(len(clustered), 1)).alias("freq"),
         )
     )
+    concepts = with_labels(concepts, concept_labels(store, run, inputs["feature_ids"]))
     summary = {
         "analysis_id": analysis_id,
         "method": params["method"],
@@ -154,18 +152,21 @@ def _search_page(store: Store, title: str, analysis_id: int, params: dict) -> st
 
 
 def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, summary: dict) -> str:
-    from saeembed.concepts.search import current_labels
+    from saeembed.concepts.provenance import concept_labels, with_labels
 
     run = store.run(summary["run"])  # both kinds of correlation record the run they read
-    labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select("feature_id", "label")
     if kind == "correlate":
         table = store.rows("reports_correlations", {"analysis_id": analysis_id})
-        table = table.join(labels.rename({"feature_id": "feature_a", "label": "label_a"}), on="feature_a", how="left")
-        table = table.join(labels.rename({"feature_id": "feature_b", "label": "label_b"}), on="feature_b", how="left")
+        labels = concept_labels(store, run, table["feature_a"].to_list() + table["feature_b"].to_list())
+        table = with_labels(table, labels, on="feature_a", suffix="_a")
+        table = with_labels(table, labels, on="feature_b", suffix="_b")
         columns = CORRELATION_COLUMNS
     else:
-        table = store.rows("reports_column_correlations", {"analysis_id": analysis_id})
-        table = table.join(labels, on="feature_id", how="left")
+        stored = store.rows("reports_column_correlations", {"analysis_id": analysis_id})
+        # Every tested concept is stored; the page shows the top rows as the command did (the rest: `saeembed sql`).
+        table = stored.filter(pl.col("rank") <= summary["top"])
+        summary = {**summary, "shown": f"top {table.height} of {stored.height} concepts"}
+        table = with_labels(table, concept_labels(store, run, table["feature_id"].to_list()))
         columns = COLUMN_COLUMNS
     return table_page(title, summary, table.sort("rank"), columns)
 
@@ -174,10 +175,14 @@ def table_page(
     title: str, summary: dict, table: pl.DataFrame, columns: tuple[str, ...], *, marked_columns: tuple[str, ...] = ()
 ) -> str:
     """A page with the parameters and one table; in `marked_columns`, «marked» text is highlighted."""
-    from saeembed.reports.html import STYLE, marked
+    from saeembed.reports.html import STYLE, label_cell, marked
 
     def cell(row: dict, column: str) -> str:
-        return f"<td class='ex'>{marked(row.get(column))}</td>" if column in marked_columns else _cell(row.get(column))
+        if column in marked_columns:
+            return f"<td class='ex'>{marked(row.get(column))}</td>"
+        if column in ("label", "label_a", "label_b"):
+            return f"<td>{label_cell(row, column.removeprefix('label'))}</td>"
+        return _cell(row.get(column))
 
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
