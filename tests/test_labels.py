@@ -496,11 +496,12 @@ def test_a_corpus_without_labels_of_its_own_takes_shipped_labels_before_another_
         assert peaks.split(", ")[0] in tokens, (feature_id, peaks, tokens)
 
 
-def test_a_release_comparison_beside_a_labelled_corpus_shows_no_label_of_that_corpus(
+def test_a_release_comparison_beside_a_labelled_corpus_labels_the_releases_and_shows_no_label_of_that_corpus(
     labelled_db, prefect_harness, tmp_path
 ):
-    """The issue's case: releases compared in a database whose other corpus is labelled; the releases'
-    concepts go by the SAE's shipped labels, and the report says so."""
+    """The issue's case: releases compared in a database whose other corpus is labelled. Too large to label
+    (--label-max-docs below its size), the releases go by the SAE's shipped labels, with a warning; labelled
+    (the default), by labels of their own that name the list markers of v2 and the French of v3."""
     from saeembed_flows.compare_releases import compare_releases_flow
 
     from saeembed.analysis.releases import load_comparison
@@ -508,15 +509,58 @@ def test_a_release_comparison_beside_a_labelled_corpus_shows_no_label_of_that_co
     db = tmp_path / "with-news.duckdb"
     copy_database(labelled_db, db)
     report = tmp_path / "releases.html"
-    done = compare_releases_flow(max_tokens=64, device="cpu", db=str(db), report=str(report))  # the bundled example
+    options = {"max_tokens": 64, "device": "cpu", "db": str(db), "report": str(report)}  # the bundled example
+    unlabelled = compare_releases_flow(**options, label_max_docs=100)
+    assert unlabelled["labels"]["labelled"] == 0
+    assert unlabelled["labels"]["warning"].startswith("corpus 'releases' has 144 documents, more than --label-max")
     with Store.open(db, read_only=True) as store:
-        changes = load_comparison(store, done["analysis_id"]).changes
+        changes = load_comparison(store, unlabelled["analysis_id"]).changes
     assert changes.height and set(changes["label_source"].drop_nulls()) == {"shipped"}
+    assert "label: shipped" in report.read_text(encoding="utf-8")
+
+    labelled = compare_releases_flow(**options)
+    assert labelled["labels"]["labelled"] > 1000 and labelled["labels"]["warning"] is None
+    with Store.open(db, read_only=True) as store:
+        changes = load_comparison(store, labelled["analysis_id"]).changes
     page = report.read_text(encoding="utf-8")
-    assert "label: shipped" in page and "corpus news" not in page
+    assert "label: this corpus" in page and "corpus news" not in page
+    assert set(changes["label_source"].drop_nulls()) <= {"this corpus", "shipped"}
+    top = changes.filter(pl.col("against_kind") == "previous", pl.col("rank") <= 3)
+    assert set(top["label_source"]) == {"this corpus"}
+    rising_v2 = top.filter(pl.col("release") == "v2")
+    marker = re.compile(r'^"?([-*•.]|\d+)"?$')  # a token label of a list marker: "-", ".", "1", "3"…
+    assert marker.match(rising_v2["label"][0]), rising_v2["label"].to_list()
+    assert sum(bool(marker.match(label)) for label in rising_v2["label"]) >= 2, rising_v2["label"].to_list()
+    french = {"est", "les", "pour", "pas", "ne", "une", "des", "que", "cela", "être", "qui", "dans"}
+    rising_v3 = top.filter(pl.col("release") == "v3")["label"].to_list()
+    assert all(french & set(re.findall(r"\w+", label)) for label in rising_v3), rising_v3
 
 
 def test_concept_search_says_where_each_label_was_made(labelled_db, embedder):
     with Store.open(labelled_db, read_only=True) as store:
         hits = search_concepts(store, "baseball", corpus="news", top=5, embedder=embedder)
     assert hits.height == 5 and set(hits["label_source"]) == {"this corpus"}
+
+
+def test_search_by_five_sports_articles_returns_mostly_sports_articles(labelled_db, embedder):
+    """Search by example on real AG News articles: five Sports articles (not themselves returned) find mostly
+    Sports articles in every mode, and the concepts chosen are those the five share more than the rest."""
+    from saeembed.analysis.retrieve import search_like
+
+    with Store.open(labelled_db) as store:
+        topics = store.query("SELECT doc_id, meta->>'topic' AS topic FROM documents ORDER BY doc_id")
+        sports = topics.filter(pl.col("topic") == "Sports")["doc_id"]
+        examples = sports.sample(5, seed=0).to_list()
+        found = {
+            mode: search_like(store, examples, corpus="news", mode=mode, top=10, embedder=embedder)
+            for mode in ("sae", "dense", "fused")
+        }
+    topic = dict(topics.iter_rows())
+    for mode, result in found.items():
+        returned = result.documents["doc_id"].to_list()
+        assert len(returned) == 10 and not set(returned) & set(examples), mode
+        assert sum(topic[d] == "Sports" for d in returned) >= 7, (mode, [topic[d] for d in returned])
+    concepts = found["sae"].concepts
+    assert concepts.height and (concepts["like_share"] > concepts["background_share"]).all()
+    assert concepts["delta"].is_sorted(descending=True)
+    assert set(concepts["label_source"].drop_nulls()) == {"this corpus"} and concepts["peak_tokens"].is_not_null().all()

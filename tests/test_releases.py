@@ -151,5 +151,8 @@ def test_compare_releases_flow_embeds_new_responses_only_and_writes_the_report(p
         ("v3", "v1", "baseline"),
     ]
     assert all(s["pairs"] == 6 for s in second["steps"])
+    # The corpus is small, so each run labels it; the second run skips the concepts the first labelled.
+    assert first["labels"]["labelled"] > 0 and first["labels"]["warning"] is None
+    assert second["labels"]["skipped"] >= first["labels"]["labelled"]
     page = report.read_text()
     assert page.startswith("<!doctype html>") and "Top concepts across releases" in page and "http" not in page
