@@ -6,6 +6,7 @@ the documents that truly have the property as its relevant set; average precisio
                                            [--concepts 60] [--temperature 0.2] [--min-score 0.6]
                                            [--exemplar-weight 0.5] [--show-concepts] [--oracle]
                                            [--sweep-concepts 10 20 40 60 100] [--sweep-exemplar-weights 0 0.5 1]
+                                           [--example-sizes 5 20] [--example-seeds 3] [--examples-only]
 
 The corpus (≈ 3,500 documents): Amazon 1★ and 5★ reviews, Yelp reviews (1–5★), SMS spam and ham, AG News
 (four topics), human and AI-written student essays, clickbait and factual headlines, emotional tweets
@@ -24,6 +25,12 @@ stays 0.2): `--sweep-concepts` prints the sae MAPs (corpus labels) for other val
 `--sweep-exemplar-weights` for other mixes of label and exemplar similarity (0: labels only). `--oracle`
 prints, per query, the single concept whose activation alone ranks the relevant documents best and how far
 down concept search (corpus labels) puts it: what better labels could reach.
+
+Search by example (`search_like`): for each query, --example-seeds random draws of 5 and of 20 of its relevant
+documents are the examples; each mode ranks the rest, and AP is over the relevant documents that are not
+examples (the text query's ranking is scored the same way, without the examples, so the columns compare).
+Besides the mixed corpus, a corpus of film-review sentences (sae-probes 113, Rotten Tomatoes: 500 negative,
+500 positive) asks for sentiment where nothing else differs.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from saeembed.analysis.retrieve import (
     DEFAULT_TEMPERATURE,
     concept_columns,
     search_documents,
+    search_like,
 )
 from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
 from saeembed.concepts.search import DEFAULT_MIN_SCORE, search_concepts
@@ -49,6 +57,8 @@ from saeembed.storage.corpora import demo_corpus, read_sae_probes
 from saeembed.storage.store import Store
 
 CORPUS = "mixed"
+FILMS = "films"
+MODES = ("sae", "dense", "fused")
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "retrieval.duckdb"
 SEED = 0
 KINDS = ("non-topic", "topic", None)
@@ -80,6 +90,15 @@ def mixed_corpus() -> pl.DataFrame:
         _sample(read_sae_probes("100"), "1", 150, "politics", "real"),
         _sample(read_sae_probes("159"), "1", 100, "code", "python"),
         demo_corpus(n=600, seed=SEED).select("text", pl.lit("agnews").alias("source"), pl.col("topic").alias("label")),
+    ]
+    frame = pl.concat(parts).unique("text", keep="first", maintain_order=True)
+    return frame.with_columns(pl.format("{}-{}", pl.col("source"), pl.int_range(pl.len())).alias("id"))
+
+
+def film_corpus() -> pl.DataFrame:
+    """Film-review sentences by sentiment (sae-probes 113): text, source 'films', label, id."""
+    parts = [
+        _sample(read_sae_probes("113"), t, 500, "films", label) for t, label in (("0", "negative"), ("1", "positive"))
     ]
     frame = pl.concat(parts).unique("text", keep="first", maintain_order=True)
     return frame.with_columns(pl.format("{}-{}", pl.col("source"), pl.int_range(pl.len())).alias("id"))
@@ -122,6 +141,14 @@ QUERIES = [
 ]
 
 
+FILM_QUERIES = [
+    Query("negative film review", "films", _is("films", "negative")),
+    Query("positive film review", "films", _is("films", "positive")),
+]
+EXAMPLE_KINDS = ("non-topic", "topic", "films")
+"""Query kinds the by-example MAPs are averaged over."""
+
+
 def average_precision(ranked: list[int], relevant: set[int]) -> float:
     """Mean of precision@k over the ranks k of the relevant documents found; relevant documents not in
     `ranked` count as precision 0."""
@@ -150,6 +177,62 @@ def evaluate(
                     labels = "; ".join(result.concepts["label"].head(3).to_list())
                     print(f"    {query.text[:40]:<40} → {labels[:100]}")
     return scores
+
+
+def by_example(
+    db: Path, embedder: SentenceEmbedder, sizes: list[int], seeds: int
+) -> tuple[dict[tuple[str, str], float], list[Query]]:
+    """Mean AP (over `seeds` draws of examples) of each (query, column): the text query in each mode and
+    search by n examples in each mode ('text sae', '5 sae', …), the examples left out of ranking and
+    relevant set alike. Returns the scores and the queries, each with its corpus's relevant count in kind."""
+    scores: dict[tuple[str, str], list[float]] = {}
+    with Store.open(db) as store:
+        for corpus, queries in ((CORPUS, QUERIES), (FILMS, FILM_QUERIES)):
+            docs = store.query(
+                "SELECT doc_id, meta->>'source' AS source, meta->>'label' AS label FROM documents "
+                "WHERE corpus_id = $c ORDER BY doc_id",
+                {"c": store.corpus_id(corpus)},
+            )
+            for query in queries:
+                relevant = docs.filter(query.relevant)["doc_id"].to_numpy()
+                text = {
+                    mode: search_documents(
+                        store, query.text, corpus=corpus, mode=mode, top=docs.height, embedder=embedder
+                    )
+                    .documents["doc_id"]
+                    .to_list()
+                    for mode in MODES
+                }
+                for n in sizes:
+                    for seed in range(seeds):
+                        examples = set(np.random.default_rng(seed).choice(relevant, n, replace=False).tolist())
+                        rest = set(relevant.tolist()) - examples
+                        for mode in MODES:
+                            ranked = [d for d in text[mode] if d not in examples]
+                            scores.setdefault((query.text, f"text {mode}"), []).append(average_precision(ranked, rest))
+                            found = search_like(
+                                store, sorted(examples), corpus=corpus, mode=mode, top=docs.height, embedder=embedder
+                            )
+                            ap = average_precision(found.documents["doc_id"].to_list(), rest)
+                            scores.setdefault((query.text, f"{n} {mode}"), []).append(ap)
+                print(f"  by example: {query.text}", flush=True)
+    return {key: float(np.mean(values)) for key, values in scores.items()}, [*QUERIES, *FILM_QUERIES]
+
+
+def print_by_example(scores: dict[tuple[str, str], float], queries: list[Query], sizes: list[int]) -> None:
+    columns = [f"text {m}" for m in MODES] + [f"{n} {m}" for n in sizes for m in MODES]
+    header = f"| {'query':<46} | {'kind':<9} | " + " | ".join(f"{c:>10}" for c in columns) + " |"
+    print("\nsearch by example: mean AP over the draws (text: the query's own ranking; N: N random relevant examples)")
+    print(header)
+    print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
+    for query in queries:
+        cells = " | ".join(f"{scores[(query.text, c)]:>10.3f}" for c in columns)
+        print(f"| {query.text:<46} | {query.kind:<9} | {cells} |")
+    for kind in EXAMPLE_KINDS:
+        chosen = [q.text for q in queries if q.kind == kind]
+        cells = " | ".join(f"{np.mean([scores[(q, c)] for q in chosen]):>10.3f}" for c in columns)
+        name = f"**MAP {kind}** ({len(chosen)} queries)"
+        print(f"| {name:<46} | {'':<9} | {cells} |")
 
 
 def best_single_concepts(db: Path, embedder: SentenceEmbedder, min_score: float) -> None:
@@ -194,10 +277,16 @@ def main() -> None:
     parser.add_argument(
         "--sweep-exemplar-weights", type=float, nargs="*", default=[], help="also: sae MAPs at these weights"
     )
+    parser.add_argument("--example-sizes", type=int, nargs="*", default=[5, 20], help="examples per search")
+    parser.add_argument("--example-seeds", type=int, default=3, help="draws of examples per query and size")
+    parser.add_argument("--examples-only", action="store_true", help="only the search-by-example table")
     args = parser.parse_args()
-    build(args.db, {CORPUS: mixed_corpus()})
-    labelled = labelled_copy(args.db, [CORPUS])
+    build(args.db, {CORPUS: mixed_corpus(), FILMS: film_corpus()})
+    labelled = labelled_copy(args.db, [CORPUS, FILMS])
     embedder = SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL)
+    if args.examples_only:
+        print_by_example(*by_example(labelled, embedder, args.example_sizes, args.example_seeds), args.example_sizes)
+        return
     options = {
         "n_concepts": args.concepts,
         "temperature": args.temperature,
@@ -239,6 +328,8 @@ def main() -> None:
         swept = evaluate(labelled, embedder, ("sae",), {**options, option: value}, False)
         maps = [np.mean([swept[(q.text, "sae")] for q in QUERIES if kind is None or q.kind == kind]) for kind in KINDS]
         print(f"  {name} = {value:>4}: " + " / ".join(f"{m:.3f}" for m in maps))
+    if args.example_sizes:
+        print_by_example(*by_example(labelled, embedder, args.example_sizes, args.example_seeds), args.example_sizes)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ def test_concepts_search_returns_scored_concepts_as_json(labelled_cli_db):
         "score",
         "similarity",
         "freq",
+        "peak_tokens",
         "method",
         "description",
     ]

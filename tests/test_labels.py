@@ -190,6 +190,7 @@ def test_concept_search_finds_sports_concepts_and_rebuilds_its_index_when_labels
             "score",
             "similarity",
             "freq",
+            "peak_tokens",
             "method",
             "description",
         ]

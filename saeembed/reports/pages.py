@@ -24,6 +24,8 @@ CORRELATION_COLUMNS = (
 )
 MATCH_PAGE_PAIRS = 100
 """Matched pairs shown on a concept matching's page, best first."""
+COLUMN_PAGE_ROWS = 50
+"""Concepts a column correlation's page lists (its analysis stores every concept it tested)."""
 COLUMN_COLUMNS = ("rank", "feature_id", "label", "level", "statistic", "test", "p_value", "q_value")
 
 
@@ -163,8 +165,8 @@ def _correlation_page(store: Store, title: str, kind: str, analysis_id: int, sum
         columns = CORRELATION_COLUMNS
     else:
         stored = store.rows("reports_column_correlations", {"analysis_id": analysis_id})
-        # Every tested concept is stored; the page shows the top rows as the command did (the rest: `saeembed sql`).
-        table = stored.filter(pl.col("rank") <= summary["top"])
+        # Every tested concept is stored; the page shows the strongest (the rest: `saeembed sql`).
+        table = stored.filter(pl.col("rank") <= COLUMN_PAGE_ROWS)
         summary = {**summary, "shown": f"top {table.height} of {stored.height} concepts"}
         table = with_labels(table, concept_labels(store, run, table["feature_id"].to_list()))
         columns = COLUMN_COLUMNS
