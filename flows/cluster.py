@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
 from saeembed.concepts.llm import chat_backend
-from saeembed.concepts.provenance import label_note
+from saeembed.concepts.provenance import concept_name
 from saeembed.options import ClusterOptions
 from saeembed.reports.html import cluster_report, write_report
 from saeembed.storage.store import Store
@@ -77,7 +77,7 @@ def cluster_flow(
         write_report(report, cluster_report(title, summary, result.concepts, result.summaries, result.assignments))
     lines = []
     for r in result.summaries.to_dicts():
-        top = "; ".join(f"{c['label'] or c['feature_id']} {label_note(c)}".strip() for c in r["top_concepts"][:3])
+        top = "; ".join(concept_name(c) for c in r["top_concepts"][:3])
         lines.append(f"| {r['cluster']} | {r['size']} | {top} |")
     create_markdown_artifact(
         key="cluster-summary",

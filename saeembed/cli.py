@@ -233,13 +233,6 @@ def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Ta
     return table
 
 
-def _concept_name(concept: dict) -> str:
-    """A concept in a list: its label and where the label was made, or its id where it has no label."""
-    if not concept.get("label"):
-        return str(concept["feature_id"])
-    return f"{concept['label']} [{concept['label_source']}]" if concept.get("label_source") else concept["label"]
-
-
 LABELS = {"label": "", "label_a": "_a", "label_b": "_b"}
 """Label columns of the listings, and the suffix of their label_source/peak_tokens columns."""
 
@@ -628,6 +621,8 @@ def cluster(
     result = _run_flow("cluster", _db(db), options)
 
     def render() -> None:
+        from saeembed.concepts.provenance import concept_name
+
         stdout.print(
             f"analysis {result['analysis_id']}: {result['method']} on {result['representation']}, "
             f"{result['n_clusters']} clusters; {result['n_without_concepts']} of {result['n_docs']} documents "
@@ -640,7 +635,7 @@ def cluster(
             {
                 "cluster": "noise" if r["cluster"] == -1 else r["cluster"],
                 "size": r["size"],
-                "top concepts": "; ".join(_concept_name(c) for c in r["top_concepts"][:3]),
+                "top concepts": "; ".join(concept_name(c) for c in r["top_concepts"][:3]),
                 "typical document": ((r["typical_docs"] or [{}])[0].get("text") or "")[:100],
             }
             for r in result["summaries"]

@@ -613,7 +613,7 @@ def llm_choice(chat: ChatBackend, query: str, candidates: pl.DataFrame, notes: l
 def _result_rows(mode: str, documents: pl.DataFrame) -> pa.Table:
     """`retrieval_results` rows: each document's matched concepts as JSON text (none in dense mode)."""
     concepts = [
-        json.dumps([{k: m[k] for k in ("feature_id", "label", "weight", "activation")} for m in found])
+        json.dumps([{k: m[k] for k in ("feature_id", "label", "label_source", "weight", "activation")} for m in found])
         if mode != "dense"
         else None
         for found in documents["concepts"].to_list()
@@ -726,6 +726,7 @@ _MATCH = pl.Struct(
     {
         "feature_id": pl.Int64,
         "label": pl.Utf8,
+        "label_source": pl.Utf8,
         "weight": pl.Float64,
         "activation": pl.Float64,
         "contribution": pl.Float64,
@@ -748,7 +749,8 @@ def _present(
         # Rows of the listed documents the run embedded (a fused result may hold dense-only documents).
         listed_rows = np.searchsorted(columns.doc_ids, doc_ids).clip(max=max(len(columns.doc_ids) - 1, 0))
         listed_rows = listed_rows[columns.doc_ids[listed_rows] == np.asarray(doc_ids)]
-        for feature_id, label, weight, p90 in concepts.select("feature_id", "label", "weight", "p90").iter_rows():
+        shown = concepts.select("feature_id", "label", "label_source", "weight", "p90")
+        for feature_id, label, source, weight, p90 in shown.iter_rows():
             start, end = int(columns.ptr[feature_id]), int(columns.ptr[feature_id + 1])
             rows = np.asarray(columns.rows[start:end])
             hit = np.flatnonzero(np.isin(rows, listed_rows))
@@ -759,6 +761,7 @@ def _present(
                     {
                         "feature_id": feature_id,
                         "label": label,
+                        "label_source": source,
                         "weight": weight,
                         "activation": activation,
                         "contribution": weight * activation / p90,

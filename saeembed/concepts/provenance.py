@@ -101,3 +101,11 @@ def label_note(row: dict, suffix: str = "") -> str:
     notes = [f"[{source}{'' if score is None else f' {score:.2f}'}]"] if source else []
     notes += [f"here: {peaks}"] if peaks else []
     return " ".join(notes)
+
+
+def concept_name(concept: dict) -> str:
+    """A concept in a short list (a cluster's top concepts, a result's matched concepts): its label and where
+    the label was made, '"-" [shipped]', or its id where it has no label."""
+    if not concept.get("label"):
+        return str(concept["feature_id"])
+    return f"{concept['label']} [{concept['label_source']}]" if concept.get("label_source") else concept["label"]

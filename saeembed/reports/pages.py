@@ -134,10 +134,9 @@ def _search_page(store: Store, title: str, analysis_id: int, params: dict) -> st
     from saeembed.model.tokens import mark_span
 
     table = store.rows("reports_search_results", {"analysis_id": analysis_id})
-    matched = [
-        "; ".join(str(c.get("label") or c.get("feature_id")) for c in json.loads(concepts or "[]")[:5])
-        for concepts in table["concepts"]
-    ]
+    from saeembed.concepts.provenance import concept_name
+
+    matched = ["; ".join(concept_name(c) for c in json.loads(concepts or "[]")[:5]) for concepts in table["concepts"]]
     units = {row["doc_id"]: row for row in store.unit_context(table["doc_id"].to_list()).iter_rows(named=True)}
     shown = [
         mark_span(units[doc]["parent_text"], units[doc]["char_start"], units[doc]["char_end"])
