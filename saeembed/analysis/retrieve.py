@@ -291,7 +291,14 @@ def _with_peaks(store: Store, run: RunInfo, columns: ConceptColumns, concepts: p
     strongest = []
     for feature_id in concepts["feature_id"].to_list():
         start, end = int(columns.ptr[feature_id]), int(columns.ptr[feature_id + 1])
-        best = start + np.argsort(-columns.max_act[start:end], kind="stable")[:PEAK_DOCUMENTS]
+        acts = columns.max_act[start:end]
+        # The strongest few of a slice that may hold millions (their order does not matter for the counts).
+        strongest_rows = (
+            np.argpartition(-acts, PEAK_DOCUMENTS - 1)[:PEAK_DOCUMENTS]
+            if acts.size > PEAK_DOCUMENTS
+            else np.arange(acts.size)
+        )
+        best = start + strongest_rows
         strongest += [
             (feature_id, int(columns.doc_ids[columns.rows[i]]), int(columns.argmax_pos[i])) for i in best.tolist()
         ]

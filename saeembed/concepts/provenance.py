@@ -98,7 +98,8 @@ def label_note(row: dict, suffix: str = "") -> str:
     concept peaks on here, in one line: '[shipped 0.83] here: -, *'; '' where the row says neither."""
     source, score = row.get("label_source" + suffix), row.get("label_score" + suffix)
     peaks = row.get("peak_tokens" + suffix)
-    notes = [f"[{source}{'' if score is None else f' {score:.2f}'}]"] if source else []
+    scored = score is not None and score == score  # an unscored label's AUROC is null or NaN
+    notes = [f"[{source}{f' {score:.2f}' if scored else ''}]"] if source else []
     notes += [f"here: {peaks}"] if peaks else []
     return " ".join(notes)
 

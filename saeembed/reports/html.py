@@ -70,7 +70,8 @@ def label_cell(row: dict, suffix: str = "") -> str:
     peaks = row.get("peak_tokens" + suffix)
     notes = []
     if source:
-        notes.append(f"label: {escape(source)}" + ("" if score is None else f", score {score:.2f}"))
+        scored = score is not None and score == score  # an unscored label's AUROC is null or NaN
+        notes.append(f"label: {escape(source)}" + (f", score {score:.2f}" if scored else ""))
     if peaks:
         notes.append(f"fires here on: {escape(peaks)}")
     return label + "".join(f"<div class='muted ex'>{note}</div>" for note in notes)
