@@ -1114,20 +1114,47 @@ def concepts_show(
     all_tokens: Annotated[
         bool, typer.Option("--all-tokens", help="Re-read the documents to mark every firing token (loads the model).")
     ] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write the concept's page (every firing token marked; loads the model)."),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="With --html: the page shows the concept's frequency by this meta column."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """A concept's label and scores, and its top documents with the firing tokens «marked»."""
-    from saeembed.analysis.lookup import show_concept
+    """A concept's label and scores, and its top documents with the firing tokens «marked»; with --html, its
+    page (activation histogram, documents without it, the concepts it fires with, frequency by a column)."""
+    from saeembed.analysis.lookup import concept_profile, show_concept
     from saeembed.options import ConceptsShowOptions
     from saeembed.storage.store import Store
 
-    options = ConceptsShowOptions(feature_id=feature_id, corpus=corpus, top=top, all_tokens=all_tokens)
+    options = ConceptsShowOptions(
+        feature_id=feature_id, corpus=corpus, top=top, all_tokens=all_tokens, html=html, by=by
+    )
+    profile = None
     with Store.open(_db(db), read_only=True) as store:
-        view = show_concept(
-            store, options.feature_id, corpus=options.corpus, top=options.top, all_tokens=options.all_tokens
-        )
+        if options.html is not None:
+            profile = concept_profile(store, options.feature_id, corpus=options.corpus, top=options.top, by=options.by)
+            view = profile.view
+        else:
+            view = show_concept(
+                store, options.feature_id, corpus=options.corpus, top=options.top, all_tokens=options.all_tokens
+            )
     payload = {**view._asdict(), "labels": view.labels.to_dicts(), "documents": view.documents.to_dicts()}
+    if profile is not None:
+        from saeembed.reports.concept import concept_report
+        from saeembed.reports.html import write_report
+
+        written = write_report(options.html, concept_report(profile))
+        payload |= {
+            "html": str(written),
+            "histogram": profile.histogram.to_dicts(),
+            "cooccurring": profile.cooccurring.to_dicts(),
+            "by_column": None if profile.by_column is None else profile.by_column.to_dicts(),
+        }
 
     def render() -> None:
         current = view.labels.head(1).to_dicts()
@@ -1148,6 +1175,8 @@ def concepts_show(
         else:
             stdout.print(f"no label yet: run `saeembed label --corpus {view.corpus}`")
         stdout.print(_table(view.documents.to_dicts(), ["rank", "doc_id", "max_act", "marked"]))
+        if profile is not None:
+            stdout.print(f"concept page: {payload['html']}", highlight=False)
 
     _emit(payload, as_json, render)
 

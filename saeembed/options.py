@@ -693,12 +693,20 @@ class ConceptsShowOptions(Options):
     corpus: str | None = None
     top: int = 10
     all_tokens: bool = False
+    html: str | None = None
+    by: str | None = None
 
     def __post_init__(self) -> None:
         check_int("FEATURE_ID", self.feature_id, low=0, high=MAX_CONCEPT_ID)
         if self.corpus is not None:
             check_text("--corpus", self.corpus)
         check_int("--top", self.top, low=1, high=MAX_ROWS)
+        self._paths_as_text("html")
+        check_html("--html", self.html, folder_exists=True)
+        if self.by is not None:
+            check_text("--by", self.by)
+            if self.html is None:
+                raise SaeembedError("--by goes with --html: the concept page shows the frequency by that column")
 
 
 @dataclass(frozen=True, kw_only=True)

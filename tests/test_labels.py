@@ -565,3 +565,79 @@ def test_search_by_five_sports_articles_returns_mostly_sports_articles(labelled_
     assert concepts.height and (concepts["like_share"] > concepts["background_share"]).all()
     assert concepts["delta"].is_sorted(descending=True)
     assert set(concepts["label_source"].drop_nulls()) == {"this corpus"} and concepts["peak_tokens"].is_not_null().all()
+
+
+def marked_spans(text: str) -> list[tuple[int, int]]:
+    """The character spans of the original text that `mark_positions` put between « and »."""
+    spans, cursor, start = [], 0, None
+    for char in text:
+        if char == "«":
+            start = cursor
+        elif char == "»":
+            spans.append((start, cursor))
+        else:
+            cursor += 1
+    return spans
+
+
+def test_concept_pages_of_the_top_concepts_mark_every_firing_token(labelled_db, tmp_path, capsys):
+    """The pages of the corpus's two most frequent concepts (one from the library, one from the command):
+    every top document's stored peak token is marked (the reader re-read them), the histogram counts every
+    document where the concept fires, and the co-occurring concepts' NPMI and the frequency by topic are the
+    store's, computed by hand."""
+    from saeembed.analysis.lookup import HISTOGRAM_BINS, concept_profile, top_concepts
+    from saeembed.cli import main
+    from saeembed.model.tokens import load_tokenizer
+    from saeembed.reports.concept import concept_report
+
+    with Store.open(labelled_db, read_only=True) as store:
+        run = store.latest_run("news")
+        first, second = top_concepts(store, "news", top=2)["feature_id"].to_list()
+        profile = concept_profile(store, first, corpus="news", top=5, by="topic")
+        rows = store.query(
+            "SELECT f.feature_id, f.doc_id, f.argmax_pos, d.text, d.meta->>'topic' AS topic FROM doc_features f "
+            "JOIN documents d USING (doc_id) WHERE f.run_id = $r",
+            {"r": run.run_id},
+        )
+        topics = store.query("SELECT meta->>'topic' AS topic, count(*) AS n FROM documents GROUP BY 1")
+        with pytest.raises(SaeembedError, match="meta column 'genre'"):
+            concept_profile(store, first, corpus="news", by="genre")
+    html = concept_report(profile)
+    assert "http" not in html and html.count("class='bin'") == HISTOGRAM_BINS and "this corpus" in html
+    page = tmp_path / "concept.html"
+    command = ["concepts", "show", str(second), "--corpus", "news", "--html", str(page), "--by", "topic"]
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--db", str(labelled_db), "--json", "--top", "5"])
+    assert done.value.code == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["html"] == str(page.resolve()) and page.read_text(encoding="utf-8").count("class='bin'") == 20
+    pages = {
+        first: (profile.view.documents.to_dicts(), profile.histogram.to_dicts(), profile.cooccurring.to_dicts(),
+                profile.by_column.to_dicts(), profile.view.n_docs),
+        second: (shown["documents"], shown["histogram"], shown["cooccurring"], shown["by_column"], shown["n_docs"]),
+    }  # fmt: skip
+    tokenizer = load_tokenizer(run.reader_model)
+    docs_of = {f: set(d) for f, d in rows.group_by("feature_id").agg("doc_id").iter_rows()}
+    n_docs = rows["doc_id"].n_unique()
+    for feature_id, (documents, histogram, cooccurring, by_column, present_in) in pages.items():
+        mine = rows.filter(pl.col("feature_id") == feature_id)
+        for document in documents:
+            text, position = mine.filter(pl.col("doc_id") == document["doc_id"]).select("text", "argmax_pos").row(0)
+            start, end = tokenizer.offsets([text])[0][position]
+            start += len(text[start:end]) - len(text[start:end].lstrip())  # marks leave the leading space out
+            assert any(a <= start and end <= b for a, b in marked_spans(document["marked"])), document["doc_id"]
+        assert sum(b["n"] for b in histogram) == mine.height == present_in
+        for other in cooccurring:
+            both = len(docs_of[feature_id] & docs_of[other["feature_id"]])
+            p_ab, p_a, p_b = (
+                both / n_docs,
+                len(docs_of[feature_id]) / n_docs,
+                len(docs_of[other["feature_id"]]) / n_docs,
+            )
+            # NPMI is 1 for two concepts in every document (Bouma's limit), else log[p_ab/(p_a p_b)] / −log p_ab.
+            expected_npmi = 1.0 if p_ab == 1 else np.log(p_ab / (p_a * p_b)) / -np.log(p_ab)
+            assert other["n_ab"] == both and other["npmi"] == pytest.approx(expected_npmi)
+        assert [c["npmi"] for c in cooccurring] == sorted((c["npmi"] for c in cooccurring), reverse=True)
+        by_hand = mine.group_by("topic").len().join(topics, on="topic")
+        expected = {topic: present / n for topic, present, n in by_hand.iter_rows()}
+        assert {row["level"]: row["share"] for row in by_column} == {t: expected.get(t, 0.0) for t in topics["topic"]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import polars as pl
 
 from saeembed.concepts.provenance import concept_labels, current_labels, with_labels
@@ -183,3 +184,68 @@ def show_concept(
 def _shown(token: str) -> str:
     """A token as text to read: whitespace-only tokens (a line break) as their repr."""
     return token.strip() or repr(token)
+
+
+class ConceptProfile(NamedTuple):
+    view: ConceptView
+    """Labels with where each was made, and the top documents with every firing token «marked» (re-read)."""
+    histogram: pl.DataFrame
+    """low, high, n: how many of the run's documents have the concept's max activation in [low, high)
+    (the last bin includes its high end); HISTOGRAM_BINS bins from 0 to the largest activation."""
+    absent: pl.DataFrame
+    """doc_id, text: a seeded random sample of the run's documents where the concept does not fire."""
+    cooccurring: pl.DataFrame
+    """feature_id, label, label_source, label_score, peak_tokens, n_ab (documents with both), n_b, npmi: the
+    concepts most often firing in the same documents (NPMI, at least COOCCURRENCE_MIN_COUNT shared), best first."""
+    by_column: pl.DataFrame | None
+    """level, n (documents with that value of the meta column), present, share: the concept's frequency by
+    the column's values, most common value first; None without a column."""
+    column: str | None
+    """The meta column `by_column` is about."""
+
+
+HISTOGRAM_BINS = 20
+COOCCURRENCE_MIN_COUNT = 3
+"""Fewest shared documents for a co-occurring concept: NPMI of one or two documents is noise."""
+COOCCURRING = 10
+"""Co-occurring concepts listed."""
+ABSENT_DOCUMENTS = 5
+
+
+def concept_profile(
+    store: Store, feature_id: int, *, corpus: str | None = None, top: int = 10, by: str | None = None
+) -> ConceptProfile:
+    """Everything a concept's page shows (`show_concept` with every firing token marked, which loads the
+    run's reader and SAE, plus its activation histogram, documents where it is absent, the concepts it
+    co-occurs with, and its frequency by the meta column `by`)."""
+    from saeembed.analysis.correlate import npmi
+    from saeembed.concepts.examples import absent_documents, documents_text
+
+    name = corpus or only_corpus(store)
+    run = store.latest_run(name)
+    params = {"run_id": run.run_id, "feature_id": feature_id}
+    by_column = None
+    if by is not None:  # before the reader loads: a wrong column should fail at once
+        by_column = store.rows("concept_by_column", {**params, "column": by})
+        if by_column.height == 0:
+            raise SaeembedError(f"no embedded document of corpus '{name}' has a meta column '{by}'")
+        by_column = by_column.with_columns((pl.col("present") / pl.col("n")).alias("share"))
+    view = show_concept(store, feature_id, corpus=name, top=top, all_tokens=True)
+    activations = store.rows("concept_activations", params)["max_act"].to_numpy()
+    counts, edges = np.histogram(
+        activations, bins=HISTOGRAM_BINS, range=(0.0, float(activations.max(initial=0.0)) or 1.0)
+    )
+    histogram = pl.DataFrame({"low": edges[:-1], "high": edges[1:], "n": counts.astype(np.int64)})
+    absent_ids = absent_documents(store, run.run_id, [feature_id], per_feature=ABSENT_DOCUMENTS)["doc_id"]
+    absent = documents_text(store, absent_ids).select("doc_id", "text")
+    pairs = store.rows("concept_cooccurrence", {**params, "min_count": COOCCURRENCE_MIN_COUNT})
+    values = npmi(pairs["n_ab"].to_numpy(), view.n_docs, pairs["n_b"].to_numpy(), view.corpus_docs)
+    best = (
+        pairs.with_columns(pl.Series("npmi", values, dtype=pl.Float64))
+        .sort(["npmi", "n_ab", "feature_id"], descending=[True, True, False])
+        .head(COOCCURRING)
+    )
+    cooccurring = with_labels(best, concept_labels(store, run, best["feature_id"].to_list())).select(
+        "feature_id", "label", "label_source", "label_score", "peak_tokens", "n_ab", "n_b", "npmi"
+    )
+    return ConceptProfile(view, histogram, absent, cooccurring, by_column, by)
