@@ -219,12 +219,18 @@ def by_example(
     return {key: float(np.mean(values)) for key, values in scores.items()}, [*QUERIES, *FILM_QUERIES]
 
 
+def print_header(title: str, header: str) -> None:
+    """A markdown table's title, header row and rule."""
+    print(f"\n{title}\n{header}")
+    print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
+
+
 def print_by_example(scores: dict[tuple[str, str], float], queries: list[Query], sizes: list[int]) -> None:
     columns = [f"text {m}" for m in MODES] + [f"{n} {m}" for n in sizes for m in MODES]
     header = f"| {'query':<46} | {'kind':<9} | " + " | ".join(f"{c:>10}" for c in columns) + " |"
-    print("\nsearch by example: mean AP over the draws (text: the query's own ranking; N: N random relevant examples)")
-    print(header)
-    print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
+    print_header(
+        "search by example: mean AP over the draws (text: the query's own ranking; N: N random examples)", header
+    )
     for query in queries:
         cells = " | ".join(f"{scores[(query.text, c)]:>10.3f}" for c in columns)
         print(f"| {query.text:<46} | {query.kind:<9} | {cells} |")
@@ -306,9 +312,10 @@ def main() -> None:
     with Store.open(args.db, read_only=True) as store:
         docs = store.query("SELECT meta->>'source' AS source, meta->>'label' AS label FROM documents")
     header = f"| {'query':<46} | {'kind':<9} | rel. | " + " | ".join(f"{c:>15}" for c in columns) + " |"
-    print("\naverage precision over the whole ranking (labels: shipped with the SAE / token labels from this corpus)")
-    print(header)
-    print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
+    print_header(
+        "average precision over the whole ranking (labels: shipped with the SAE / token labels from this corpus)",
+        header,
+    )
     for query in QUERIES:
         cells = " | ".join(f"{columns[c](query.text):>15.3f}" for c in columns)
         print(f"| {query.text:<46} | {query.kind:<9} | {docs.filter(query.relevant).height:>4} | {cells} |")
