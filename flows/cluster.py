@@ -6,6 +6,7 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from saeembed_flows.artifacts import page_link
 
 from saeembed.analysis.cluster import DEFAULT_CONCEPTS, ClusterResult, cluster_documents
 from saeembed.concepts.llm import chat_backend
@@ -85,7 +86,7 @@ def cluster_flow(
             [
                 f"**{title}** (analysis {result.analysis_id}, {result.method} on {result.representation}; "
                 f"{result.n_without_concepts} of {result.n_docs} documents without the selected concepts; "
-                f"report: {report or 'none'})",
+                f"report: {page_link(report)})",
                 "",
                 "| cluster | size | top concepts |",
                 "|---|---|---|",

@@ -7,6 +7,7 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from saeembed_flows.artifacts import page_link
 from saeembed_flows.embed import embed_flow
 from saeembed_flows.label import label_brought_in
 
@@ -93,7 +94,7 @@ def compare_releases_flow(
         key="compare-releases-summary",
         markdown="\n".join(
             [
-                f"**{title}** (analysis {result.analysis_id}; report: {report or 'none'})",
+                f"**{title}** (analysis {result.analysis_id}; report: {page_link(report)})",
                 "",
                 "| model | release | against | rising | falling |",
                 "|---|---|---|---|---|",

@@ -7,6 +7,7 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from saeembed_flows.artifacts import page_link
 
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
 from saeembed.concepts.provenance import label_note
@@ -66,7 +67,7 @@ def correlate_flow(
         key="correlate-summary",
         markdown="\n".join(
             [
-                f"**{title}**: analysis {result.get('analysis_id')}, {len(rows)} rows; report: {report or 'none'}",
+                f"**{title}**: analysis {result.get('analysis_id')}, {len(rows)} rows; report: {page_link(report)}",
                 "",
                 columns,
                 "|---|---|---|",

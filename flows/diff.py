@@ -6,6 +6,7 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from saeembed_flows.artifacts import page_link
 
 from saeembed.analysis.diff import DiffResult, diff, diff_by
 from saeembed.analysis.hypotheses import HypothesisResult, verify_hypotheses
@@ -100,7 +101,7 @@ def diff_flow(
         key="diff-summary",
         markdown="\n".join(
             [
-                f"**{title}** (analysis {result.analysis_id}, {result.test}; report: {report or 'none'})",
+                f"**{title}** (analysis {result.analysis_id}, {result.test}; report: {page_link(report)})",
                 "",
                 "| concept | label | Δ | q |",
                 "|---|---|---|---|",

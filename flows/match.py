@@ -6,6 +6,7 @@ import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is importe
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from saeembed_flows.artifacts import page_link
 
 from saeembed.analysis.matching import match_concepts
 from saeembed.concepts.provenance import label_note
@@ -53,7 +54,7 @@ def match_flow(
         key="concepts-match-summary",
         markdown="\n".join(
             [
-                f"**{title}**: analysis {result['analysis_id']} (report: {report or 'none'}), "
+                f"**{title}**: analysis {result['analysis_id']} (report: {page_link(report)}), "
                 f"{summary['n_concepts_a']} concepts of run {run_a} "
                 f"over {summary['n_docs']} documents; matched (≥ 0.5): {summary['share_matched']:.1%}, "
                 f"mean best score {summary['mean_best']:.3f}, SVCCA {_number(summary['svcca'])} "

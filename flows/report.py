@@ -6,6 +6,7 @@ from __future__ import annotations
 import saeembed_flows  # noqa: F401  (Prefect settings before Prefect is imported)
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from saeembed_flows.artifacts import page_link
 
 from saeembed.reports.html import write_report
 from saeembed.reports.pages import analysis_report
@@ -20,7 +21,7 @@ def report_flow(analysis: str, html: str, db: str | None = None) -> dict:
     path = write_report(html, page)
     create_markdown_artifact(
         key="report",
-        markdown=f"Report of analysis {analysis_id}: `{path}` ({len(page):,} bytes)",
+        markdown=f"Report of analysis {analysis_id}: {page_link(path)} ({len(page):,} bytes)",
         description=f"report {analysis_id}",
     )
     return {"analysis_id": analysis_id, "html": str(path), "bytes": len(page)}

@@ -3,6 +3,8 @@ independently computed statistics."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import polars as pl
 import pytest
@@ -187,6 +189,18 @@ def test_diff_flow_stores_results_and_writes_a_self_contained_report(prefect_har
     assert result["rows"][0]["feature_id"] == 7 and result["test"] == "independent"
     page = report.read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "http" not in page
+    # The run's artifact in Prefect links to the page.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def latest_summary() -> str:
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["diff-summary"]))
+            )
+            return max(found, key=lambda artifact: artifact.created).data
+
+    assert f"report: [diff.html]({report.resolve().as_uri()})" in asyncio.run(latest_summary())
     with Store.open(two_corpora, read_only=True) as store:
         analyses = store.query("SELECT kind, params->>'a' AS a, inputs->>'n_a' AS n_a FROM analyses")
         assert analyses.rows() == [("diff", "a", "200")]
