@@ -703,6 +703,75 @@ def compare_releases_command(
     _warn_unlabelled(result["labels"])
 
 
+@app.command()
+def explore(
+    corpus: Annotated[str, typer.Argument(help="Corpus to map.")],
+    about: Annotated[
+        str | None, typer.Option("--about", help="Place the documents by the concepts about this text only.")
+    ] = None,
+    concepts: Annotated[
+        str | None, typer.Option("--concepts", help="Place the documents by these concepts only: ID,ID,…")
+    ] = None,
+    dense: Annotated[
+        bool, typer.Option("--dense", help="Place the documents by their dense embeddings (all-MiniLM-L6-v2).")
+    ] = False,
+    color_by: Annotated[
+        str | None,
+        typer.Option("--color-by", help="Colour the points by a meta column, cluster:ANALYSIS_ID or concept:ID."),
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="The page to write (default: explore-CORPUS.html here).")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A map of the corpus's documents in one offline page: hover to read a document and its concepts, select
+    points to list the concepts they have more than the rest, search labels to light up documents. No Prefect."""
+    from saeembed.options import ExploreOptions, parse_concept_ids
+    from saeembed.preflight import check_corpora, check_database
+
+    parsed = parse_concept_ids(concepts, "--concepts") if concepts is not None else None
+    options = ExploreOptions.pick({**locals(), "concepts": parsed})
+    check_database(_db(db), writes=options.dense)  # --dense stores the documents' embeddings it makes
+    check_corpora(_db(db), [options.corpus], embedded=True)
+    from saeembed.analysis.explore import explore_map
+    from saeembed.reports.explore import explore_page
+    from saeembed.reports.html import write_report
+    from saeembed.storage.store import Store
+
+    with Store.open(_db(db), read_only=not options.dense) as store:
+        found = explore_map(
+            store,
+            options.corpus,
+            about=options.about,
+            concepts=options.concepts,
+            dense=options.dense,
+            color_by=options.color_by,
+        )
+    page = explore_page(found)
+    written = write_report(options.html, page)
+    result = {
+        "corpus": found.corpus,
+        "run_id": found.run_id,
+        "representation": found.representation,
+        "color_by": found.color_by,
+        "points": found.points.height,
+        "unmapped": found.n_unmapped,
+        "html": str(written),
+        "bytes": len(page.encode()),
+    }
+    _emit(
+        result,
+        as_json,
+        lambda: stdout.print(
+            f"{written}: {result['points']:,} documents placed by UMAP of {found.representation}"
+            + (f" ({found.n_unmapped:,} without those concepts, left off)" if found.n_unmapped else "")
+            + f", {result['bytes'] / 1e6:.1f} MB; open it in a browser (it needs no network)",
+            highlight=False,
+        ),
+    )
+
+
 @app.command("search-index")
 def search_index(
     corpus: Annotated[str, typer.Option("--corpus", help="Corpus whose search indexes to build.")],

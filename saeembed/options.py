@@ -601,6 +601,33 @@ def parse_doc_ids(text: str, option: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExploreOptions(Options):
+    corpus: str
+    about: str | None = None
+    concepts: tuple[int, ...] | None = None
+    dense: bool = False
+    color_by: str | None = None
+    html: str | None = None
+
+    def __post_init__(self) -> None:
+        check_text("CORPUS", self.corpus)
+        if sum((self.about is not None, self.concepts is not None, bool(self.dense))) > 1:
+            raise SaeembedError("give at most one of --about, --concepts and --dense: what places the points")
+        if self.about is not None:
+            if not isinstance(self.about, str) or not self.about.strip():
+                raise SaeembedError("--about is empty: say what the map should be about")
+            check_text("--about", self.about, limit=10_000)
+        if self.concepts is not None:
+            object.__setattr__(self, "concepts", check_concept_ids("--concepts", self.concepts))
+        if self.color_by is not None:
+            check_text("--color-by", self.color_by)
+        if self.html is None:
+            object.__setattr__(self, "html", f"explore-{re.sub(r'[^A-Za-z0-9_.-]+', '-', self.corpus)}.html")
+        self._paths_as_text("html")
+        check_html("--html", self.html, folder_exists=True)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SearchIndexOptions(Options):
     corpus: str
     flat_below: int = 50_000

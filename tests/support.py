@@ -189,6 +189,26 @@ CORRELATE_PEAK = {1: 1, 2: 2, 3: 4, 4: 4, 5: 5, 9: 9}
 RELEASE_DATES = {"v1": "2024-01-15", "v2": "2024-04-15", "v3": "2024-07-15"}
 
 
+EXPLORE_TOPICS = {"Sports": 10, "Business": 20, "Sci/Tech": 30, "World": 40}
+"""Planted topics of `explore_docs` and the first of each one's four concepts (10–13 for Sports, …)."""
+
+
+def explore_docs(per_topic: int = 30, seed: int = 0) -> list[tuple[str, dict, list[tuple[int, float]]]]:
+    """Documents of four planted topics: each has three of its topic's four concepts and two of eight
+    background ones (1–8), activations between 1 and 2."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for topic, first in EXPLORE_TOPICS.items():
+        for i in range(per_topic):
+            own = rng.choice(np.arange(first, first + 4), 3, replace=False).tolist()
+            background = rng.choice(np.arange(1, 9), 2, replace=False).tolist()
+            concepts = [(int(f), float(rng.uniform(1, 2))) for f in sorted(own + background)]
+            docs.append(
+                (f"A {topic.lower()} story, number {i}, about one thing and another.", {"topic": topic}, concepts)
+            )
+    return docs
+
+
 def release_docs(n: int = 40) -> list[tuple[str, dict, list[int]]]:
     """n prompts answered by three releases: concept 5 ("bullet list") in 4 of 40 answers of v1, 32 of v2
     and 2 of v3; concept 1 everywhere."""

@@ -14,16 +14,27 @@ import pytest
 from saeembed.analysis.cluster import cluster_documents
 from saeembed.analysis.correlate import correlate_column, correlate_pairs
 from saeembed.analysis.diff import diff
+from saeembed.analysis.explore import explore_map
 from saeembed.analysis.lookup import HISTOGRAM_BINS, concept_profile
 from saeembed.analysis.releases import compare_releases
 from saeembed.analysis.retrieve import search_documents
 from saeembed.jobs import embed, ingest
 from saeembed.model.pooling import EmbedOptions
 from saeembed.reports.concept import concept_report
+from saeembed.reports.explore import explore_page
 from saeembed.reports.html import write_report
 from saeembed.reports.pages import analysis_report
 from saeembed.storage.store import Store
-from tests.support import CORRELATE_DOCS, CORRELATE_PEAK, TEXTS, build_store, release_docs, small_sae
+from tests.support import (
+    CORRELATE_DOCS,
+    CORRELATE_PEAK,
+    EXPLORE_TOPICS,
+    TEXTS,
+    build_store,
+    explore_docs,
+    release_docs,
+    small_sae,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -106,6 +117,17 @@ def pages(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
         profile = concept_profile(store, int(strongest["feature_id"][0]), corpus="news", top=5)
     concept = write_report(folder / "concept.html", concept_report(profile))
     written["concept"] = (concept, {"bins": HISTOGRAM_BINS, "documents": profile.view.documents.height})
+    topics = build_store(folder / "topics.duckdb", {"c": explore_docs()})
+    with Store.open(topics) as store:
+        for topic, first in EXPLORE_TOPICS.items():  # labels shipped with the SAE, for the label search
+            for offset in range(4):
+                store.query(
+                    "INSERT INTO features (sae_id, feature_id, method, model, label) VALUES (1, ?, 'tokens', 'm', ?)",
+                    [first + offset, f"{topic.lower()} word {offset}"],
+                )
+        found = explore_map(store, "c", color_by="topic")
+    explore = write_report(folder / "explore.html", explore_page(found))
+    written["explore"] = (explore, {"points": found.points.height, "legend": len(EXPLORE_TOPICS), "map": found})
     return written
 
 
@@ -119,6 +141,8 @@ MARKS = [
     ("compare-releases", "svg[aria-label='concept frequency per release'] polyline", "lines"),
     ("concept", "svg[aria-label='activation histogram'] rect.bin", "bins"),
     ("concept", "tr.top-doc", "documents"),
+    ("explore", ".scatterlayer .point", "points"),
+    ("explore", ".legend .traces", "legend"),
 ]
 
 
@@ -128,11 +152,51 @@ def test_every_page_renders_its_marks_offline_without_console_errors(browser, pa
 
     page, expected = pages[kind]
     errors, requests = opened(browser, page)
+    if kind == "explore":
+        wait_until_ready(browser)
     assert errors == [] and requests == []
     found = browser.find_elements(By.CSS_SELECTOR, selector)
     header_rows = 1 if selector.endswith(" tr") else 0
     assert expected[count] > 0 and len(found) == expected[count] + header_rows, (kind, len(found), expected)
     assert all(element.is_displayed() for element in found[:5])
+
+
+def wait_until_ready(driver, seconds: float = 30.0) -> float:
+    """Wait for the explore page to say it is ready; the seconds it took since the page started loading."""
+    import time
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, seconds).until(lambda d: d.execute_script("return window.saeembed && saeembed.ready"))
+    started = driver.execute_script("return performance.timeOrigin")
+    return time.time() - started / 1000
+
+
+def test_the_explore_page_answers_a_hover_a_selection_and_a_label_search(browser, pages):
+    """On the planted topics: hovering a point shows its document; selecting the Sports documents lists the
+    four Sports concepts first; searching a label lights up exactly the documents where that concept is."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    page, expected = pages["explore"]
+    found = expected["map"]
+    errors, requests = opened(browser, page)
+    wait_until_ready(browser)
+    point = browser.find_elements(By.CSS_SELECTOR, ".scatterlayer .point")[7]
+    ActionChains(browser).move_to_element(point).perform()
+    shown = browser.execute_script("return saeembed.shown")
+    assert shown in found.points["doc_id"].to_list()
+    assert browser.find_element(By.ID, "doc").text.startswith(f"document {shown} · ")
+    sports = found.points.filter(pl.col("color") == "Sports")["doc_id"].to_list()
+    browser.execute_script("saeembed.select(arguments[0])", sports)
+    listed = browser.execute_script("return saeembed.listed")
+    assert set(listed[:4]) == {10, 11, 12, 13} and browser.find_element(By.ID, "selection-size").text.startswith("30 ")
+    assert browser.execute_script("return saeembed.search('sports word 2')") == [12]
+    lit = browser.execute_script("return saeembed.highlight(12)")
+    assert lit == found.points.filter(pl.col("present").list.contains(12)).height
+    opacities = browser.execute_script("return document.getElementById('map').data.flatMap(t => t.marker.opacity)")
+    assert sorted(set(opacities)) == [0.08, 1] and opacities.count(1) == lit
+    assert errors == [] and requests == [] and [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_the_checks_catch_a_network_request_and_a_console_error(browser, tmp_path):

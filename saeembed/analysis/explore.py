@@ -11,6 +11,7 @@ cosine of the dense embeddings with `dense`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -130,7 +131,10 @@ def layout(vectors: np.ndarray | sparse.csr_matrix, metric: str, *, seed: int = 
 
     n = vectors.shape[0]
     model = umap.UMAP(n_neighbors=min(15, n - 1), metric=metric, random_state=seed, init="random")
-    return model.fit_transform(vectors)
+    with warnings.catch_warnings():
+        # umap-learn warns that a seed means one thread, and that jaccard has no inverse transform: both known.
+        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        return model.fit_transform(vectors)
 
 
 def _present(columns: ConceptColumns) -> sparse.csr_matrix:
