@@ -20,13 +20,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from saeembed.analysis.explore import explore_map
 from saeembed.reports.explore import explore_page
-from saeembed.storage.labels import insert_labels
 from saeembed.storage.store import Store
-from saeembed.storage.synthetic import distinct_draws, synthetic_corpus, synthetic_sae, write_concepts
+from saeembed.storage.synthetic import (
+    distinct_draws,
+    synthetic_corpus,
+    synthetic_labels,
+    synthetic_sae,
+    write_concepts,
+)
 
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "explore.duckdb"
 CONCEPTS = 8192
@@ -81,25 +85,8 @@ def build(path: Path, docs: int, seed: int = 0) -> None:
                 argmax_pos=rng.integers(0, 40, total, dtype=np.int32),
                 n_tokens=40,
             )
-        insert_labels(
-            store,
-            pa.table(
-                {
-                    "feature_id": np.arange(CONCEPTS, dtype=np.int32),
-                    "label": pa.array([" ".join(words[rng.integers(0, len(words), 3)]) for _ in range(CONCEPTS)]),
-                    "description": pa.nulls(CONCEPTS, pa.string()),
-                    "details": pa.nulls(CONCEPTS, pa.string()),
-                    "auroc": np.full(CONCEPTS, 0.8),
-                    "detection": pa.nulls(CONCEPTS, pa.float64()),
-                    "embedding": pa.nulls(CONCEPTS, pa.list_(pa.float32())),
-                }
-            ),
-            sae_id=sae,
-            method="tokens",
-            model="synthetic",
-            run_id=run,
-            embedding_model=None,
-        )
+        labels = [" ".join(words[rng.integers(0, len(words), 3)]) for _ in range(CONCEPTS)]
+        synthetic_labels(store, sae, run, labels)
 
 
 def browser_timings(page: Path, topic_docs: list[int], loads: int) -> tuple[float, float]:

@@ -27,9 +27,14 @@ import pyarrow as pa
 
 from saeembed.analysis.retrieve import search_documents
 from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder
-from saeembed.storage.labels import insert_labels
 from saeembed.storage.store import Store
-from saeembed.storage.synthetic import distinct_draws, synthetic_corpus, synthetic_sae, write_concepts
+from saeembed.storage.synthetic import (
+    distinct_draws,
+    synthetic_corpus,
+    synthetic_labels,
+    synthetic_sae,
+    write_concepts,
+)
 
 BATCH_DOCS = 5_000
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "latency.duckdb"
@@ -81,25 +86,8 @@ def build(path: Path, docs: int, concepts: int, seed: int, model_id: str, dim: i
             )
         labels = rng.normal(size=(concepts, dim)).astype(np.float32)
         labels /= np.linalg.norm(labels, axis=1, keepdims=True)
-        insert_labels(
-            store,
-            pa.table(
-                {
-                    "feature_id": np.arange(concepts, dtype=np.int32),
-                    "label": pa.array([" ".join(words[rng.integers(0, len(words), 3)]) for _ in range(concepts)]),
-                    "description": pa.nulls(concepts, pa.string()),
-                    "details": pa.nulls(concepts, pa.string()),
-                    "auroc": np.full(concepts, 0.8),
-                    "detection": pa.nulls(concepts, pa.float64()),
-                    "embedding": pa.array(list(labels), type=pa.list_(pa.float32())),
-                }
-            ),
-            sae_id=sae,
-            method="tokens",
-            model="synthetic",
-            run_id=run,
-            embedding_model=model_id,
-        )
+        names = [" ".join(words[rng.integers(0, len(words), 3)]) for _ in range(concepts)]
+        synthetic_labels(store, sae, run, names, embeddings=labels, embedding_model=model_id)
         for start in range(0, docs, 20_000):
             vectors = rng.normal(size=(min(20_000, docs - start), dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -171,3 +171,42 @@ def rewrite_run(store: Store, run_id: int, change: Callable[[pl.DataFrame], pl.D
     documents = documents.join(counts, on="doc_id", how="left").with_columns(pl.col("n_features").fill_null(0))
     remove_run(store.shards, run_id)
     publish_shard(store.shards, run_id, documents.to_arrow(), rows.to_arrow())
+
+
+def synthetic_labels(
+    store: Store,
+    sae_id: int,
+    run_id: int,
+    labels: Sequence[str],
+    *,
+    embeddings: np.ndarray | None = None,
+    embedding_model: str | None = None,
+) -> None:
+    """Token labels `labels[f]` for concepts 0 … len(labels) − 1, made from run `run_id`, each scored 0.8,
+    with `embeddings` (one unit vector a label, as if `embedding_model` had embedded it) or none."""
+    from saeembed.storage.labels import insert_labels
+
+    n = len(labels)
+    vectors = (
+        pa.nulls(n, pa.list_(pa.float32()))
+        if embeddings is None
+        else pa.array(list(embeddings.astype(np.float32)), type=pa.list_(pa.float32()))
+    )
+    table = {
+        "feature_id": np.arange(n, dtype=np.int32),
+        "label": pa.array(list(labels), type=pa.string()),
+        "description": pa.nulls(n, pa.string()),
+        "details": pa.nulls(n, pa.string()),
+        "auroc": np.full(n, 0.8),
+        "detection": pa.nulls(n, pa.float64()),
+        "embedding": vectors,
+    }
+    insert_labels(
+        store,
+        pa.table(table),
+        sae_id=sae_id,
+        method="tokens",
+        model="synthetic",
+        run_id=run_id,
+        embedding_model=embedding_model,
+    )
