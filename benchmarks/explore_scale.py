@@ -29,7 +29,7 @@ from saeembed.storage.synthetic import (
     synthetic_corpus,
     synthetic_labels,
     synthetic_sae,
-    write_concepts,
+    write_drawn_concepts,
 )
 
 DEFAULT_DB = Path.home() / ".cache" / "saeembed" / "bench" / "explore.duckdb"
@@ -73,18 +73,7 @@ def build(path: Path, docs: int, seed: int = 0) -> None:
             drawn = np.concatenate([background, own], axis=1)
             present = distinct_draws(drawn)
             present &= rng.random(drawn.shape) >= rng.uniform(0.0, 0.3, (n, 1))
-            total = int(present.sum())
-            write_concepts(
-                store,
-                run,
-                doc_ids[start : start + n],
-                present.sum(axis=1),
-                drawn[present],
-                rng.gamma(2.0, 1.0, total).astype(np.float32) + 0.01,
-                mean_act=0.1,
-                argmax_pos=rng.integers(0, 40, total, dtype=np.int32),
-                n_tokens=40,
-            )
+            write_drawn_concepts(store, run, doc_ids[start : start + n], drawn, present, rng)
         labels = [" ".join(words[rng.integers(0, len(words), 3)]) for _ in range(CONCEPTS)]
         synthetic_labels(store, sae, run, labels)
 

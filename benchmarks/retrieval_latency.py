@@ -33,7 +33,7 @@ from saeembed.storage.synthetic import (
     synthetic_corpus,
     synthetic_labels,
     synthetic_sae,
-    write_concepts,
+    write_drawn_concepts,
 )
 
 BATCH_DOCS = 5_000
@@ -72,18 +72,7 @@ def build(path: Path, docs: int, concepts: int, seed: int, model_id: str, dim: i
             drawn = np.floor(concepts * rng.random((n, 620)) ** 1.6).astype(np.int32)
             present = distinct_draws(drawn)
             present &= rng.random(drawn.shape) >= rng.uniform(0.0, 0.3, (n, 1))
-            total = int(present.sum())
-            write_concepts(
-                store,
-                run,
-                doc_ids[start : start + n],
-                present.sum(axis=1),
-                drawn[present],
-                rng.gamma(2.0, 1.0, total).astype(np.float32) + 0.01,
-                mean_act=0.1,
-                argmax_pos=rng.integers(0, 40, total, dtype=np.int32),
-                n_tokens=40,
-            )
+            write_drawn_concepts(store, run, doc_ids[start : start + n], drawn, present, rng)
         labels = rng.normal(size=(concepts, dim)).astype(np.float32)
         labels /= np.linalg.norm(labels, axis=1, keepdims=True)
         names = [" ".join(words[rng.integers(0, len(words), 3)]) for _ in range(concepts)]

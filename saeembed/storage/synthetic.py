@@ -210,3 +210,30 @@ def synthetic_labels(
         run_id=run_id,
         embedding_model=embedding_model,
     )
+
+
+def write_drawn_concepts(
+    store: Store,
+    run_id: int,
+    doc_ids: np.ndarray,
+    drawn: np.ndarray,
+    present: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    n_tokens: int = 40,
+) -> int:
+    """One batch of documents whose concepts are `drawn[i][present[i]]` (see `distinct_draws`): max
+    activations Gamma(2, 1) + 0.01, mean activation 0.1, peaks at a random one of `n_tokens` tokens (the
+    speed benchmarks' corpora). Returns the rows written."""
+    total = int(present.sum())
+    return write_concepts(
+        store,
+        run_id,
+        doc_ids,
+        present.sum(axis=1),
+        drawn[present],
+        rng.gamma(2.0, 1.0, total).astype(np.float32) + 0.01,
+        mean_act=0.1,
+        argmax_pos=rng.integers(0, n_tokens, total, dtype=np.int32),
+        n_tokens=n_tokens,
+    )
