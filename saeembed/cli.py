@@ -1057,19 +1057,32 @@ def _check_llm_endpoint(options: Any) -> None:
 def report(
     analysis: Annotated[str, typer.Argument(help="Analysis id, or a kind (diff, correlate, …) for its latest.")],
     html: Annotated[Path, typer.Option("--html", help="Where to write the self-contained HTML page.")],
+    concept_pages: Annotated[
+        bool,
+        typer.Option(
+            "--concept-pages",
+            help="Also write a page for every concept the report lists (FILE-concepts/ID.html; loads the model) "
+            "and link each listed concept to it.",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write the HTML report of a stored analysis (tables, charts, marked examples; no external resources)."""
     from saeembed.options import ReportOptions
-    from saeembed.reports.pages import analysis_report
+    from saeembed.reports.pages import analysis_report, write_concept_pages
     from saeembed.storage.store import Store
 
-    options = ReportOptions(analysis=analysis, html=str(html))
+    options = ReportOptions(analysis=analysis, html=str(html), concept_pages=concept_pages)
+    folder = html.with_name(f"{html.stem}-concepts")
     with Store.open(_db(db), read_only=True) as store:
         analysis_id, page = analysis_report(store, options.analysis)
+        if options.concept_pages:
+            page, listed = write_concept_pages(store, analysis_id, page, folder)
     html.write_text(page, encoding="utf-8")
     payload = {"analysis_id": analysis_id, "html": str(html.resolve()), "bytes": len(page)}
+    if options.concept_pages:
+        payload |= {"concept_pages": str(folder.resolve()), "concepts": listed}
     _emit(payload, as_json, lambda: stdout.print(f"analysis {analysis_id}: wrote {html} ({len(page):,} bytes)"))
 
 

@@ -664,6 +664,7 @@ class ServeOptions(Options):
 class ReportOptions(Options):
     analysis: str
     html: str
+    concept_pages: bool = False
 
     def __post_init__(self) -> None:
         self._paths_as_text("html")

@@ -5,6 +5,7 @@ Chromium is not installed; CI installs it (.ci/run)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -69,8 +70,6 @@ def browser():
 
 def opened(driver, page: Path) -> tuple[list[dict], list[str]]:
     """Open `page`; the console's error entries and the URLs of every request that left the file."""
-    import json
-
     driver.get_log("browser"), driver.get_log("performance")  # drop what earlier pages left
     driver.get(page.resolve().as_uri())
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
@@ -115,8 +114,18 @@ def pages(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
         embed(store, "news", sae=str(small_sae(folder / "sae")), device="cpu", options=EmbedOptions(max_tokens=32))
         strongest = store.query("SELECT feature_id FROM concept_frequency ORDER BY n_docs DESC, feature_id LIMIT 1")
         profile = concept_profile(store, int(strongest["feature_id"][0]), corpus="news", top=5)
+        linked_pairs = correlate_pairs(store, "news", min_npmi=0.0, min_count=2, top=5)
     concept = write_report(folder / "concept.html", concept_report(profile))
     written["concept"] = (concept, {"bins": HISTOGRAM_BINS, "documents": profile.view.documents.height})
+    from typer.testing import CliRunner
+
+    from saeembed.cli import app
+
+    linked = folder / "linked.html"
+    command = ["report", str(linked_pairs.analysis_id), "--html", str(linked), "--concept-pages", "--json"]
+    made = CliRunner().invoke(app, [*command, "--db", str(folder / "concept.duckdb")])
+    assert made.exit_code == 0, made.output
+    written["linked"] = (linked, {"links": json.loads(made.stdout)["concepts"], "cells": 2 * linked_pairs.pairs.height})
     topics = build_store(folder / "topics.duckdb", {"c": explore_docs()})
     with Store.open(topics) as store:
         for topic, first in EXPLORE_TOPICS.items():  # labels shipped with the SAE, for the label search
@@ -197,6 +206,22 @@ def test_the_explore_page_answers_a_hover_a_selection_and_a_label_search(browser
     opacities = browser.execute_script("return document.getElementById('map').data.flatMap(t => t.marker.opacity)")
     assert sorted(set(opacities)) == [0.08, 1] and opacities.count(1) == lit
     assert errors == [] and requests == [] and [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_a_reports_concepts_link_to_their_pages(browser, pages):
+    """`report --concept-pages`: every concept the pairs list links to its own page, which opens offline."""
+    from selenium.webdriver.common.by import By
+
+    page, expected = pages["linked"]
+    errors, requests = opened(browser, page)
+    links = browser.find_elements(By.CSS_SELECTOR, "td.concept a")
+    assert expected["cells"] > 0 and len(links) == expected["cells"] and errors == [] and requests == []
+    assert sorted({int(a.text) for a in links}) == sorted(expected["links"])
+    first = links[0].text
+    links[0].click()
+    assert browser.title.startswith(f"concept {first}")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg[aria-label='activation histogram'] rect.bin")) == 20
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_the_checks_catch_a_network_request_and_a_console_error(browser, tmp_path):

@@ -42,7 +42,10 @@ def test_every_kind_of_analysis_gets_a_page(path):
     assert all(self_contained(page) for page in pages.values())
     # Concept 5 is in every document of the first half and none of the second: its row says so.
     # (the label cell: the label, then where it was made and what the concept peaks on here)
-    row_of_5 = r"<td class='num'>5</td><td>(?:(?!</td>).)*</td><td class='num'>1\.000</td><td class='num'>0\.000</td>"
+    row_of_5 = (
+        r"<td class='num concept' data-concept='5'>5</td><td>(?:(?!</td>).)*</td>"
+        r"<td class='num'>1\.000</td><td class='num'>0\.000</td>"
+    )
     assert "<svg" in pages["diff"] and re.search(row_of_5 + r"<td class='num'>\+1\.000</td>", pages["diff"])
     assert "fires here on: " in pages["diff"] and "fires here on: " in pages["correlate"]
     results = pages["correlate"].split("<table>")[2]  # after the parameters' table

@@ -6,7 +6,7 @@ in about a second.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -15,6 +15,9 @@ from saeembed.concepts.provenance import concept_labels, current_labels, with_la
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import TextTokenizer, load_tokenizer, mark_context, mark_span, token_at
 from saeembed.storage.store import Store
+
+if TYPE_CHECKING:
+    from saeembed.concepts.examples import RunModels
 
 
 class DocumentView(NamedTuple):
@@ -155,17 +158,26 @@ class ConceptView(NamedTuple):
 
 
 def show_concept(
-    store: Store, feature_id: int, *, corpus: str | None = None, top: int = 10, all_tokens: bool = False
+    store: Store,
+    feature_id: int,
+    *,
+    corpus: str | None = None,
+    top: int = 10,
+    all_tokens: bool = False,
+    models: RunModels | None = None,
 ) -> ConceptView:
     """A concept's labels and its top documents. With `all_tokens` the run's reader re-reads those
-    documents to mark every firing token (slower: loads the model); otherwise the stored max is marked."""
+    documents to mark every firing token (slower: loads the model, unless `models` gives it loaded);
+    otherwise the stored max is marked."""
     from saeembed.concepts.examples import concept_examples, load_run_models
 
     name = corpus or only_corpus(store)
     run = store.latest_run(name)
     if not 0 <= feature_id < run.d_sae:
         raise SaeembedError(f"concept {feature_id} does not exist: this SAE has concepts 0..{run.d_sae - 1}")
-    models = load_run_models(store, run.run_id) if all_tokens else None
+    if all_tokens and models is None:
+        models = load_run_models(store, run.run_id)
+    models = models if all_tokens else None
     examples = concept_examples(store, feature_id, run_id=run.run_id, top=top, negatives=0, models=models)
     corpus_id = store.corpus_id(name)
     current = current_labels(store, run.sae_id, corpus_id).filter(pl.col("feature_id") == feature_id)
@@ -213,11 +225,17 @@ ABSENT_DOCUMENTS = 5
 
 
 def concept_profile(
-    store: Store, feature_id: int, *, corpus: str | None = None, top: int = 10, by: str | None = None
+    store: Store,
+    feature_id: int,
+    *,
+    corpus: str | None = None,
+    top: int = 10,
+    by: str | None = None,
+    models: RunModels | None = None,
 ) -> ConceptProfile:
     """Everything a concept's page shows (`show_concept` with every firing token marked, which loads the
-    run's reader and SAE, plus its activation histogram, documents where it is absent, the concepts it
-    co-occurs with, and its frequency by the meta column `by`)."""
+    run's reader and SAE unless `models` gives them, plus its activation histogram, documents where it is
+    absent, the concepts it co-occurs with, and its frequency by the meta column `by`)."""
     from saeembed.analysis.correlate import npmi
     from saeembed.concepts.examples import absent_documents, documents_text
 
@@ -230,7 +248,7 @@ def concept_profile(
         if by_column.height == 0:
             raise SaeembedError(f"no embedded document of corpus '{name}' has a meta column '{by}'")
         by_column = by_column.with_columns((pl.col("present") / pl.col("n")).alias("share"))
-    view = show_concept(store, feature_id, corpus=name, top=top, all_tokens=True)
+    view = show_concept(store, feature_id, corpus=name, top=top, all_tokens=True, models=models)
     activations = store.rows("concept_activations", params)["max_act"].to_numpy()
     counts, edges = np.histogram(
         activations, bins=HISTOGRAM_BINS, range=(0.0, float(activations.max(initial=0.0)) or 1.0)

@@ -62,6 +62,35 @@ def delta_chart(table: pl.DataFrame, *, width: int = 1000, row_height: int = 18)
     return "".join(parts)
 
 
+def concept_cell(feature_id: int) -> str:
+    """A table cell holding a concept id, marked (data-concept) so `link_concepts` can link it to its page."""
+    return f"<td class='num concept' data-concept='{int(feature_id)}'>{int(feature_id)}</td>"
+
+
+CONCEPT_CELL = re.compile(r"<td class='num concept' data-concept='(\d+)'>\d+</td>")
+"""`concept_cell`'s markup (only saeembed writes it, so a pattern finds every one)."""
+
+
+def listed_concepts(page: str) -> list[int]:
+    """The concept ids a page's tables list (its `concept_cell`s), each once, in order of first appearance."""
+    return list(dict.fromkeys(int(found) for found in CONCEPT_CELL.findall(page)))
+
+
+def link_concepts(page: str, hrefs: dict[int, str]) -> str:
+    """`page` with each concept cell whose id `hrefs` names linked to that address."""
+
+    def linked(match: re.Match) -> str:
+        feature_id = int(match.group(1))
+        if feature_id not in hrefs:
+            return match.group(0)
+        return (
+            f"<td class='num concept' data-concept='{feature_id}'>"
+            f"<a href='{escape(hrefs[feature_id])}'>{feature_id}</a></td>"
+        )
+
+    return CONCEPT_CELL.sub(linked, page)
+
+
 def label_cell(row: dict, suffix: str = "") -> str:
     """A concept's label (column label + suffix), and below it where the label was made, its score and the
     tokens the concept peaks on in this corpus, as far as the row says (see concepts.provenance)."""
@@ -87,7 +116,7 @@ def diff_report(title: str, summary: dict[str, object], table: pl.DataFrame) -> 
         heading = "" if group is None else f"<h2>{escape(str(group))} vs the rest</h2>"
         body = "".join(
             "<tr>"
-            f"<td class='num'>{r['rank']}</td><td class='num'>{r['feature_id']}</td>"
+            f"<td class='num'>{r['rank']}</td>{concept_cell(r['feature_id'])}"
             f"<td>{label_cell(r)}</td>"
             f"<td class='num'>{r['freq_a']:.3f}</td><td class='num'>{r['freq_b']:.3f}</td>"
             f"<td class='num'>{r['delta']:+.3f}</td>"
@@ -121,7 +150,7 @@ def match_report(title: str, summary: dict[str, object], matches: pl.DataFrame) 
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
     body = "".join(
         "<tr>"
-        f"<td class='num'>{r['feature_a']}</td><td>{label_cell(r, '_a')}"
+        f"{concept_cell(r['feature_a'])}<td>{label_cell(r, '_a')}"
         f"<div class='ex'>{_example(r['example_a'])}</div></td>"
         f"<td class='num'>{r['score']:.3f}</td>"
         f"<td class='num'>{r['feature_b']}</td><td>{label_cell(r, '_b')}"
@@ -212,7 +241,7 @@ def cluster_report(
     concepts and typical documents (the columns of `ClusterResult`'s fields of the same names)."""
     header = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items())
     selected = "".join(
-        f"<tr><td class='num'>{r['feature_id']}</td><td>{label_cell(r)}</td>"
+        f"<tr>{concept_cell(r['feature_id'])}<td>{label_cell(r)}</td>"
         f"<td class='num'>{_number(r.get('similarity'))}</td><td class='num'>{_number(r.get('freq'))}</td></tr>"
         for r in concepts.to_dicts()
     )
@@ -223,7 +252,7 @@ def cluster_report(
         name = "Noise" if r["cluster"] < 0 else f"Cluster {r['cluster']}"
         swatch = f"<span style='color:{cluster_colour(r['cluster'])}'>●</span>"
         top = "".join(
-            f"<tr><td class='num'>{c['feature_id']}</td><td>{label_cell(c)}</td>"
+            f"<tr>{concept_cell(c['feature_id'])}<td>{label_cell(c)}</td>"
             f"<td class='num'>{c['freq_in']:.3f}</td><td class='num'>{c['freq_out']:.3f}</td>"
             f"<td class='num'>{c['delta']:+.3f}</td></tr>"
             for c in r["top_concepts"]

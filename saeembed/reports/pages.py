@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
 
 import polars as pl
 
 from saeembed.errors import SaeembedError
-from saeembed.storage.store import Store
+from saeembed.storage.store import RunInfo, Store
 
 CORRELATION_COLUMNS = (
     "rank",
@@ -176,9 +177,11 @@ def table_page(
     title: str, summary: dict, table: pl.DataFrame, columns: tuple[str, ...], *, marked_columns: tuple[str, ...] = ()
 ) -> str:
     """A page with the parameters and one table; in `marked_columns`, «marked» text is highlighted."""
-    from saeembed.reports.html import STYLE, label_cell, marked
+    from saeembed.reports.html import STYLE, concept_cell, label_cell, marked
 
     def cell(row: dict, column: str) -> str:
+        if column in ("feature_id", "feature_a", "feature_b") and row.get(column) is not None:
+            return concept_cell(row[column])
         if column in marked_columns:
             return f"<td class='ex'>{marked(row.get(column))}</td>"
         if column in ("label", "label_a", "label_b"):
@@ -202,3 +205,34 @@ def _cell(value: object) -> str:
     if isinstance(value, int):
         return f"<td class='num'>{value}</td>"
     return f"<td>{escape('' if value is None else str(value))}</td>"
+
+
+def write_concept_pages(
+    store: Store, analysis_id: int, page: str, folder: Path, *, top: int = 10
+) -> tuple[str, list[int]]:
+    """A page for every concept `page` (the page of analysis `analysis_id`) lists, written into `folder` as
+    ID.html (`concepts show ID --html`: the run's reader and SAE load once); returns `page` with each of those
+    concepts linked to its page (relative to the folder `folder` sits in), and the concepts."""
+    from saeembed.analysis.lookup import concept_profile
+    from saeembed.concepts.examples import load_run_models
+    from saeembed.reports.concept import concept_report
+    from saeembed.reports.html import link_concepts, listed_concepts, write_report
+
+    run = _analysis_run(store, analysis_id)
+    listed = listed_concepts(page)
+    models = load_run_models(store, run.run_id) if listed else None
+    for feature_id in listed:
+        profile = concept_profile(store, feature_id, corpus=run.corpus, top=top, models=models)
+        write_report(folder / f"{feature_id}.html", concept_report(profile))
+    return link_concepts(page, {f: f"{folder.name}/{f}.html" for f in listed}), listed
+
+
+def _analysis_run(store: Store, analysis_id: int) -> RunInfo:
+    """The embedding run whose concepts an analysis lists (side A's, for a diff or a matching)."""
+    stored = store.analysis(analysis_id)
+    for key in ("run", "run_a", "run_id"):
+        if stored.inputs.get(key) is not None:
+            return store.run(stored.inputs[key])
+    if stored.params.get("run_a") is not None:
+        return store.run(stored.params["run_a"])
+    return store.latest_run(stored.params["corpus"])

@@ -8,7 +8,7 @@ from html import escape
 import polars as pl
 
 from saeembed.analysis.releases import ReleaseComparison
-from saeembed.reports.html import STYLE, delta_chart, label_cell
+from saeembed.reports.html import STYLE, concept_cell, delta_chart, label_cell
 
 PALETTE = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b7791f", "#c53030", "#319795", "#4a5568", "#d53f8c", "#718096")
 
@@ -69,7 +69,7 @@ def releases_report(title: str, result: ReleaseComparison) -> str:
     for s in steps:
         part = result.changes.filter(pl.col("diff_id") == s["diff_id"])
         rows = "".join(
-            f"<tr><td class='num'>{r['rank']}</td><td class='num'>{r['feature_id']}</td>"
+            f"<tr><td class='num'>{r['rank']}</td>{concept_cell(r['feature_id'])}"
             f"<td>{label_cell(r)}</td><td class='num'>{r['freq_a']:.2f}</td>"
             f"<td class='num'>{r['freq_b']:.2f}</td><td class='num'>{r['delta']:+.3f}</td>"
             f"<td class='num'>{r['q_value']:.2g}</td>"
