@@ -210,7 +210,8 @@ def test_the_match_page_shows_each_pair_side_by_side_with_its_peak_tokens(permut
     html = page.read_text(encoding="utf-8")
     assert "<th>share_matched</th><td>1.0</td>" in html and "<th>method</th><td>decoder</td>" in html
     rows = re.findall(
-        r"<tr><td class='num'>(\d+)</td><td>[^<]*<div class='ex'>(.*?)</div></td><td class='num'>([\d.]+)</td>"
+        r"<tr><td class='num concept' data-concept='\d+'>(\d+)</td><td>[^<]*<div class='ex'>(.*?)</div></td>"
+        r"<td class='num'>([\d.]+)</td>"
         r"<td class='num'>(\d+)</td><td>[^<]*<div class='ex'>(.*?)</div></td>",
         html,
     )
