@@ -20,7 +20,7 @@ import polars as pl
 from scipy import sparse
 
 from saeembed.concepts.dense import DEFAULT_SENTENCE_MODEL, SentenceEmbedder, document_embeddings
-from saeembed.concepts.provenance import current_labels
+from saeembed.concepts.provenance import concept_labels, with_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.tokens import load_tokenizer, mark_context
 from saeembed.storage.concept_columns import ConceptColumns, concept_columns
@@ -87,7 +87,8 @@ def explore_map(
             f"{MAX_DOCUMENTS:,}: explore a sample of it (ingest one as its own corpus)"
         )
     colors, color_kind = _colors(store, run, columns, color_by)  # checked before the slow part
-    present = _present(columns)
+    concept, relative = _relative(columns)
+    present = _present(columns, concept, relative)
     embedder = embedder or (SentenceEmbedder.load(DEFAULT_SENTENCE_MODEL) if about is not None or dense else None)
     if dense:
         rows = np.arange(len(columns.doc_ids))
@@ -101,17 +102,15 @@ def explore_map(
     if rows.size < MIN_DOCUMENTS:
         raise SaeembedError(f"only {rows.size} documents to map: a map needs at least {MIN_DOCUMENTS}")
     xy = layout(vectors, metric, seed=seed)
-    points = _points(store, run, columns, rows).with_columns(
+    points = _points(store, run, columns, rows, _strongest(columns, rows, concept, relative)).with_columns(
         pl.Series("x", xy[:, 0].astype(np.float64)),
         pl.Series("y", xy[:, 1].astype(np.float64)),
         pl.Series("color", [colors.get(d) for d in columns.doc_ids[rows].tolist()]),
     )
     counts = np.bincount(points["present"].explode().drop_nulls().to_numpy(), minlength=run.d_sae)
     used = np.flatnonzero(counts)
-    labels = current_labels(store, run.sae_id, store.corpus_id(corpus)).select("feature_id", "label", "label_source")
-    listed = pl.DataFrame({"feature_id": used.astype(np.int32), "n_docs": counts[used].astype(np.int64)}).join(
-        labels.with_columns(pl.col("feature_id").cast(pl.Int32)), on="feature_id", how="left"
-    )
+    listed = pl.DataFrame({"feature_id": used.astype(np.int32), "n_docs": counts[used].astype(np.int64)})
+    listed = with_labels(listed, concept_labels(store, run, used.tolist(), peaks=False))
     return ExploreMap(
         corpus,
         run.run_id,
@@ -137,13 +136,18 @@ def layout(vectors: np.ndarray | sparse.csr_matrix, metric: str, *, seed: int = 
         return model.fit_transform(vectors)
 
 
-def _present(columns: ConceptColumns) -> sparse.csr_matrix:
+def _relative(columns: ConceptColumns) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry of the columns: its concept, and its max activation / the concept's p90."""
+    concept = np.repeat(np.arange(len(columns.ptr) - 1), np.diff(columns.ptr))
+    return concept, columns.max_act / np.nan_to_num(columns.p90, nan=np.inf)[concept]
+
+
+def _present(columns: ConceptColumns, concept: np.ndarray, relative: np.ndarray) -> sparse.csr_matrix:
     """[documents, concepts] 0/1: where each concept is present (max activation ≥ PRESENCE × its p90)."""
-    d_sae = len(columns.ptr) - 1
-    concept = np.repeat(np.arange(d_sae), np.diff(columns.ptr))
-    keep = columns.max_act >= PRESENCE * np.nan_to_num(columns.p90, nan=np.inf)[concept]
+    keep = relative >= PRESENCE
     data = np.ones(int(keep.sum()), dtype=np.float32)
-    return sparse.csr_matrix((data, (columns.rows[keep], concept[keep])), shape=(len(columns.doc_ids), d_sae))
+    shape = (len(columns.doc_ids), len(columns.ptr) - 1)
+    return sparse.csr_matrix((data, (columns.rows[keep], concept[keep])), shape=shape)
 
 
 def _chosen_concepts(
@@ -201,15 +205,17 @@ def _colors(
     return dict(found.select("doc_id", "value").iter_rows()), "categories"
 
 
-def _points(store: Store, run: RunInfo, columns: ConceptColumns, rows: np.ndarray) -> pl.DataFrame:
-    """doc_id, text, marked, top, present for the documents at `rows` of the columns."""
+def _points(
+    store: Store, run: RunInfo, columns: ConceptColumns, rows: np.ndarray, strongest: list[list[tuple[int, int, float]]]
+) -> pl.DataFrame:
+    """doc_id, text, marked, top, present for the documents at `rows` of the columns, whose concepts
+    `strongest` lists (see `_strongest`)."""
     from saeembed.concepts.examples import documents_text
 
     doc_ids = columns.doc_ids[rows]
     texts = dict(documents_text(store, doc_ids.tolist()).iter_rows())
     ordered = [texts[d] for d in doc_ids.tolist()]
     offsets = load_tokenizer(run.reader_model).offsets(ordered)
-    strongest = _strongest(columns, rows)
     marked = [
         mark_context(text, offsets[i], concepts[0][1]) if concepts else ""
         for i, (text, concepts) in enumerate(zip(ordered, strongest, strict=True))
@@ -232,12 +238,11 @@ def _points(store: Store, run: RunInfo, columns: ConceptColumns, rows: np.ndarra
     )
 
 
-def _strongest(columns: ConceptColumns, rows: np.ndarray) -> list[list[tuple[int, int, float]]]:
+def _strongest(
+    columns: ConceptColumns, rows: np.ndarray, concept: np.ndarray, relative: np.ndarray
+) -> list[list[tuple[int, int, float]]]:
     """Per document row: its concepts strongest first by activation / p90, as (feature_id, argmax_pos,
     activation / p90), the first PAGE_CONCEPTS of them."""
-    d_sae = len(columns.ptr) - 1
-    concept = np.repeat(np.arange(d_sae), np.diff(columns.ptr))
-    relative = columns.max_act / np.nan_to_num(columns.p90, nan=np.inf)[concept]
     order = np.lexsort((-relative, columns.rows))  # by document row, strongest first
     by_row = columns.rows[order]
     starts = np.searchsorted(by_row, rows)

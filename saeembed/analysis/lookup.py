@@ -59,12 +59,7 @@ def show_document(store: Store, doc_id: int, *, top: int = 20) -> DocumentView:
     run = store.run_for_document(doc_id)
     doc = store.rows("lookup_document", {"run_id": run.run_id, "doc_id": doc_id}).row(0)
     concepts = store.rows("doc_concepts", {"run_id": run.run_id, "doc_id": doc_id, "limit": top})
-    labels = current_labels(store, run.sae_id, store.corpus_id(run.corpus)).select(
-        "feature_id", "label", "label_source", pl.col("auroc").alias("label_score")
-    )
-    concepts = concepts.join(
-        labels.cast({"feature_id": concepts.schema["feature_id"]}), on="feature_id", how="left", maintain_order="left"
-    )
+    concepts = with_labels(concepts, concept_labels(store, run, concepts["feature_id"].to_list(), peaks=False))
     tokenizer = load_tokenizer(run.reader_model)
     offsets = tokenizer.offsets([doc[1]])[0]
     positions = concepts["argmax_pos"].to_list()

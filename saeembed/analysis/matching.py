@@ -27,7 +27,7 @@ import torch
 from scipy import sparse
 
 from saeembed.concepts.labels import MATCHED_SCORE
-from saeembed.concepts.provenance import current_labels
+from saeembed.concepts.provenance import concept_labels, with_labels
 from saeembed.errors import SaeembedError
 from saeembed.model.formats import load_sae
 from saeembed.model.itda import jaccard
@@ -393,17 +393,10 @@ def _summary(best: BestTwo, n_docs: int, decoder_a: np.ndarray | None, decoder_b
 def _with_labels(store: Store, run_a: RunInfo, run_b: RunInfo, matches: pl.DataFrame) -> pl.DataFrame:
     """The matches with each side's current label, where it was made and its score (None where the concept has
     no label). Every concept is matched, so no peak tokens here: the page shows each one's strongest document."""
-    with store.reading():
-        corpus_a, corpus_b = store.corpus_id(run_a.corpus), store.corpus_id(run_b.corpus)
     joined = matches
-    for side, run, corpus_id in (("a", run_a, corpus_a), ("b", run_b, corpus_b)):
-        labels = current_labels(store, run.sae_id, corpus_id).select(
-            pl.col("feature_id").alias(f"feature_{side}"),
-            pl.col("label").alias(f"label_{side}"),
-            pl.col("label_source").alias(f"label_source_{side}"),
-            pl.col("auroc").alias(f"label_score_{side}"),
-        )
-        joined = joined.join(labels, on=f"feature_{side}", how="left")
+    for side, run in (("a", run_a), ("b", run_b)):
+        labels = concept_labels(store, run, matches[f"feature_{side}"].to_list(), peaks=False)
+        joined = with_labels(joined, labels, on=f"feature_{side}", suffix=f"_{side}")
     return joined.select(
         "feature_a",
         "label_a",

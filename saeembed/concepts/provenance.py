@@ -65,15 +65,23 @@ def peak_tokens(store: Store, run: RunInfo, feature_ids: list[int], *, shown: in
 
 
 def count_peaks(strongest: pl.DataFrame, reader_model: str, *, shown: int = PEAK_TOKENS) -> pl.DataFrame:
-    """feature_id, peak_tokens: from rows of (feature_id, argmax_pos, text), each peak token re-found with the
-    reader's tokenizer (offsets only, no model), the `shown` most common joined by ', '."""
+    """feature_id, peak_tokens: from rows of (feature_id, doc_id, argmax_pos, text), each peak token re-found
+    with the reader's tokenizer (offsets only, no model; each document tokenized once, however many concepts
+    peak in it), the `shown` most common joined by ', '."""
     counts: dict[int, Counter] = {}
     if strongest.height:
-        offsets = load_tokenizer(reader_model).offsets(strongest["text"].to_list())
-        for (feature_id, position, text), doc_offsets in zip(
-            strongest.select("feature_id", "argmax_pos", "text").iter_rows(), offsets, strict=True
-        ):
-            token = token_at(text, doc_offsets, position)
+        documents = strongest.unique("doc_id", maintain_order=True)
+        offsets = dict(
+            zip(
+                documents["doc_id"].to_list(),
+                load_tokenizer(reader_model).offsets(documents["text"].to_list()),
+                strict=True,
+            )
+        )
+        for feature_id, doc_id, position, text in strongest.select(
+            "feature_id", "doc_id", "argmax_pos", "text"
+        ).iter_rows():
+            token = token_at(text, offsets[doc_id], position)
             counts.setdefault(feature_id, Counter())[token.strip() or repr(token)] += 1
     return pl.DataFrame(
         {
@@ -93,13 +101,17 @@ def with_labels(table: pl.DataFrame, labels: pl.DataFrame, *, on: str = "feature
     return kept.join(renamed.cast({on: kept.schema[on]}), on=on, how="left", maintain_order="left")
 
 
+def is_scored(score: float | None) -> bool:
+    """Whether a label has a score to show: an unscored label's AUROC is null, or NaN (no held-out documents)."""
+    return score is not None and score == score
+
+
 def label_note(row: dict, suffix: str = "") -> str:
     """Where a row's label (columns label_source, label_score, peak_tokens + suffix) comes from and what the
     concept peaks on here, in one line: '[shipped 0.83] here: -, *'; '' where the row says neither."""
     source, score = row.get("label_source" + suffix), row.get("label_score" + suffix)
     peaks = row.get("peak_tokens" + suffix)
-    scored = score is not None and score == score  # an unscored label's AUROC is null or NaN
-    notes = [f"[{source}{f' {score:.2f}' if scored else ''}]"] if source else []
+    notes = [f"[{source}{f' {score:.2f}' if is_scored(score) else ''}]"] if source else []
     notes += [f"here: {peaks}"] if peaks else []
     return " ".join(notes)
 

@@ -9,6 +9,7 @@ from html import escape
 import polars as pl
 
 from saeembed.analysis.lookup import ConceptProfile
+from saeembed.concepts.provenance import is_scored
 from saeembed.reports.html import STYLE, label_cell, marked
 
 SNIPPET_CHARS = 300
@@ -131,7 +132,7 @@ def _by_column(by_column: pl.DataFrame) -> str:
 
 
 def _score(value: float | None) -> str:
-    return "" if value is None or value != value else f"{value:.3f}"
+    return f"{value:.3f}" if is_scored(value) else ""
 
 
 def _snippet(text: str) -> str:

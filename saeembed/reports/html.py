@@ -9,6 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
+from saeembed.concepts.provenance import is_scored
+
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.4em}table{border-collapse:collapse;width:100%;margin-top:1em}
@@ -99,8 +101,7 @@ def label_cell(row: dict, suffix: str = "") -> str:
     peaks = row.get("peak_tokens" + suffix)
     notes = []
     if source:
-        scored = score is not None and score == score  # an unscored label's AUROC is null or NaN
-        notes.append(f"label: {escape(source)}" + (f", score {score:.2f}" if scored else ""))
+        notes.append(f"label: {escape(source)}" + (f", score {score:.2f}" if is_scored(score) else ""))
     if peaks:
         notes.append(f"fires here on: {escape(peaks)}")
     return label + "".join(f"<div class='muted ex'>{note}</div>" for note in notes)
